@@ -1,0 +1,90 @@
+// Data sets: the inputs x_1..x_N at which the empirical Fisher is evaluated (spec section 2).
+//
+// Loaders for CSV, MNIST-format IDX files and synthetic Gaussian blobs, all returning a
+// Dataset of float64 features with optional integer labels. A data source is named by a
+// string, as on the command line:
+//   csv:PATH[:label=COL]      COL a 0-based column index or a header name; default: last column
+//   idx:DIR                   DIR holds train-images-idx3-ubyte[.gz] (+ train-labels-idx1-ubyte[.gz])
+//   idx:IMAGES[,LABELS]       explicit IDX files, raw or gzip-compressed
+//   synthetic:blobs:K:DIM[:N] K Gaussian blobs in DIM dimensions, N points (default 1000)
+//   synthetic:teacher:SPEC[:N] parsed here, labelled by the network code (see network.h)
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace twosed {
+
+/// Features (float64, row-major) and optional labels of n examples.
+struct Dataset {
+  std::vector<int64_t> sample_shape;  ///< shape of one example: {F} for tables, {1,28,28} for IDX images
+  std::vector<double> x;              ///< n * prod(sample_shape) values, example-major
+  std::vector<int64_t> labels;        ///< empty, or n labels in [0, num_classes)
+  int64_t num_classes = 0;            ///< 0 when there are no labels
+  std::string source;                 ///< where it came from, for messages and reports
+
+  int64_t size() const;          ///< n
+  int64_t num_features() const;  ///< prod(sample_shape)
+};
+
+/// What a data-source string asks for, before anything is loaded.
+struct DataSpec {
+  enum class Kind { Csv, Idx, Blobs, Teacher };
+  Kind kind = Kind::Csv;
+  std::string path;         ///< Csv: the file; Idx: a directory or the images file
+  std::string labels_path;  ///< Idx with explicit files: the labels file (may be empty)
+  std::string label_column; ///< Csv: the label= value (may be empty: last column)
+  int64_t classes = 0;      ///< Blobs: K
+  int64_t dim = 0;          ///< Blobs: DIM
+  int64_t count = 1000;     ///< Blobs/Teacher: N
+  std::string model_spec;   ///< Teacher: the network spec string (e.g. "mlp:20-32-5")
+};
+
+/// Parses a data-source string. Throws UsageError naming the string and the expected form.
+DataSpec parse_data_spec(const std::string& text);
+
+/// Options shared by the loaders.
+struct CsvOptions {
+  std::string label_column;  ///< header name or 0-based index; empty: the last column
+  bool has_labels = true;    ///< false: every column is a feature
+};
+
+/// Reads a CSV file: optional header row (detected: a first row with any non-numeric field),
+/// numeric fields, ',' separator (';' and tab also detected), blank lines skipped. Labels are
+/// integers; if they are not exactly 0..K-1 they are remapped in sorted order. Throws
+/// DataError as "PATH:LINE: expected F fields, found G" / "PATH:LINE:COL: 'abc' is not a number" /
+/// "PATH:LINE:COL: NaN or Inf" / "PATH:LINE: label '1.5' is not an integer".
+Dataset load_csv(const std::string& path, const CsvOptions& opts = {});
+/// The same on text already in memory (for tests and fuzzing); `name` stands in for the path.
+Dataset parse_csv(const std::string& text, const std::string& name, const CsvOptions& opts = {});
+
+/// Reads MNIST-format IDX files (magic 0x00000803 images, 0x00000801 labels, big-endian
+/// counts, uint8 data), raw or gzip-compressed. Pixels are scaled to [0,1]; sample_shape is
+/// {1, rows, cols}. `labels_path` may be empty. Throws DataError naming the file on a bad
+/// magic number, truncated data, or a label count that differs from the image count.
+Dataset load_idx(const std::string& images_path, const std::string& labels_path);
+/// idx:DIR: finds train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] in DIR.
+Dataset load_idx_dir(const std::string& dir);
+/// Parses IDX bytes (already decompressed) for tests and fuzzing.
+Dataset parse_idx(const std::string& image_bytes, const std::string& label_bytes,
+                  const std::string& name);
+
+/// K isotropic Gaussian blobs (unit variance) around centres drawn from N(0, 4 I) in DIM
+/// dimensions, n points, labels 0..K-1 in round-robin order; deterministic for a seed.
+Dataset make_blobs(int64_t classes, int64_t dim, int64_t n, uint64_t seed);
+
+/// Loads csv/idx/blobs sources (Teacher throws UsageError: it needs a network, see network.h).
+Dataset load_dataset(const DataSpec& spec, uint64_t seed);
+
+/// Replaces every feature by its z-score over the data set (constant features become 0).
+void standardize(Dataset& data);
+
+/// A seeded subset of `n` distinct examples (all of them, shuffled, if n >= size()).
+/// Throws UsageError if n < 1.
+Dataset select_subset(const Dataset& data, int64_t n, uint64_t seed);
+
+/// Throws DataError if any feature is NaN or Inf (names the example and feature index).
+void check_finite(const Dataset& data);
+
+}  // namespace twosed

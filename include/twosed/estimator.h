@@ -1,0 +1,109 @@
+// From Fisher spectra to dimensions: the 2sED estimator, the Abbas et al. effective dimension,
+// and their bootstrap standard errors (spec sections 4 and 5).
+//
+// This part is pure arithmetic on eigenvalues: it never sees a network. The caller provides,
+// for each parameter sample theta^(j), the non-zero eigenvalues of the *unnormalised* Fisher
+// F(theta^(j)) and its trace; the estimator normalises (Fhat = (d/t) F, t the mean trace),
+// evaluates
+//     dhat_zeta(eps) = zeta*d + [LSE_j(sum_i log1p(a*sqrt(lambda_i^(j)))) - log M] / |log eps|,
+//     a = eps^(zeta-1),
+// (ellipsoid cover: 0.5*log1p(a^2*lambda) per eigenvalue), and bootstraps over the M samples,
+// recomputing t on each resample.
+//
+// Example:
+//   EstimatorOptions opts;
+//   opts.zetas = {0.0, 0.5};
+//   TwoScaleResult r = estimate_two_scale(spectra, /*num_params=*/d, opts);
+//   r.curves[1].value[3]  // d_0.5 at opts.eps[3]
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace twosed {
+
+/// The spectrum of one parameter sample's (unnormalised) Fisher matrix F(theta^(j)).
+struct SampleSpectrum {
+  std::vector<double> eigenvalues;  ///< eigenvalues kept after the zero cutoff (all > 0)
+  double trace = 0.0;               ///< tr F(theta^(j)) of the matrix itself, not of the kept eigenvalues
+  int64_t num_cut = 0;              ///< eigenvalues removed by the zero cutoff (incl. negative round-off)
+};
+
+/// How the image of a meso-scale cube is covered (spec section 4).
+enum class Cover {
+  Box,        ///< prod_i (1 + a*sqrt(lambda_i)): the default
+  Ellipsoid,  ///< prod_i sqrt(1 + a^2*lambda_i) = det(I + a^2 Fhat)^(1/2)
+};
+
+/// Options of estimate_two_scale.
+struct EstimatorOptions {
+  std::vector<double> eps;           ///< covering radii, each in (0,1); empty: default_eps_grid()
+  std::vector<double> zetas = {0.0}; ///< scale mixes, each in [0,1)
+  Cover cover = Cover::Box;
+  std::vector<double> ed_n;          ///< n values for the Abbas ED (gamma = 1); each needs kappa(n) > 1
+  std::vector<double> at_n;          ///< n values at which to evaluate d_zeta(eps_zeta(n)) for every zeta
+  int64_t bootstrap = 1000;          ///< bootstrap resamples B (>= 2); spec asks B >= 500
+  uint64_t seed = 0;                 ///< seeds the bootstrap (Stream::Bootstrap)
+};
+
+/// One 2sED curve over the eps grid at a fixed zeta.
+struct Curve {
+  double zeta = 0.0;
+  std::vector<double> eps;
+  std::vector<double> value;      ///< dhat_zeta(eps)
+  std::vector<double> std_error;  ///< bootstrap standard error of value
+};
+
+/// A single estimate at one (zeta, eps), e.g. the ED at one n or d_zeta at eps_zeta(n).
+struct PointEstimate {
+  double zeta = 0.0;
+  double n = 0.0;
+  double eps = 0.0;
+  double value = 0.0;
+  double std_error = 0.0;
+};
+
+/// Everything estimate_two_scale returns.
+struct TwoScaleResult {
+  int64_t num_params = 0;         ///< d
+  int64_t num_param_samples = 0;  ///< M
+  double mean_trace = 0.0;        ///< t = (1/M) sum_j tr F(theta^(j))
+  int64_t num_cut = 0;            ///< sum over samples of SampleSpectrum::num_cut
+  Cover cover = Cover::Box;
+  std::vector<Curve> curves;      ///< one per zeta, in the order of EstimatorOptions::zetas
+  std::vector<PointEstimate> ed;  ///< Abbas ED, one per ed_n (zeta = 0, eps = kappa^(-1/2))
+  std::vector<PointEstimate> at_n;///< d_zeta(eps_zeta(n)), zeta-major then n
+};
+
+/// The spec's default grid: 25 values log-spaced over [1e-6, 1e-1], both ends included.
+std::vector<double> default_eps_grid();
+
+/// Parses "LO:HI:COUNT" (log-spaced, both ends included, COUNT >= 1; COUNT = 1 gives {LO}
+/// only if LO == HI) or a comma-separated list "0.1,0.01". Every value must be in (0,1).
+/// Throws UsageError naming `option` (e.g. "--eps") and the offending value.
+std::vector<double> parse_eps_grid(const std::string& text, const std::string& option);
+
+/// Parses a comma-separated list of doubles; throws UsageError naming `option`.
+std::vector<double> parse_double_list(const std::string& text, const std::string& option);
+
+/// Abbas et al.'s kappa(n) = gamma*n / (2*pi*log n), gamma = 1.
+double abbas_kappa(double n);
+
+/// eps_zeta(n) = (2*pi*log n / n)^(1/(2*(1-zeta))): the eps at which a^2 equals kappa(n).
+double eps_at_n(double n, double zeta);
+
+/// The per-eigenvalue log term: log1p(u*sqrt(lambda)) (Box) or 0.5*log1p(u^2*lambda)
+/// (Ellipsoid). lambda >= 0, u > 0.
+double log_det_term(Cover cover, double u, double lambda);
+
+/// Checks every option that estimate_two_scale checks before seeing spectra (eps, zeta,
+/// bootstrap, ed_n, at_n), so that a long run fails before it starts. Throws UsageError.
+void validate_estimator_options(const EstimatorOptions& opts);
+
+/// Computes all curves and point estimates. Validates: d >= 1, spectra non-empty (M >= 1),
+/// every eps in (0,1), zeta in [0,1), positive mean trace, bootstrap >= 2; throws UsageError.
+TwoScaleResult estimate_two_scale(const std::vector<SampleSpectrum>& spectra, int64_t num_params,
+                                  const EstimatorOptions& opts);
+
+}  // namespace twosed

@@ -1,0 +1,35 @@
+// Reading and writing NumPy .npy files (format versions 1.0, 2.0, 3.0).
+//
+// twosed exchanges parameter samples (--thetas, M x d), checkpoints (flat d-vectors) and
+// inputs (--inputs-file, N x features) with other tools as .npy. Only little-endian float32
+// ('<f4') and float64 ('<f8') arrays are accepted; values are returned as float64.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace twosed {
+
+/// A dense array read from a .npy file, row-major (C order), converted to float64.
+struct NpyArray {
+  std::vector<int64_t> shape;  ///< e.g. {M, d}; {} for a scalar
+  std::vector<double> data;    ///< prod(shape) values, row-major
+  std::string dtype;           ///< descr as stored in the file: "<f4" or "<f8"
+
+  int64_t numel() const;
+};
+
+/// Reads `path`. Throws DataError naming the file and what is wrong (missing file, bad magic,
+/// unsupported version/dtype, Fortran order, truncated data, header that does not parse).
+NpyArray read_npy(const std::string& path);
+
+/// Parses .npy bytes already in memory; `name` is used in error messages.
+NpyArray parse_npy(const std::string& bytes, const std::string& name);
+
+/// Writes a float64 ('<f8') C-order array. Throws DataError if the file cannot be written or
+/// prod(shape) != data.size().
+void write_npy(const std::string& path, const std::vector<int64_t>& shape,
+               const std::vector<double>& data);
+
+}  // namespace twosed

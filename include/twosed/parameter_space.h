@@ -1,0 +1,50 @@
+// The parameter space Theta: a compact box with the uniform measure, from which the M
+// parameter samples theta^(j) are drawn (spec section 3).
+//
+//   init          every weight and bias of a layer in [-1/sqrt(fan_in), 1/sqrt(fan_in)]
+//                 (the support of PyTorch's default initialisation); the default
+//   box:A         [-A, A]^d
+//   local:CKPT:R  theta* +- R around the flat checkpoint vector in CKPT (.npy, d values)
+//
+// Draw order (spec section 3): sample j takes its own generator Rng(seed, Parameters, j) and
+// draws d uniforms in parameter order, theta_i = lower_i + (upper_i - lower_i) * u_i. Per-sample
+// generators make theta^(j) independent of M, of the model (S or Markov) and of threads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace twosed {
+
+class Network;
+
+class ParameterSpace {
+ public:
+  /// Parses "init", "box:A" or "local:CKPT:R" for `net`. Throws UsageError for a malformed
+  /// string or a bad A/R, DataError for an unreadable checkpoint or one whose length is not d.
+  static ParameterSpace parse(const std::string& text, const Network& net);
+
+  int64_t num_params() const { return num_params_; }
+  const std::string& description() const { return description_; }
+
+  /// theta^(j) into out[0..d).
+  void sample(uint64_t seed, int64_t j, double* out) const;
+
+  /// Lower and upper corner of coordinate i (for tests and reports).
+  double lower(int64_t i) const;
+  double upper(int64_t i) const;
+
+ private:
+  struct Segment {
+    int64_t offset, length;
+    double half_width;
+  };
+  double half_width(int64_t i) const;
+  int64_t num_params_ = 0;
+  std::vector<Segment> segments_;  // cover [0, d) in order
+  std::vector<double> center_;     // empty: centred at 0
+  std::string description_;
+};
+
+}  // namespace twosed

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every Debian package twosed needs to build, test and benchmark. Idempotent:
+# packages already present are skipped, so a second run costs a few seconds.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config
+  libtorch-dev          # LibTorch 1.13 (CPU): networks, forward/backward passes
+  libopenblas-dev       # without it LibTorch uses the reference BLAS, ~50x slower
+  libcli11-dev          # command-line parsing
+  nlohmann-json3-dev    # JSON output
+  libfmt-dev            # formatting
+  libgtest-dev          # tests
+  libbenchmark-dev      # bench/
+  zlib1g-dev            # gzip-compressed IDX files
+  dataset-fashion-mnist # the embedded default job's data
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

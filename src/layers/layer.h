@@ -1,0 +1,73 @@
+// Internal: one network operation, with its forward pass and its exact Jacobians.
+//
+// Everything the Fisher code needs from a layer lives here, once per layer type (spec section 7):
+// the forward pass, the vector-Jacobian product with respect to the layer's input (to carry
+// backpropagated rows down the network), and, for parametric layers, per-example parameter
+// gradients and their Gram matrix. The standard model, the dense oracle and the benchmarks all
+// go through these functions.
+//
+// Shapes: x is (N, in_shape...), one row per example. Backpropagated quantities carry R rows
+// per example (R = k for the exact Fisher, 1 for sampled labels): g is (N, R, shape...).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+
+#include "twosed/model_spec.h"
+
+namespace twosed::layers {
+
+class Layer {
+ public:
+  explicit Layer(LayerSpec spec) : spec_(std::move(spec)) {}
+  virtual ~Layer() = default;
+
+  const LayerSpec& spec() const { return spec_; }
+
+  /// y = layer(x) at parameters `params` (this layer's slice of theta; empty if non-parametric).
+  virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& params) const = 0;
+
+  /// g_in = g_out * dy/dx for every row: g_out (N, R, out...), returns (N, R, in...).
+  /// `x` and `y` are this layer's input and output from forward().
+  virtual torch::Tensor backward_input(const torch::Tensor& g_out, const torch::Tensor& x,
+                                       const torch::Tensor& y, const torch::Tensor& params) const = 0;
+
+  /// Parametric layers: per-row parameter gradients, (N*R, num_params()), in the layer's
+  /// parameter order (weight row-major, then bias).
+  virtual torch::Tensor per_example_grads(const torch::Tensor& x, const torch::Tensor& g_out) const;
+
+  /// Parametric layers: K += G G^T with G = per_example_grads(x, g_out), (N*R) x (N*R), without
+  /// necessarily forming G (Kronecker form for Linear, output-channel chunks for Conv2d).
+  /// `memory_budget` bounds the bytes of any temporary.
+  virtual void add_gram(const torch::Tensor& x, const torch::Tensor& g_out, torch::Tensor& gram,
+                        int64_t memory_budget) const;
+
+  int64_t num_params() const { return spec_.num_params(); }
+
+ protected:
+  LayerSpec spec_;
+};
+
+std::unique_ptr<Layer> make_layer(const LayerSpec& spec);
+
+// Constructors of each layer type (one source file each).
+std::unique_ptr<Layer> make_linear(const LayerSpec& spec);
+std::unique_ptr<Layer> make_conv2d(const LayerSpec& spec);
+std::unique_ptr<Layer> make_nonparametric(const LayerSpec& spec);
+
+/// (N, R, rest...) -> (N*R, rest...) and back: rows of backpropagated quantities.
+inline torch::Tensor merge_rows(const torch::Tensor& g) {
+  auto sizes = g.sizes().vec();
+  std::vector<int64_t> out{sizes[0] * sizes[1]};
+  out.insert(out.end(), sizes.begin() + 2, sizes.end());
+  return g.reshape(out);
+}
+inline torch::Tensor split_rows(const torch::Tensor& g, int64_t n, int64_t r) {
+  auto sizes = g.sizes().vec();
+  std::vector<int64_t> out{n, r};
+  out.insert(out.end(), sizes.begin() + 1, sizes.end());
+  return g.reshape(out);
+}
+
+}  // namespace twosed::layers

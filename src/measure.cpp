@@ -1,0 +1,174 @@
+#include "twosed/measure.h"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "twosed/data.h"
+#include "twosed/error.h"
+#include "twosed/fisher.h"
+#include "twosed/network.h"
+#include "twosed/npy.h"
+#include "twosed/parameter_space.h"
+#include "twosed/random.h"
+
+namespace twosed {
+namespace {
+
+bool is_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+torch::Tensor to_tensor(const std::vector<double>& v, std::vector<int64_t> shape) {
+  return torch::from_blob(const_cast<double*>(v.data()), shape, torch::kFloat64).clone();
+}
+
+// synthetic:teacher:SPEC[:N]: standard normal inputs shaped for the teacher, labelled by the
+// argmax of the teacher network at one parameter sample from its init box.
+Dataset make_teacher_data(const DataSpec& ds, const ModelOptions& model_options, uint64_t seed) {
+  Network teacher(parse_model_spec(ds.model_spec, model_options));
+  Dataset data;
+  data.sample_shape = teacher.spec().input_shape;
+  data.source = "synthetic:teacher:" + ds.model_spec;
+  Rng rng(seed, Stream::Data, 1);
+  data.x.resize(static_cast<size_t>(ds.count * teacher.spec().num_inputs()));
+  for (double& v : data.x) v = rng.normal();
+  auto space = ParameterSpace::parse("init", teacher);
+  auto theta = torch::empty({teacher.num_params()}, torch::kFloat64);
+  space.sample(seed, /*j=*/1'000'000'007, theta.data_ptr<double>());
+  std::vector<int64_t> shape{ds.count};
+  shape.insert(shape.end(), data.sample_shape.begin(), data.sample_shape.end());
+  torch::NoGradGuard no_grad;
+  auto labels = teacher.forward(theta, to_tensor(data.x, shape)).argmax(1).contiguous();
+  data.labels.assign(labels.data_ptr<int64_t>(), labels.data_ptr<int64_t>() + ds.count);
+  data.num_classes = teacher.num_outputs();
+  return data;
+}
+
+// The N inputs as a (N, input_shape...) float64 tensor, checked against the model.
+torch::Tensor load_inputs(const MeasureOptions& opts, const ModelSpec& spec, std::string& description) {
+  Dataset data;
+  std::vector<int64_t> shape;
+  const int64_t features = spec.num_inputs();
+  if (!opts.inputs_file.empty()) {
+    auto arr = read_npy(opts.inputs_file);
+    if (arr.shape.size() < 2 || arr.shape[0] < 1)
+      throw DataError(fmt::format("{}: expected an array of N x features (N >= 1), got shape ({})", opts.inputs_file,
+                                  fmt::join(arr.shape, ", ")));
+    if (arr.numel() / arr.shape[0] != features)
+      throw DataError(fmt::format("{}: {} features per example, but model '{}' takes {}", opts.inputs_file,
+                                  arr.numel() / arr.shape[0], spec.text, features));
+    data.x = std::move(arr.data);
+    data.sample_shape = spec.input_shape;
+    data.source = opts.inputs_file;
+    check_finite(data);
+    description = fmt::format("{} ({} inputs, all rows in file order)", opts.inputs_file, data.size());
+  } else {
+    const std::string source = opts.data.empty() ? default_data_source(spec) : opts.data;
+    const auto ds = parse_data_spec(source);
+    data = ds.kind == DataSpec::Kind::Teacher ? make_teacher_data(ds, opts.model_options, opts.seed)
+                                              : load_dataset(ds, opts.seed);
+    if (data.num_features() != features)
+      throw DataError(fmt::format("data '{}' has {} features per example, but model '{}' takes {}", source,
+                                  data.num_features(), spec.text, features));
+    if (opts.fisher.task == Task::Classify && data.num_classes > spec.num_outputs())
+      throw DataError(fmt::format("data '{}' has {} classes, but model '{}' has only {} outputs", source,
+                                  data.num_classes, spec.text, spec.num_outputs()));
+    check_finite(data);
+    if (opts.standardize) standardize(data);
+    const int64_t available = data.size();
+    data = select_subset(data, opts.num_inputs, opts.seed);
+    description = fmt::format("{} ({} of {} examples, seeded subset{})", source, data.size(), available,
+                              opts.standardize ? ", standardized" : "");
+  }
+  shape.push_back(data.size());
+  shape.insert(shape.end(), spec.input_shape.begin(), spec.input_shape.end());
+  return to_tensor(data.x, shape);
+}
+
+}  // namespace
+
+std::string default_data_source(const ModelSpec& spec) {
+  if (spec.num_inputs() == 784 && (is_file(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz") ||
+                                   is_file(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte")))
+    return std::string("idx:") + kFashionMnistDir;
+  return fmt::format("synthetic:blobs:{}:{}", spec.num_outputs(), spec.num_inputs());
+}
+
+MeasureResult run_measure(const MeasureOptions& opts) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (opts.num_inputs < 1) throw UsageError(fmt::format("--inputs must be >= 1, got {}", opts.num_inputs));
+  if (opts.thetas_file.empty() && opts.num_param_samples < 1)
+    throw UsageError(fmt::format("--samples must be >= 1, got {}", opts.num_param_samples));
+  if (opts.fisher.task == Task::Regress && !(opts.fisher.out_noise > 0 && std::isfinite(opts.fisher.out_noise)))
+    throw UsageError(fmt::format("--out-noise must be a finite number > 0, got {}", opts.fisher.out_noise));
+  validate_estimator_options(opts.estimator);
+
+  MeasureResult result;
+  Network net(parse_model_spec(opts.model, opts.model_options));
+  result.spec = net.spec();
+  const int64_t d = net.num_params();
+  const auto x = load_inputs(opts, net.spec(), result.data_description);
+  result.num_inputs = x.size(0);
+  result.num_outputs = net.num_outputs();
+  result.rows_per_example = opts.fisher.kind == FisherKind::Exact ? result.num_outputs : 1;
+
+  // Parameter samples: drawn on the fly from Theta, or read from --thetas.
+  std::vector<double> given;
+  int64_t m = opts.num_param_samples;
+  ParameterSpace space;
+  if (!opts.thetas_file.empty()) {
+    auto arr = read_npy(opts.thetas_file);
+    if (arr.shape.size() == 1 && arr.shape[0] == d) arr.shape = {1, d};
+    if (arr.shape.size() != 2 || arr.shape[1] != d || arr.shape[0] < 1)
+      throw DataError(fmt::format("{}: expected shape (M, {}) for model '{}' (d = {}), got ({})", opts.thetas_file, d,
+                                  opts.model, d, fmt::join(arr.shape, ", ")));
+    for (size_t i = 0; i < arr.data.size(); ++i)
+      if (!std::isfinite(arr.data[i]))
+        throw DataError(fmt::format("{}: NaN or Inf in sample {}, parameter {}", opts.thetas_file,
+                                    static_cast<int64_t>(i) / d, static_cast<int64_t>(i) % d));
+    m = arr.shape[0];
+    given = std::move(arr.data);
+    result.space_description = fmt::format("{} given samples from {}", m, opts.thetas_file);
+  } else {
+    space = ParameterSpace::parse(opts.space, net);
+    result.space_description = space.description();
+  }
+
+  FisherOptions fopts = opts.fisher;
+  fopts.label_seed = opts.seed;
+  std::vector<SampleSpectrum> spectra;
+  spectra.reserve(static_cast<size_t>(m));
+  auto theta = torch::empty({d}, torch::kFloat64);
+  for (int64_t j = 0; j < m; ++j) {
+    if (given.empty())
+      space.sample(opts.seed, j, theta.data_ptr<double>());
+    else
+      std::copy_n(given.data() + j * d, d, theta.data_ptr<double>());
+    auto fs = fisher_spectrum(net, theta, x, fopts, static_cast<uint64_t>(j));
+    if (j == 0) result.side = fs.side;
+    result.samples.push_back({fs.matrix_size, static_cast<int64_t>(fs.spectrum.eigenvalues.size()),
+                              fs.spectrum.num_cut, fs.spectrum.trace, fs.largest, fs.most_negative,
+                              fs.seconds_forward_backward, fs.seconds_gram, fs.seconds_eigen});
+    spectra.push_back(std::move(fs.spectrum));
+    if (opts.progress) opts.progress(j + 1, m);
+  }
+  EstimatorOptions eopts = opts.estimator;
+  eopts.seed = opts.seed;
+  result.estimate = estimate_two_scale(spectra, d, eopts);
+  result.seconds_total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return result;
+}
+
+}  // namespace twosed
+
+namespace twosed {
+void set_num_threads(int threads) {
+  if (threads < 1) throw UsageError(fmt::format("--threads must be >= 1, got {}", threads));
+  torch::set_num_threads(threads);
+}
+int num_threads() { return torch::get_num_threads(); }
+}  // namespace twosed

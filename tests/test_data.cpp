@@ -1,0 +1,565 @@
+// Tests of the data loaders and helpers (include/twosed/data.h).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include "twosed/data.h"
+#include "twosed/error.h"
+
+namespace {
+
+using twosed::CsvOptions;
+using twosed::DataError;
+using twosed::Dataset;
+using twosed::DataSpec;
+using twosed::UsageError;
+
+// A fresh directory under the gtest temp dir for one test.
+std::string temp_dir(const std::string& name) {
+  const std::filesystem::path p = std::filesystem::path(::testing::TempDir()) / ("twosed_test_data_" + name);
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p.string();
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+void write_gz(const std::string& path, const std::string& bytes) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
+  ASSERT_EQ(gzclose(f), Z_OK);
+}
+
+template <class E, class F>
+void expect_error(F f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    FAIL() << "expected an exception";
+  } catch (const E& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nmissing: " << p;
+  } catch (const std::exception& e) {
+    FAIL() << "wrong exception type: " << e.what();
+  }
+}
+
+template <class F>
+void expect_data_error(F f, const std::vector<std::string>& parts) {
+  expect_error<DataError>(f, parts);
+}
+
+template <class F>
+void expect_usage_error(F f, const std::vector<std::string>& parts) {
+  expect_error<UsageError>(f, parts);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV
+
+TEST(Csv, HeaderAndDefaultLastLabelColumn) {
+  const Dataset d = twosed::parse_csv("a,b,label\n1,2,0\n3,4,1\n5,6,0\n", "t.csv");
+  EXPECT_EQ(d.source, "t.csv");
+  EXPECT_EQ(d.sample_shape, (std::vector<int64_t>{2}));
+  EXPECT_EQ(d.size(), 3);
+  EXPECT_EQ(d.num_features(), 2);
+  EXPECT_EQ(d.x, (std::vector<double>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(d.labels, (std::vector<int64_t>{0, 1, 0}));
+  EXPECT_EQ(d.num_classes, 2);
+}
+
+TEST(Csv, NoHeader) {
+  const Dataset d = twosed::parse_csv("1.5,-2e3,1\n3,4,2\n0,0,0\n", "t.csv");
+  EXPECT_EQ(d.size(), 3);
+  EXPECT_EQ(d.x, (std::vector<double>{1.5, -2000, 3, 4, 0, 0}));
+  EXPECT_EQ(d.labels, (std::vector<int64_t>{1, 2, 0}));
+  EXPECT_EQ(d.num_classes, 3);
+}
+
+TEST(Csv, LabelByNameAndByIndex) {
+  const std::string text = "y,a,b\n1,10,20\n0,30,40\n";
+  CsvOptions by_name;
+  by_name.label_column = "y";
+  Dataset d = twosed::parse_csv(text, "t.csv", by_name);
+  EXPECT_EQ(d.x, (std::vector<double>{10, 20, 30, 40}));
+  EXPECT_EQ(d.labels, (std::vector<int64_t>{1, 0}));
+
+  CsvOptions by_index;
+  by_index.label_column = "1";  // column 'a'
+  d = twosed::parse_csv(text, "t.csv", by_index);
+  EXPECT_EQ(d.x, (std::vector<double>{1, 20, 0, 40}));
+  EXPECT_EQ(d.labels, (std::vector<int64_t>{0, 1}));  // 10, 30 remapped
+  EXPECT_EQ(d.num_classes, 2);
+
+  by_index.label_column = "0";
+  d = twosed::parse_csv("1,10\n0,30\n", "t.csv", by_index);
+  EXPECT_EQ(d.labels, (std::vector<int64_t>{1, 0}));
+  EXPECT_EQ(d.x, (std::vector<double>{10, 30}));
+}
+
+TEST(Csv, NoLabels) {
+  CsvOptions opts;
+  opts.has_labels = false;
+  const Dataset d = twosed::parse_csv("1,2,3\n4,5,6\n", "t.csv", opts);
+  EXPECT_EQ(d.sample_shape, (std::vector<int64_t>{3}));
+  EXPECT_TRUE(d.labels.empty());
+  EXPECT_EQ(d.num_classes, 0);
+  // A single column is fine without labels.
+  const Dataset one = twosed::parse_csv("1\n2\n", "t.csv", opts);
+  EXPECT_EQ(one.x, (std::vector<double>{1, 2}));
+}
+
+TEST(Csv, LabelsAreRemappedInSortedOrder) {
+  const Dataset d = twosed::parse_csv("1,9\n2,5\n3,7\n4,5\n5,9.0\n", "t.csv");
+  EXPECT_EQ(d.labels, (std::vector<int64_t>{2, 0, 1, 0, 2}));
+  EXPECT_EQ(d.num_classes, 3);
+  const Dataset neg = twosed::parse_csv("1,-1\n2,1\n", "t.csv");
+  EXPECT_EQ(neg.labels, (std::vector<int64_t>{0, 1}));
+  // Exactly 0..K-1 (in any order) is kept.
+  const Dataset keep = twosed::parse_csv("1,2\n2,0\n3,1\n", "t.csv");
+  EXPECT_EQ(keep.labels, (std::vector<int64_t>{2, 0, 1}));
+  EXPECT_EQ(keep.num_classes, 3);
+}
+
+TEST(Csv, SeparatorsBlankLinesSpacesAndCrLf) {
+  Dataset d = twosed::parse_csv("a;b;c\n1;2;0\n3;4;1\n", "t.csv");
+  EXPECT_EQ(d.x, (std::vector<double>{1, 2, 3, 4}));
+  d = twosed::parse_csv("1\t2\t0\n3\t4\t1\n", "t.tsv");
+  EXPECT_EQ(d.x, (std::vector<double>{1, 2, 3, 4}));
+  d = twosed::parse_csv("\n  \na , b , c\r\n\r\n 1 , 2 ,0\r\n\n3,4, 1 \r\n\n", "t.csv");
+  EXPECT_EQ(d.x, (std::vector<double>{1, 2, 3, 4}));
+  EXPECT_EQ(d.labels, (std::vector<int64_t>{0, 1}));
+  d = twosed::parse_csv("\xEF\xBB\xBF" "1,2,0\n3,4,1", "t.csv");  // BOM, no final newline
+  EXPECT_EQ(d.x, (std::vector<double>{1, 2, 3, 4}));
+}
+
+TEST(Csv, QuotedFields) {
+  const Dataset d = twosed::parse_csv("\"x, 1\",\"y\"\"\",\"class\"\n\"1\",2,\"3\"\n4,5,6\n", "t.csv");
+  EXPECT_EQ(d.x, (std::vector<double>{1, 2, 4, 5}));
+  EXPECT_EQ(d.labels, (std::vector<int64_t>{0, 1}));
+  CsvOptions opts;
+  opts.label_column = "x, 1";
+  const Dataset e = twosed::parse_csv("\"x, 1\",\"y\"\n1,2\n", "t.csv", opts);
+  EXPECT_EQ(e.x, (std::vector<double>{2}));
+}
+
+TEST(Csv, LoadFromFile) {
+  const std::string dir = temp_dir("csv_file");
+  const std::string path = dir + "/d.csv";
+  write_bytes(path, "f1,f2,y\n0.5,1.5,3\n2.5,3.5,4\n");
+  const Dataset d = twosed::load_csv(path);
+  EXPECT_EQ(d.source, path);
+  EXPECT_EQ(d.x, (std::vector<double>{0.5, 1.5, 2.5, 3.5}));
+  EXPECT_EQ(d.labels, (std::vector<int64_t>{0, 1}));
+}
+
+TEST(CsvErrors, WrongFieldCountUsesOriginalLineNumber) {
+  expect_data_error([] { twosed::parse_csv("a,b,c\n\n1,2,3\n\n4,5\n", "t.csv"); },
+                    {"t.csv:5: expected 3 fields, found 2"});
+  expect_data_error([] { twosed::parse_csv("1,2\n3,4,5\n", "t.csv"); },
+                    {"t.csv:2: expected 2 fields, found 3"});
+}
+
+TEST(CsvErrors, NotANumber) {
+  expect_data_error([] { twosed::parse_csv("a,b,c\n1,2,3\n\n4,abc,5\n", "t.csv"); },
+                    {"t.csv:4:2: 'abc' is not a number"});
+  expect_data_error([] { twosed::parse_csv("a,b,c\n1,,3\n", "t.csv"); },
+                    {"t.csv:2:2: '' is not a number"});
+  expect_data_error([] { twosed::parse_csv("a,b,c\n1,0x10,3\n", "t.csv"); },
+                    {"t.csv:2:2: '0x10' is not a number"});
+  expect_data_error([] { twosed::parse_csv("a;b;c\n1;2;3\n4;5,5;6\n", "t.csv"); },
+                    {"t.csv:3:2: '5,5' is not a number"});
+}
+
+TEST(CsvErrors, NanOrInf) {
+  expect_data_error([] { twosed::parse_csv("1,2,0\n\n3,nan,1\n", "t.csv"); },
+                    {"t.csv:3:2: NaN or Inf is not allowed"});
+  expect_data_error([] { twosed::parse_csv("a,b,c\n1,2,0\n-inf,4,1\n", "t.csv"); },
+                    {"t.csv:3:1: NaN or Inf is not allowed"});
+  expect_data_error([] { twosed::parse_csv("a,b,c\n1,1e999,0\n", "t.csv"); },
+                    {"t.csv:2:2: '1e999' is out of the float64 range"});
+}
+
+TEST(CsvErrors, NonIntegerLabel) {
+  expect_data_error([] { twosed::parse_csv("a,b,y\n1,2,0\n3,4,1.5\n", "t.csv"); },
+                    {"t.csv:3: label '1.5' is not an integer"});
+  expect_data_error([] { twosed::parse_csv("a,b,y\n1,2,1e300\n", "t.csv"); },
+                    {"t.csv:2: label '1e300' is out of range"});
+}
+
+TEST(CsvErrors, NoDataRows) {
+  expect_data_error([] { twosed::parse_csv("", "t.csv"); }, {"t.csv: no data rows"});
+  expect_data_error([] { twosed::parse_csv("\n \n\r\n", "t.csv"); }, {"t.csv: no data rows"});
+  expect_data_error([] { twosed::parse_csv("a,b,c\n\n", "t.csv"); }, {"t.csv: no data rows"});
+}
+
+TEST(CsvErrors, LabelColumn) {
+  CsvOptions opts;
+  opts.label_column = "foo";
+  expect_data_error([&] { twosed::parse_csv("a,b,c\n1,2,3\n", "t.csv", opts); },
+                    {"t.csv: label column 'foo' not in header (columns: a, b, c)"});
+  expect_data_error([&] { twosed::parse_csv("1,2,3\n", "t.csv", opts); },
+                    {"t.csv", "label column 'foo'", "no header"});
+  opts.label_column = "3";
+  expect_data_error([&] { twosed::parse_csv("1,2,3\n", "t.csv", opts); },
+                    {"t.csv: label column 3 out of range"});
+  expect_data_error([] { twosed::parse_csv("y\n1\n", "t.csv"); }, {"t.csv", "no feature columns"});
+}
+
+TEST(CsvErrors, UnterminatedQuote) {
+  expect_data_error([] { twosed::parse_csv("a,b\n1,\"2\n", "t.csv"); },
+                    {"t.csv:2: unterminated quoted field"});
+}
+
+TEST(CsvErrors, MissingFile) {
+  const std::string path = temp_dir("csv_missing") + "/nope.csv";
+  expect_data_error([&] { twosed::load_csv(path); }, {path + ": cannot open file"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// IDX
+
+std::string be32(uint32_t v) {
+  std::string s(4, '\0');
+  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>((v >> (8 * (3 - i))) & 0xff);
+  return s;
+}
+
+// Three 2x3 images with pixel values k*10 + p, and labels 2, 0, 1.
+std::string idx_images(uint32_t count = 3, uint32_t rows = 2, uint32_t cols = 3) {
+  std::string s = be32(0x803) + be32(count) + be32(rows) + be32(cols);
+  for (uint32_t k = 0; k < count * rows * cols; ++k) s += static_cast<char>((k / (rows * cols)) * 10 + k % (rows * cols));
+  return s;
+}
+
+std::string idx_labels(const std::string& values = std::string("\x02\x00\x01", 3)) {
+  return be32(0x801) + be32(static_cast<uint32_t>(values.size())) + values;
+}
+
+void check_tiny(const Dataset& d, bool labels) {
+  EXPECT_EQ(d.sample_shape, (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(d.size(), 3);
+  ASSERT_EQ(d.x.size(), 18u);
+  EXPECT_DOUBLE_EQ(d.x[0], 0.0);
+  EXPECT_DOUBLE_EQ(d.x[5], 5 / 255.0);
+  EXPECT_DOUBLE_EQ(d.x[6], 10 / 255.0);
+  EXPECT_DOUBLE_EQ(d.x[17], 25 / 255.0);
+  if (labels) {
+    EXPECT_EQ(d.labels, (std::vector<int64_t>{2, 0, 1}));
+    EXPECT_EQ(d.num_classes, 3);
+  } else {
+    EXPECT_TRUE(d.labels.empty());
+    EXPECT_EQ(d.num_classes, 0);
+  }
+}
+
+TEST(Idx, ParseInMemory) {
+  check_tiny(twosed::parse_idx(idx_images(), idx_labels(), "mem"), true);
+  check_tiny(twosed::parse_idx(idx_images(), "", "mem"), false);
+}
+
+TEST(Idx, RawAndGzipFiles) {
+  const std::string dir = temp_dir("idx_files");
+  write_bytes(dir + "/img", idx_images());
+  write_bytes(dir + "/lab", idx_labels());
+  write_gz(dir + "/img.gz", idx_images());
+  write_gz(dir + "/lab.gz", idx_labels());
+  check_tiny(twosed::load_idx(dir + "/img", dir + "/lab"), true);
+  check_tiny(twosed::load_idx(dir + "/img.gz", dir + "/lab.gz"), true);
+  check_tiny(twosed::load_idx(dir + "/img.gz", ""), false);
+}
+
+TEST(Idx, Directory) {
+  const std::string dir = temp_dir("idx_dir");
+  write_gz(dir + "/train-images-idx3-ubyte.gz", idx_images());
+  write_bytes(dir + "/train-labels-idx1-ubyte", idx_labels());
+  Dataset d = twosed::load_idx_dir(dir);
+  check_tiny(d, true);
+  EXPECT_EQ(d.source, dir);
+
+  const std::string no_labels = temp_dir("idx_dir_nolabels");
+  write_bytes(no_labels + "/train-images-idx3-ubyte", idx_images());
+  check_tiny(twosed::load_idx_dir(no_labels), false);
+
+  const std::string empty = temp_dir("idx_dir_empty");
+  expect_data_error([&] { twosed::load_idx_dir(empty); },
+                    {empty + ": no train-images-idx3-ubyte[.gz] found"});
+}
+
+TEST(IdxErrors, BadMagic) {
+  std::string img = idx_images();
+  img[3] = 0x04;
+  expect_data_error([&] { twosed::parse_idx(img, "", "m"); },
+                    {"m: bad magic number 0x00000804 (expected 0x00000803"});
+  expect_data_error([&] { twosed::parse_idx(idx_labels(), "", "m"); }, {"m: bad magic", "label file"});
+  expect_data_error([&] { twosed::parse_idx(idx_images(), idx_images(), "m"); },
+                    {"m (labels): bad magic", "0x00000801"});
+}
+
+TEST(IdxErrors, Truncated) {
+  const std::string img = idx_images();
+  expect_data_error([&] { twosed::parse_idx(img.substr(0, 10), "", "m"); },
+                    {"m: truncated IDX image header"});
+  expect_data_error([&] { twosed::parse_idx(img.substr(0, img.size() - 1), "", "m"); },
+                    {"m: truncated: header says 3 images of 2x3, file holds 17 pixel bytes"});
+  expect_data_error([&] { twosed::parse_idx(img + "x", "", "m"); }, {"m: 1 unexpected bytes"});
+  const std::string lab = idx_labels();
+  expect_data_error([&] { twosed::parse_idx(img, lab.substr(0, lab.size() - 1), "m"); },
+                    {"m (labels): truncated: header says 3 labels, file holds 2"});
+  expect_data_error([&] { twosed::parse_idx(img, lab.substr(0, 5), "m"); },
+                    {"m (labels): truncated IDX label header"});
+
+  // Huge header counts are compared with the bytes present before anything is allocated.
+  const std::string huge = be32(0x803) + be32(0xffffffff) + be32(0xffffffff) + be32(0xffffffff) + "abc";
+  expect_data_error([&] { twosed::parse_idx(huge, "", "m"); }, {"m: truncated"});
+}
+
+TEST(IdxErrors, CountMismatchAndEmpty) {
+  expect_data_error([&] { twosed::parse_idx(idx_images(), idx_labels(std::string("\x01\x02", 2)), "m"); },
+                    {"m (labels): label count 2 differs from the image count 3"});
+  expect_data_error([&] { twosed::parse_idx(idx_images(0), "", "m"); }, {"m", "no images"});
+  expect_data_error([&] { twosed::parse_idx(idx_images(1, 0, 3), "", "m"); }, {"m", "0x3 is empty"});
+  expect_data_error([&] { twosed::parse_idx(idx_images(), idx_labels("\x01\xff\x02"), "m"); },
+                    {"m (labels): label 255 at index 1 is out of range"});
+}
+
+TEST(IdxErrors, Files) {
+  const std::string dir = temp_dir("idx_errors");
+  expect_data_error([&] { twosed::load_idx(dir + "/missing", ""); }, {dir + "/missing: cannot open file"});
+  write_bytes(dir + "/img", idx_images());
+  write_bytes(dir + "/lab", idx_labels(std::string("\x01", 1)));
+  expect_data_error([&] { twosed::load_idx(dir + "/img", dir + "/lab"); },
+                    {dir + "/lab: label count 1 differs from the image count 3 in " + dir + "/img"});
+  // A gzip file cut short.
+  write_gz(dir + "/img.gz", idx_images(200, 10, 10));
+  std::ifstream in(dir + "/img.gz", std::ios::binary);
+  std::string gz((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  write_bytes(dir + "/cut.gz", gz.substr(0, gz.size() / 2));
+  expect_data_error([&] { twosed::load_idx(dir + "/cut.gz", ""); }, {dir + "/cut.gz"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Synthetic blobs, subsets, standardisation, finiteness
+
+TEST(Blobs, ShapesLabelsAndDeterminism) {
+  const Dataset a = twosed::make_blobs(3, 4, 10, 42);
+  EXPECT_EQ(a.sample_shape, (std::vector<int64_t>{4}));
+  EXPECT_EQ(a.size(), 10);
+  EXPECT_EQ(a.num_classes, 3);
+  EXPECT_EQ(a.labels, (std::vector<int64_t>{0, 1, 2, 0, 1, 2, 0, 1, 2, 0}));
+  const Dataset b = twosed::make_blobs(3, 4, 10, 42);
+  EXPECT_EQ(a.x, b.x);
+  const Dataset c = twosed::make_blobs(3, 4, 10, 43);
+  EXPECT_NE(a.x, c.x);
+  for (double v : a.x) EXPECT_TRUE(std::isfinite(v));
+  expect_usage_error([] { twosed::make_blobs(0, 2, 5, 1); }, {"K, DIM and N must be >= 1"});
+  expect_usage_error([] { twosed::make_blobs(2, int64_t{1} << 40, int64_t{1} << 40, 1); }, {"too large"});
+}
+
+TEST(Blobs, PointsClusterAroundClassMeans) {
+  // With 2000 points, the within-class spread should be close to unit variance.
+  const int64_t k = 2, dim = 3, n = 2000;
+  const Dataset d = twosed::make_blobs(k, dim, n, 7);
+  std::vector<double> mean(k * dim, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < dim; ++j) mean[d.labels[i] * dim + j] += d.x[i * dim + j] / (n / k);
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < dim; ++j) {
+      const double r = d.x[i * dim + j] - mean[d.labels[i] * dim + j];
+      ss += r * r;
+    }
+  EXPECT_NEAR(ss / (n * dim), 1.0, 0.1);
+}
+
+TEST(Subset, DeterministicDistinctAndComplete) {
+  Dataset d;
+  d.sample_shape = {2};
+  for (int i = 0; i < 50; ++i) {
+    d.x.push_back(i);
+    d.x.push_back(-i);
+    d.labels.push_back(i % 5);
+  }
+  d.num_classes = 5;
+  d.source = "src";
+
+  const Dataset a = twosed::select_subset(d, 20, 9);
+  const Dataset b = twosed::select_subset(d, 20, 9);
+  const Dataset c = twosed::select_subset(d, 20, 10);
+  EXPECT_EQ(a.x, b.x);
+  EXPECT_EQ(a.labels, b.labels);
+  EXPECT_NE(a.x, c.x);
+  EXPECT_EQ(a.size(), 20);
+  EXPECT_EQ(a.sample_shape, d.sample_shape);
+  EXPECT_EQ(a.num_classes, 5);
+  EXPECT_EQ(a.source, "src");
+  std::set<int> seen;
+  for (int64_t k = 0; k < a.size(); ++k) {
+    const int i = static_cast<int>(a.x[2 * k]);
+    EXPECT_EQ(a.x[2 * k + 1], -i);  // rows stay intact
+    EXPECT_EQ(a.labels[k], i % 5);
+    seen.insert(i);
+  }
+  EXPECT_EQ(seen.size(), 20u);
+
+  // The first n of a larger subset with the same seed are the smaller subset.
+  const Dataset bigger = twosed::select_subset(d, 30, 9);
+  EXPECT_TRUE(std::equal(a.x.begin(), a.x.end(), bigger.x.begin()));
+
+  // n >= size: every example once, shuffled.
+  const Dataset all = twosed::select_subset(d, 1000, 9);
+  EXPECT_EQ(all.size(), 50);
+  std::vector<double> sorted = all.x;
+  std::vector<double> orig = d.x;
+  std::sort(sorted.begin(), sorted.end());
+  std::sort(orig.begin(), orig.end());
+  EXPECT_EQ(sorted, orig);
+  EXPECT_NE(all.x, d.x);
+
+  expect_usage_error([&] { twosed::select_subset(d, 0, 1); }, {"must be >= 1"});
+}
+
+TEST(Standardize, ZScoresAndConstantColumns) {
+  Dataset d;
+  d.sample_shape = {3};
+  d.x = {1, 0.1, 10, 2, 0.1, 20, 3, 0.1, 30, 4, 0.1, 40};
+  twosed::standardize(d);
+  for (int j : {0, 2}) {
+    double mean = 0, var = 0;
+    for (int i = 0; i < 4; ++i) mean += d.x[i * 3 + j] / 4;
+    for (int i = 0; i < 4; ++i) var += (d.x[i * 3 + j] - mean) * (d.x[i * 3 + j] - mean) / 4;
+    EXPECT_NEAR(mean, 0.0, 1e-12);
+    EXPECT_NEAR(var, 1.0, 1e-12);
+  }
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(d.x[i * 3 + 1], 0.0);
+  EXPECT_NEAR(d.x[0], -1.5 / std::sqrt(1.25), 1e-12);
+}
+
+TEST(CheckFinite, NamesExampleAndFeature) {
+  Dataset d;
+  d.sample_shape = {2};
+  d.x = {1, 2, 3, std::nan("")};
+  d.source = "src.csv";
+  expect_data_error([&] { twosed::check_finite(d); }, {"src.csv: example 1, feature 1 is NaN"});
+  d.x[3] = std::numeric_limits<double>::infinity();
+  expect_data_error([&] { twosed::check_finite(d); }, {"src.csv: example 1, feature 1 is Inf"});
+  d.x[3] = 4;
+  EXPECT_NO_THROW(twosed::check_finite(d));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data-source strings
+
+TEST(DataSpecParse, Csv) {
+  DataSpec s = twosed::parse_data_spec("csv:data/x.csv");
+  EXPECT_EQ(s.kind, DataSpec::Kind::Csv);
+  EXPECT_EQ(s.path, "data/x.csv");
+  EXPECT_EQ(s.label_column, "");
+  s = twosed::parse_data_spec("csv:data/x.csv:label=species");
+  EXPECT_EQ(s.path, "data/x.csv");
+  EXPECT_EQ(s.label_column, "species");
+  s = twosed::parse_data_spec("csv:a:b.csv:label=0");
+  EXPECT_EQ(s.path, "a:b.csv");
+  EXPECT_EQ(s.label_column, "0");
+}
+
+TEST(DataSpecParse, Idx) {
+  DataSpec s = twosed::parse_data_spec("idx:/usr/share/datasets/fashion-mnist");
+  EXPECT_EQ(s.kind, DataSpec::Kind::Idx);
+  EXPECT_EQ(s.path, "/usr/share/datasets/fashion-mnist");
+  EXPECT_EQ(s.labels_path, "");
+  s = twosed::parse_data_spec("idx:img.gz,lab.gz");
+  EXPECT_EQ(s.path, "img.gz");
+  EXPECT_EQ(s.labels_path, "lab.gz");
+}
+
+TEST(DataSpecParse, Blobs) {
+  DataSpec s = twosed::parse_data_spec("synthetic:blobs:3:5");
+  EXPECT_EQ(s.kind, DataSpec::Kind::Blobs);
+  EXPECT_EQ(s.classes, 3);
+  EXPECT_EQ(s.dim, 5);
+  EXPECT_EQ(s.count, 1000);
+  s = twosed::parse_data_spec("synthetic:blobs:3:5:200");
+  EXPECT_EQ(s.count, 200);
+}
+
+TEST(DataSpecParse, Teacher) {
+  DataSpec s = twosed::parse_data_spec("synthetic:teacher:mlp:20-32-5");
+  EXPECT_EQ(s.kind, DataSpec::Kind::Teacher);
+  EXPECT_EQ(s.model_spec, "mlp:20-32-5");
+  EXPECT_EQ(s.count, 1000);
+  s = twosed::parse_data_spec("synthetic:teacher:mlp:20-32-5:300");
+  EXPECT_EQ(s.model_spec, "mlp:20-32-5");
+  EXPECT_EQ(s.count, 300);
+  s = twosed::parse_data_spec("synthetic:teacher:cnn:1x8x8-c4k3-relu-f3:64");
+  EXPECT_EQ(s.model_spec, "cnn:1x8x8-c4k3-relu-f3");
+  EXPECT_EQ(s.count, 64);
+  // One colon only: the digits belong to SPEC.
+  s = twosed::parse_data_spec("synthetic:teacher:mlp:20");
+  EXPECT_EQ(s.model_spec, "mlp:20");
+  EXPECT_EQ(s.count, 1000);
+}
+
+TEST(DataSpecParse, Errors) {
+  expect_usage_error([] { twosed::parse_data_spec("foo:bar"); },
+                     {"data source 'foo:bar': unknown kind 'foo' (expected csv:PATH[:label=COL], idx:DIR, "
+                      "idx:IMAGES,LABELS, synthetic:blobs:K:DIM[:N], synthetic:teacher:SPEC[:N])"});
+  expect_usage_error([] { twosed::parse_data_spec(""); }, {"data source ''", "expected csv:PATH"});
+  expect_usage_error([] { twosed::parse_data_spec("data.csv"); }, {"unknown kind 'data.csv'"});
+  expect_usage_error([] { twosed::parse_data_spec("csv:"); }, {"'csv:'", "empty path"});
+  expect_usage_error([] { twosed::parse_data_spec("csv:x.csv:label="); }, {"empty label column"});
+  expect_usage_error([] { twosed::parse_data_spec("idx:"); }, {"'idx:'", "empty path"});
+  expect_usage_error([] { twosed::parse_data_spec("idx:a,"); }, {"empty labels path"});
+  expect_usage_error([] { twosed::parse_data_spec("idx:,b"); }, {"empty path"});
+  expect_usage_error([] { twosed::parse_data_spec("synthetic:blobs:3"); }, {"synthetic:blobs:K:DIM[:N]"});
+  expect_usage_error([] { twosed::parse_data_spec("synthetic:blobs:3:4:5:6"); }, {"synthetic:blobs:K:DIM[:N]"});
+  expect_usage_error([] { twosed::parse_data_spec("synthetic:blobs:0:4"); }, {"K must be >= 1"});
+  expect_usage_error([] { twosed::parse_data_spec("synthetic:blobs:3:x"); }, {"DIM 'x' is not a positive integer"});
+  expect_usage_error([] { twosed::parse_data_spec("synthetic:blobs:3:-4"); }, {"DIM '-4'"});
+  expect_usage_error([] { twosed::parse_data_spec("synthetic:blobs:3:4:0"); }, {"N must be >= 1"});
+  expect_usage_error([] { twosed::parse_data_spec("synthetic:blobs:3:4:99999999999999999999"); },
+                     {"N '99999999999999999999' is too large"});
+  expect_usage_error([] { twosed::parse_data_spec("synthetic:teacher:"); }, {"empty model spec"});
+  expect_usage_error([] { twosed::parse_data_spec("synthetic:teacher:mlp:4-2:0"); }, {"N must be >= 1"});
+  expect_usage_error([] { twosed::parse_data_spec("synthetic:moons:2"); }, {"unknown synthetic kind 'moons'"});
+}
+
+TEST(LoadDataset, EveryKind) {
+  const std::string dir = temp_dir("load_dataset");
+  write_bytes(dir + "/d.csv", "y,a\n1,0.5\n0,1.5\n");
+  Dataset d = twosed::load_dataset(twosed::parse_data_spec("csv:" + dir + "/d.csv:label=y"), 1);
+  EXPECT_EQ(d.x, (std::vector<double>{0.5, 1.5}));
+  EXPECT_EQ(d.labels, (std::vector<int64_t>{1, 0}));
+
+  write_gz(dir + "/train-images-idx3-ubyte.gz", idx_images());
+  write_gz(dir + "/train-labels-idx1-ubyte.gz", idx_labels());
+  check_tiny(twosed::load_dataset(twosed::parse_data_spec("idx:" + dir), 1), true);
+  check_tiny(twosed::load_dataset(twosed::parse_data_spec("idx:" + dir + "/train-images-idx3-ubyte.gz," + dir +
+                                                          "/train-labels-idx1-ubyte.gz"),
+                                  1),
+             true);
+  check_tiny(twosed::load_dataset(twosed::parse_data_spec("idx:" + dir + "/train-images-idx3-ubyte.gz"), 1),
+             false);
+
+  d = twosed::load_dataset(twosed::parse_data_spec("synthetic:blobs:2:3:11"), 5);
+  EXPECT_EQ(d.x, twosed::make_blobs(2, 3, 11, 5).x);
+
+  expect_usage_error([] { twosed::load_dataset(twosed::parse_data_spec("synthetic:teacher:mlp:2-3"), 1); },
+                     {"teacher"});
+}
+
+}  // namespace

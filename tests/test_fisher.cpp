@@ -1,0 +1,107 @@
+// Fisher spectra: the Gram trick (sample side, Kronecker and chunked conv paths) and the
+// parameter side both equal the brute-force autograd Fisher (spec section 8, invariant 2).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "twosed/fisher.h"
+#include "twosed/parameter_space.h"
+
+using namespace twosed;
+
+namespace {
+
+// Invariant 2: spectra agree to 1e-10 x lambda_max.
+constexpr double kSpectrumTolerance = 1e-10;
+
+struct Case {
+  const char* spec;
+  Task task;
+  FisherKind kind;
+};
+
+const Case kCases[] = {
+    {"mlp:6-5-4", Task::Classify, FisherKind::Exact},
+    {"mlp:6-5-5-3", Task::Regress, FisherKind::Exact},
+    {"mlp:6-5-4", Task::Classify, FisherKind::Sampled},
+    {"mlp:6-5-4", Task::Regress, FisherKind::Sampled},
+    {"cnn:2x6x6-c3k3-tanh-p2-f4", Task::Classify, FisherKind::Exact},
+    {"cnn:1x7x7-c2k3s2p1-relu-c3k2-a2-f3", Task::Classify, FisherKind::Exact},
+    {"cnn:1x7x7-c2k3s2p1-gelu-flatten-f3", Task::Regress, FisherKind::Sampled},
+};
+
+torch::Tensor inputs(const Network& net, int64_t n) {
+  torch::manual_seed(11);
+  auto shape = net.spec().input_shape;
+  shape.insert(shape.begin(), n);
+  return torch::randn(shape, torch::kFloat64);
+}
+
+torch::Tensor theta_for(const Network& net) {
+  auto theta = torch::empty({net.num_params()}, torch::kFloat64);
+  ParameterSpace::parse("box:0.8", net).sample(5, 0, theta.data_ptr<double>());
+  return theta;
+}
+
+// Non-zero spectrum (ascending) of a symmetric matrix, cut at the spec's cutoff.
+std::vector<double> kept_spectrum(const torch::Tensor& m) { return spectrum_of(m, kZeroCutoff).spectrum.eigenvalues; }
+
+void expect_same_spectrum(const std::vector<double>& a, const std::vector<double>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  ASSERT_FALSE(a.empty()) << what;
+  const double scale = std::max(a.back(), b.back());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(std::abs(a[i] - b[i]), kSpectrumTolerance * scale) << what << " i=" << i;
+}
+
+}  // namespace
+
+TEST(FisherTest, GramAndParameterSidesEqualDenseAutogradFisher) {
+  for (const auto& c : kCases) {
+    Network net(parse_model_spec(c.spec));
+    auto theta = theta_for(net);
+    FisherOptions o;
+    o.task = c.task;
+    o.out_noise = 0.7;
+    o.kind = c.kind;
+    o.label_seed = 3;
+    // Small memory budget: forces conv Gram chunks of a single channel and input chunks.
+    o.memory_budget = 2048;
+    for (int64_t n : {3, 12}) {  // N*R below and above d
+      auto x = inputs(net, n);
+      const auto dense = dense_fisher(net, theta, x, o, 9);
+      const auto gram = gram_matrix(net, theta, x, o, 9);
+      const auto param = parameter_fisher(net, theta, x, o, 9);
+      const std::string what = std::string(c.spec) + " N=" + std::to_string(n);
+      expect_same_spectrum(kept_spectrum(dense), kept_spectrum(gram), what + " gram");
+      expect_same_spectrum(kept_spectrum(dense), kept_spectrum(param), what + " parameter side");
+      EXPECT_NEAR(dense.trace().item<double>(), gram.trace().item<double>(), 1e-12 * dense.trace().item<double>()) << what;
+      // The public entry point picks the smaller side and reports it.
+      auto fs = fisher_spectrum(net, theta, x, o, 9);
+      expect_same_spectrum(kept_spectrum(dense), fs.spectrum.eigenvalues, what + " fisher_spectrum");
+      const int64_t rows = n * (c.kind == FisherKind::Exact ? net.num_outputs() : 1);
+      EXPECT_EQ(fs.side, rows <= net.num_params() ? GramSide::Samples : GramSide::Parameters) << what;
+    }
+  }
+}
+
+TEST(FisherTest, SoftmaxFisherHasRankAtMostNTimesKMinusOne) {
+  // Lambda = diag(p) - p p^T annihilates the all-ones vector: each example contributes at
+  // most k-1 directions, so the Gram (N k x N k) has at least N exact zeros, which the cutoff
+  // must remove.
+  Network net(parse_model_spec("mlp:20-30-5"));
+  auto theta = theta_for(net);
+  auto x = inputs(net, 8);
+  auto fs = fisher_spectrum(net, theta, x, FisherOptions{});
+  EXPECT_EQ(fs.matrix_size, 40);
+  EXPECT_EQ(static_cast<int64_t>(fs.spectrum.eigenvalues.size()), 8 * 4);
+  EXPECT_EQ(fs.spectrum.num_cut, 8);
+}
+
+TEST(FisherTest, CutoffRemovesRoundoffAndNegatives) {
+  auto m = torch::diag(torch::tensor({-1e-17, 1e-20, 5e-13, 2e-12, 1.0}, torch::kFloat64));
+  auto fs = spectrum_of(m, kZeroCutoff);
+  ASSERT_EQ(fs.spectrum.eigenvalues.size(), 2u);  // 2e-12 > 1e-12 * 1 is kept, 5e-13 is not
+  EXPECT_DOUBLE_EQ(fs.spectrum.eigenvalues[0], 2e-12);
+  EXPECT_EQ(fs.spectrum.num_cut, 3);
+  EXPECT_DOUBLE_EQ(fs.most_negative, -1e-17);
+  EXPECT_NEAR(fs.spectrum.trace, 1.0 + 2e-12 + 5e-13, 1e-15);
+}

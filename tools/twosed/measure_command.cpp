@@ -1,0 +1,299 @@
+// `twosed measure`: options -> twosed::run_measure -> table / JSON / CSV.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "commands.h"
+#include "twosed/error.h"
+#include "twosed/measure.h"
+
+namespace twosed::cli {
+namespace {
+
+// Every option of `twosed measure` with its default; kDefaults also feeds the help text.
+struct MeasureParams {
+  std::string model = "mlp:784-64-10";
+  std::string act = "relu";
+  bool no_bias = false;
+  std::string task = "classify";
+  double out_noise = 1.0;
+  std::string data;
+  std::string inputs_file;
+  bool standardize = false;
+  int64_t inputs = 100;
+  int64_t samples = 100;
+  std::string space = "init";
+  std::string thetas;
+  std::string fisher = "exact";
+  std::string side = "auto";
+  std::string eps = "1e-6:1e-1:25";
+  std::string zeta = "0,0.5";
+  std::string cover = "box";
+  std::string ed_n;
+  std::string n;
+  int64_t bootstrap = 1000;
+  uint64_t seed = 0;
+  int threads = 0;
+  int64_t memory_mb = 256;
+  std::string format = "table";
+  std::string out;
+  bool quiet = false;
+};
+const MeasureParams kDefaults;
+
+const char* kExamples = R"(Examples:
+  twosed measure
+      the embedded default: mlp:784-64-10 on Fashion-MNIST (synthetic data if not installed)
+  twosed measure --model mlp:784-64-32-10 --data idx:/usr/share/datasets/fashion-mnist \
+                 --inputs 100 --samples 100 --zeta 0,0.5 --format table
+  twosed measure --model cnn:1x28x28-c8k3-relu-p2-f10 --data idx:/usr/share/datasets/fashion-mnist
+  twosed measure --model mlp:54-32-7 --data csv:train.csv:label=Cover_Type --standardize --ed-n 1e4,1e5
+  twosed measure --model mlp:10-1 --no-bias --task regress --out-noise 0.5 --data synthetic:blobs:2:10
+  twosed measure --model mlp:20-16-3 --thetas thetas.npy --inputs-file x.npy --format json --out r.json
+
+Data sources: csv:PATH[:label=COL]  idx:DIR  idx:IMAGES,LABELS  synthetic:blobs:K:DIM[:N]
+              synthetic:teacher:SPEC[:N]
+Model specs:  mlp:IN-H1-...-K (with --act)   cnn:CxHxW-TOKEN-... with tokens cOkS[sT][pP] (conv),
+              pS[sT] (max pool), aS[sT] (avg pool), fO (linear), relu, tanh, sigmoid, gelu, flatten
+Exit codes:   0 ok, 1 data error, 2 usage error)";
+
+template <typename T>
+T pick(const std::string& option, const std::string& value, const std::vector<std::pair<std::string, T>>& choices) {
+  std::string names;
+  for (const auto& [name, v] : choices) {
+    if (name == value) return v;
+    names += (names.empty() ? "" : ", ") + name;
+  }
+  throw UsageError(fmt::format("{} {}: expected one of {}", option, value, names));
+}
+
+// A progress bar with ETA on stderr, drawn only when stderr is a terminal.
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool enabled) : enabled_(enabled && ::isatty(2)), start_(Clock::now()) {}
+  void update(int64_t done, int64_t total) {
+    if (!enabled_) return;
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
+    const double eta = done > 0 ? elapsed * static_cast<double>(total - done) / static_cast<double>(done) : 0;
+    const int width = 30, filled = static_cast<int>(width * done / std::max<int64_t>(total, 1));
+    std::fprintf(stderr, "\r  [%s%s] %lld/%lld parameter samples  %.1fs elapsed  ETA %.1fs ",
+                 std::string(static_cast<size_t>(filled), '#').c_str(),
+                 std::string(static_cast<size_t>(width - filled), '.').c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total), elapsed, eta);
+    if (done == total) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  bool enabled_;
+  Clock::time_point start_;
+};
+
+nlohmann::json to_json(const MeasureResult& r, const MeasureOptions& o) {
+  using nlohmann::json;
+  const auto& e = r.estimate;
+  json curves = json::array();
+  for (const auto& c : e.curves)
+    curves.push_back({{"zeta", c.zeta}, {"eps", c.eps}, {"value", c.value}, {"stderr", c.std_error}});
+  auto points = [](const std::vector<PointEstimate>& ps) {
+    json arr = json::array();
+    for (const auto& p : ps)
+      arr.push_back({{"zeta", p.zeta}, {"n", p.n}, {"eps", p.eps}, {"value", p.value}, {"stderr", p.std_error}});
+    return arr;
+  };
+  json samples = json::array();
+  for (const auto& s : r.samples)
+    samples.push_back({{"matrix_size", s.matrix_size}, {"kept", s.kept}, {"cut", s.cut}, {"trace", s.trace},
+                       {"largest", s.largest}, {"most_negative", s.most_negative}});
+  int64_t cut = 0;
+  for (const auto& s : r.samples) cut += s.cut;
+  return {
+      {"schema_version", 1},
+      {"twosed_version", TWOSED_VERSION},
+      {"model", r.spec.text},
+      {"d", e.num_params},
+      {"M", e.num_param_samples},
+      {"N", r.num_inputs},
+      {"k", r.num_outputs},
+      {"task", o.fisher.task == Task::Classify ? "classify" : "regress"},
+      {"out_noise", o.fisher.task == Task::Regress ? json(o.fisher.out_noise) : json(nullptr)},
+      {"fisher", o.fisher.kind == FisherKind::Exact ? "exact" : "sampled"},
+      {"cover", e.cover == Cover::Box ? "box" : "ellipsoid"},
+      {"gram_side", r.side == GramSide::Samples ? "samples" : "parameters"},
+      {"data", r.data_description},
+      {"space", r.space_description},
+      {"seed", o.seed},
+      {"bootstrap", o.estimator.bootstrap},
+      {"mean_trace", e.mean_trace},
+      {"zero_cutoff", {{"relative", o.fisher.cutoff}, {"removed", cut}}},
+      {"curves", curves},
+      {"ed", points(e.ed)},
+      {"at_n", points(e.at_n)},
+      {"samples", samples},
+      {"seconds", r.seconds_total},
+  };
+}
+
+std::string to_csv(const MeasureResult& r) {
+  std::string out = "kind,zeta,eps,n,value,stderr\n";
+  for (const auto& c : r.estimate.curves)
+    for (size_t i = 0; i < c.eps.size(); ++i)
+      out += fmt::format("curve,{},{:.17g},,{:.17g},{:.17g}\n", c.zeta, c.eps[i], c.value[i], c.std_error[i]);
+  for (const auto& p : r.estimate.ed)
+    out += fmt::format("ed,0,{:.17g},{},{:.17g},{:.17g}\n", p.eps, p.n, p.value, p.std_error);
+  for (const auto& p : r.estimate.at_n)
+    out += fmt::format("at_n,{},{:.17g},{},{:.17g},{:.17g}\n", p.zeta, p.eps, p.n, p.value, p.std_error);
+  return out;
+}
+
+std::string to_table(const MeasureResult& r, const MeasureOptions& o) {
+  const auto& e = r.estimate;
+  std::string out;
+  out += "twosed measure: two-scale effective dimension (2sED)\n";
+  out += fmt::format("  model   {}  (d = {} parameters, k = {} outputs{})\n", r.spec.text, e.num_params,
+                     r.num_outputs, r.spec.text.rfind("mlp:", 0) == 0 ? std::string(", ") + activation_name(o.model_options.activation) : "");
+  out += fmt::format("  data    {}\n", r.data_description);
+  out += fmt::format("  Theta   {}\n", r.space_description);
+  const int64_t size = r.samples.empty() ? 0 : r.samples.front().matrix_size;
+  out += fmt::format("  Fisher  {} ({}), {} x {} {} matrix per sample, M = {} samples, N = {} inputs\n",
+                     o.fisher.kind == FisherKind::Exact ? "exact" : "SAMPLED labels, one per input",
+                     o.fisher.task == Task::Classify ? "softmax" : fmt::format("Gaussian, s_out = {}", o.fisher.out_noise),
+                     size, size, r.side == GramSide::Samples ? "Gram (sample side)" : "Fisher (parameter side)",
+                     e.num_param_samples, r.num_inputs);
+  int64_t kept_min = INT64_MAX, kept_max = 0, cut = 0;
+  double fb = 0, gram = 0, eig = 0;
+  for (const auto& s : r.samples) {
+    kept_min = std::min(kept_min, s.kept);
+    kept_max = std::max(kept_max, s.kept);
+    cut += s.cut;
+    fb += s.seconds_forward_backward;
+    gram += s.seconds_gram;
+    eig += s.seconds_eigen;
+  }
+  out += fmt::format("  cutoff  {} eigenvalues <= {:g} x largest removed in all; {}..{} kept per sample\n", cut,
+                     o.fisher.cutoff, kept_min, kept_max);
+  out += fmt::format("  time    {:.2f} s (passes {:.2f} s, Gram {:.2f} s, eigen {:.2f} s)\n\n", r.seconds_total, fb, gram, eig);
+
+  out += fmt::format("  d_zeta(eps) +- bootstrap standard error (B = {}, {} cover)\n", o.estimator.bootstrap,
+                     e.cover == Cover::Box ? "box" : "ellipsoid");
+  out += fmt::format("  {:>10}", "eps");
+  for (const auto& c : e.curves) out += fmt::format("  {:>24}", fmt::format("zeta = {:g}", c.zeta));
+  out += "\n";
+  const size_t rows = e.curves.empty() ? 0 : e.curves.front().eps.size();
+  for (size_t i = 0; i < rows; ++i) {
+    out += fmt::format("  {:>10.3e}", e.curves.front().eps[i]);
+    for (const auto& c : e.curves) out += fmt::format("  {:>24}", fmt::format("{:.3f} +- {:.3f}", c.value[i], c.std_error[i]));
+    out += "\n";
+  }
+  if (!e.at_n.empty()) {
+    out += "\n  at the scale of a training set of size n, eps_zeta(n) = (2 pi log n / n)^(1/(2(1-zeta)))\n";
+    for (const auto& p : e.at_n)
+      out += fmt::format("    n = {:<10g} zeta = {:<5g} eps = {:.3e}   d = {:.3f} +- {:.3f}\n", p.n, p.zeta, p.eps, p.value, p.std_error);
+  }
+  if (!e.ed.empty()) {
+    out += "\n  effective dimension of Abbas et al. (gamma = 1)\n";
+    for (const auto& p : e.ed) out += fmt::format("    n = {:<10g} ED = {:.3f} +- {:.3f}\n", p.n, p.value, p.std_error);
+  }
+  out += fmt::format("\n  d = {} is the ceiling (zeta*d + (1-zeta)*rank as eps -> 0). Standard errors are bootstrap\n"
+                     "  over the M samples; they cannot see the downward bias of the log-mean-exp at finite M.\n", e.num_params);
+  return out;
+}
+
+void write_output(const std::string& text, const std::string& path) {
+  if (path.empty()) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return;
+  }
+  std::ofstream f(path);
+  if (!f) throw DataError(fmt::format("--out {}: cannot open for writing", path));
+  f << text;
+  if (!f) throw DataError(fmt::format("--out {}: write failed", path));
+}
+
+}  // namespace
+
+Runner add_measure_command(CLI::App& app) {
+  auto p = std::make_shared<MeasureParams>(kDefaults);
+  auto* cmd = app.add_subcommand("measure", "The 2sED of a network on a data set (spec sections 2-5)");
+  cmd->footer(kExamples);
+  auto def = [](auto v) { return fmt::format("(default: {})", v); };
+  auto* model = cmd->add_option("--model", p->model, "Model spec, mlp:IN-H1-...-K or cnn:CxHxW-... " + def(kDefaults.model));
+  cmd->add_option("--act", p->act, "Activation between mlp layers: relu|tanh|sigmoid|gelu " + def(kDefaults.act));
+  cmd->add_flag("--no-bias", p->no_bias, "Layers without bias (as in Abbas et al.)");
+  cmd->add_option("--task", p->task, "Output model: classify (softmax) | regress (Gaussian) " + def(kDefaults.task));
+  cmd->add_option("--out-noise", p->out_noise, "Output noise s_out for --task regress " + def(kDefaults.out_noise));
+  auto* data = cmd->add_option("--data", p->data, "Data source (see below) (default: Fashion-MNIST if installed and the model takes 784 inputs, else synthetic blobs)");
+  auto* inputs_file = cmd->add_option("--inputs-file", p->inputs_file, "Inputs as .npy (N x features): all rows, in order");
+  cmd->add_flag("--standardize", p->standardize, "z-score every feature over the data set");
+  auto* inputs = cmd->add_option("--inputs,-N", p->inputs, "N, size of the seeded input subset " + def(kDefaults.inputs));
+  auto* samples = cmd->add_option("--samples,-M", p->samples, "M, parameter samples " + def(kDefaults.samples));
+  auto* space = cmd->add_option("--space", p->space, "Parameter space: init | box:A | local:CKPT.npy:R " + def(kDefaults.space));
+  auto* thetas = cmd->add_option("--thetas", p->thetas, "Evaluate at the parameter samples in this .npy (M x d)");
+  cmd->add_option("--fisher", p->fisher, "exact | sampled (one label per input; labelled in the output) " + def(kDefaults.fisher));
+  cmd->add_option("--side", p->side, "Eigen-problem side: auto | samples (Gram) | parameters (d x d) " + def(kDefaults.side));
+  cmd->add_option("--eps", p->eps, "eps grid: LO:HI:COUNT (log-spaced) or a list " + def(kDefaults.eps));
+  cmd->add_option("--zeta", p->zeta, "zeta values in [0,1), comma-separated " + def(kDefaults.zeta));
+  cmd->add_option("--cover", p->cover, "box | ellipsoid " + def(kDefaults.cover));
+  cmd->add_option("--ed-n", p->ed_n, "Also the Abbas et al. effective dimension at these n (list)");
+  cmd->add_option("--n", p->n, "Also d_zeta at eps_zeta(n) for these training-set sizes n (list)");
+  cmd->add_option("--bootstrap", p->bootstrap, "Bootstrap resamples B for standard errors " + def(kDefaults.bootstrap));
+  cmd->add_option("--seed", p->seed, "Seed for parameter draws, input subset, bootstrap " + def(kDefaults.seed));
+  cmd->add_option("--threads", p->threads, "Threads (default: LibTorch's choice, the number of cores)");
+  cmd->add_option("--memory-budget", p->memory_mb, "MiB for any one temporary (conv chunks) " + def(kDefaults.memory_mb));
+  cmd->add_option("--format", p->format, "table | json | csv " + def(kDefaults.format));
+  cmd->add_option("--out", p->out, "Write the result to this file instead of stdout");
+  cmd->add_flag("--quiet,-q", p->quiet, "No progress bar");
+  inputs_file->excludes(data)->excludes(inputs);
+  thetas->excludes(samples)->excludes(space);
+  (void)model;
+
+  return [p]() {
+    MeasureOptions o;
+    o.model = p->model;
+    o.model_options.activation = parse_activation(p->act, "--act");
+    o.model_options.bias = !p->no_bias;
+    o.fisher.task = pick<Task>("--task", p->task, {{"classify", Task::Classify}, {"regress", Task::Regress}});
+    o.fisher.out_noise = p->out_noise;
+    o.fisher.kind = pick<FisherKind>("--fisher", p->fisher, {{"exact", FisherKind::Exact}, {"sampled", FisherKind::Sampled}});
+    o.fisher.side = pick<GramSide>("--side", p->side, {{"auto", GramSide::Auto}, {"samples", GramSide::Samples}, {"parameters", GramSide::Parameters}});
+    if (p->memory_mb < 1) throw UsageError(fmt::format("--memory-budget must be >= 1 MiB, got {}", p->memory_mb));
+    o.fisher.memory_budget = p->memory_mb << 20;
+    o.data = p->data;
+    o.inputs_file = p->inputs_file;
+    o.standardize = p->standardize;
+    o.num_inputs = p->inputs;
+    o.num_param_samples = p->samples;
+    o.space = p->space;
+    o.thetas_file = p->thetas;
+    o.estimator.eps = parse_eps_grid(p->eps, "--eps");
+    o.estimator.zetas = parse_double_list(p->zeta, "--zeta");
+    o.estimator.cover = pick<Cover>("--cover", p->cover, {{"box", Cover::Box}, {"ellipsoid", Cover::Ellipsoid}});
+    if (!p->ed_n.empty()) o.estimator.ed_n = parse_double_list(p->ed_n, "--ed-n");
+    if (!p->n.empty()) o.estimator.at_n = parse_double_list(p->n, "--n");
+    o.estimator.bootstrap = p->bootstrap;
+    o.seed = p->seed;
+    const auto format = pick<std::string>("--format", p->format, {{"table", "table"}, {"json", "json"}, {"csv", "csv"}});
+    if (p->threads != 0) set_num_threads(p->threads);
+    ProgressBar bar(!p->quiet);
+    o.progress = [&bar](int64_t done, int64_t total) { bar.update(done, total); };
+
+    const auto result = run_measure(o);
+    if (format == "json")
+      write_output(to_json(result, o).dump(2) + "\n", p->out);
+    else if (format == "csv")
+      write_output(to_csv(result), p->out);
+    else
+      write_output(to_table(result, o), p->out);
+    return 0;
+  };
+}
+
+}  // namespace twosed::cli
