@@ -15,11 +15,12 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-int64_t rows_per_example(const Network& net, const FisherOptions& opts) {
-  return opts.kind == FisherKind::Exact ? net.num_outputs() : 1;
-}
-
 }  // namespace
+
+int64_t rows_per_example(int64_t num_outputs, const FisherOptions& opts) {
+  if (opts.kind == FisherKind::Sampled) return 1;
+  return opts.task == Task::Classify ? num_outputs - 1 : num_outputs;
+}
 
 torch::Tensor output_covectors(const torch::Tensor& f, const FisherOptions& opts, uint64_t rng_index) {
   const int64_t n = f.size(0), k = f.size(1);
@@ -28,11 +29,19 @@ torch::Tensor output_covectors(const torch::Tensor& f, const FisherOptions& opts
   if (opts.kind == FisherKind::Exact) {
     if (opts.task == Task::Regress)
       return (torch::eye(k, f.options()) / opts.out_noise).unsqueeze(0).expand({n, k, k}).contiguous();
-    // R = diag(sqrt p) - sqrt(p) p^T: row c is sqrt(p_c) (e_c - p). Computing p from the log-
-    // softmax keeps it exact where logits are large; p = 0 gives a zero row, never NaN.
-    auto p = torch::softmax(f, 1);
-    auto eye = torch::eye(k, f.options()).unsqueeze(0);
-    return torch::sqrt(p).unsqueeze(2) * (eye - p.unsqueeze(1));
+    // Lambda = diag(p) - p p^T has rank k-1 (it annihilates the ones vector), so it factors as
+    // Q^T Q with Q of k-1 rows, one fewer than the spec's R = diag(sqrt p) - sqrt(p) p^T. Both
+    // give the same J^T Lambda J, hence the same non-zero spectrum, but Q makes the Gram
+    // N(k-1) square instead of Nk: ~27% less eigen-solve time at k = 10, and no N structural zeros.
+    // With v = sqrt(p) (a unit vector), R = (I - v v^T) diag(v); the Householder reflection H
+    // with H v = -e_k has columns 1..k-1 spanning v's complement U, and Q = U^T diag(v):
+    // Q[j][c] = (delta_jc - w_j w_c / (1 + v_k)) v_c, w = v + e_k.
+    auto v = torch::sqrt(torch::softmax(f, 1));
+    auto w = v.clone();
+    w.select(1, k - 1).add_(1.0);
+    auto denom = (1.0 + v.select(1, k - 1)).view({n, 1, 1});
+    auto h = torch::eye(k, f.options()).unsqueeze(0) - w.unsqueeze(2) * w.unsqueeze(1) / denom;
+    return (h.narrow(1, 0, k - 1) * v.unsqueeze(1)).contiguous();
   }
   // Sampled labels: one row per example, the gradient of log p(y|x) with respect to f.
   Rng rng(opts.label_seed, Stream::Labels, rng_index);
@@ -76,7 +85,11 @@ torch::Tensor build_gram(const Network& net, const torch::Tensor& theta, const t
     layer.add_gram(in, g, gram, opts.memory_budget);
     gram_seconds += seconds_since(t0);
   });
-  return gram.div_(static_cast<double>(x.size(0)));
+  // Layers accumulate the lower triangle only (half the flops, see syrk_lower).
+  const auto t0 = Clock::now();
+  gram = layers::symmetrize_from_lower(gram).div_(static_cast<double>(x.size(0)));
+  gram_seconds += seconds_since(t0);
+  return gram;
 }
 }  // namespace
 
@@ -140,7 +153,7 @@ FisherSpectrum fisher_spectrum(const Network& net, const torch::Tensor& theta, c
                                const FisherOptions& opts, uint64_t rng_index) {
   check_theta(net, theta);
   torch::NoGradGuard no_grad;
-  const int64_t rows = x.size(0) * rows_per_example(net, opts);
+  const int64_t rows = x.size(0) * rows_per_example(net.num_outputs(), opts);
   GramSide side = opts.side;
   if (side == GramSide::Auto) side = rows <= net.num_params() ? GramSide::Samples : GramSide::Parameters;
 

@@ -114,7 +114,10 @@ MeasureResult run_measure(const MeasureOptions& opts) {
   const auto x = load_inputs(opts, net.spec(), result.data_description);
   result.num_inputs = x.size(0);
   result.num_outputs = net.num_outputs();
-  result.rows_per_example = opts.fisher.kind == FisherKind::Exact ? result.num_outputs : 1;
+  result.rows_per_example = rows_per_example(result.num_outputs, opts.fisher);
+  if (opts.fisher.task == Task::Classify && result.num_outputs < 2)
+    throw UsageError(fmt::format("model '{}' has 1 output: --task classify needs at least 2 (softmax of one "
+                                 "logit is constant); use --task regress", opts.model));
 
   // Parameter samples: drawn on the fly from Theta, or read from --thetas.
   std::vector<double> given;
@@ -165,10 +168,15 @@ MeasureResult run_measure(const MeasureOptions& opts) {
 
 }  // namespace twosed
 
+extern "C" void openblas_set_num_threads(int);  // OpenBLAS, which LibTorch uses for BLAS/LAPACK
+
 namespace twosed {
 void set_num_threads(int threads) {
   if (threads < 1) throw UsageError(fmt::format("--threads must be >= 1, got {}", threads));
+  // LibTorch's intra-op pool and OpenBLAS's own pool are separate: set both, so that
+  // --threads 1 really is one thread (and results are reproducible per thread count).
   torch::set_num_threads(threads);
+  openblas_set_num_threads(threads);
 }
 int num_threads() { return torch::get_num_threads(); }
 }  // namespace twosed

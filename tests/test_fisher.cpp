@@ -77,23 +77,28 @@ TEST(FisherTest, GramAndParameterSidesEqualDenseAutogradFisher) {
       // The public entry point picks the smaller side and reports it.
       auto fs = fisher_spectrum(net, theta, x, o, 9);
       expect_same_spectrum(kept_spectrum(dense), fs.spectrum.eigenvalues, what + " fisher_spectrum");
-      const int64_t rows = n * (c.kind == FisherKind::Exact ? net.num_outputs() : 1);
+      const int64_t rows = n * rows_per_example(net.num_outputs(), o);
       EXPECT_EQ(fs.side, rows <= net.num_params() ? GramSide::Samples : GramSide::Parameters) << what;
     }
   }
 }
 
-TEST(FisherTest, SoftmaxFisherHasRankAtMostNTimesKMinusOne) {
-  // Lambda = diag(p) - p p^T annihilates the all-ones vector: each example contributes at
-  // most k-1 directions, so the Gram (N k x N k) has at least N exact zeros, which the cutoff
-  // must remove.
+TEST(FisherTest, SoftmaxGramUsesRankKMinusOneFactor) {
+  // Lambda = diag(p) - p p^T has rank k-1: the Gram is N(k-1) square and, for a wide network
+  // with generic inputs, of full rank N(k-1).
   Network net(parse_model_spec("mlp:20-30-5"));
   auto theta = theta_for(net);
   auto x = inputs(net, 8);
   auto fs = fisher_spectrum(net, theta, x, FisherOptions{});
-  EXPECT_EQ(fs.matrix_size, 40);
+  EXPECT_EQ(fs.matrix_size, 8 * 4);
   EXPECT_EQ(static_cast<int64_t>(fs.spectrum.eigenvalues.size()), 8 * 4);
-  EXPECT_EQ(fs.spectrum.num_cut, 8);
+  EXPECT_EQ(fs.spectrum.num_cut, 0);
+  // The factor reproduces Lambda exactly.
+  auto f = torch::randn({3, 5}, torch::kFloat64) * 4;
+  auto q = output_covectors(f, FisherOptions{}, 0);
+  auto p = torch::softmax(f, 1);
+  auto lambda = torch::diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1);
+  EXPECT_LT((torch::bmm(q.transpose(1, 2), q) - lambda).abs().max().item<double>(), 1e-15);
 }
 
 TEST(FisherTest, CutoffRemovesRoundoffAndNegatives) {

@@ -29,9 +29,13 @@ struct FisherSpectrum {
   double seconds_forward_backward = 0, seconds_gram = 0, seconds_eigen = 0;
 };
 
-/// Output covectors R_i (N, R, k) for the Fisher at logits/outputs `f` (N, k) (spec section 2):
-/// exact classify: row c = sqrt(p_c) (e_c - p); regress: row c = e_c / s_out; sampled: one row,
-/// e_y - p (classify, y ~ p) or xi / s_out (regress, xi ~ N(0, I)), drawn from `rng_index`.
+/// Rows R per example of the factor of Lambda: k-1 (exact softmax), k (exact Gaussian), 1 (sampled).
+int64_t rows_per_example(int64_t num_outputs, const FisherOptions& opts);
+
+/// Output covectors Q_i (N, R, k) with Q_i^T Q_i = Lambda_i at logits/outputs `f` (N, k)
+/// (spec section 2): exact classify: the k-1 rows of a rank-(k-1) factor of diag(p) - p p^T;
+/// regress: row c = e_c / s_out; sampled: one row, e_y - p (classify, y ~ p) or xi / s_out
+/// (regress, xi ~ N(0, I)), drawn from Rng(label_seed, Labels, rng_index).
 torch::Tensor output_covectors(const torch::Tensor& f, const FisherOptions& opts, uint64_t rng_index);
 
 /// The Gram matrix K = (1/N) Jh Jh^T, (N R) x (N R), built layer by layer.

@@ -73,7 +73,7 @@ constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 }  // namespace twosed
 
 namespace twosed {
-/// Sets the number of threads LibTorch (and its BLAS) uses for this process (T >= 1).
+/// Sets the number of threads LibTorch and OpenBLAS use for this process (T >= 1).
 void set_num_threads(int threads);
 /// The number of threads LibTorch currently uses.
 int num_threads();

@@ -76,8 +76,8 @@ class Conv2d final : public Layer {
     for (int64_t o0 = 0; o0 < spec_.out; o0 += oc) {
       const int64_t count = std::min(oc, spec_.out - o0);
       auto [w, b] = channel_grads(u, g_out, o0, count);
-      gram.addmm_(w, w.t());
-      if (spec_.bias) gram.addmm_(b, b.t());
+      syrk_lower(w, gram);
+      if (spec_.bias) syrk_lower(b, gram);
     }
   }
 };

@@ -45,7 +45,8 @@ class Linear final : public Layer {
     auto aa = torch::mm(a, a.t());
     if (spec_.bias) aa.add_(1.0);
     auto b = g_out.reshape({n * r, spec_.out});
-    auto bb = torch::mm(b, b.t());
+    auto bb = torch::zeros({n * r, n * r}, b.options());
+    syrk_lower(b, bb);
     gram.view({n, r, n, r}).addcmul_(bb.view({n, r, n, r}), aa.view({n, 1, n, 1}));
   }
 };

@@ -9,6 +9,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "commands.h"
 #include "twosed/error.h"
@@ -246,7 +247,7 @@ Runner add_measure_command(CLI::App& app) {
   cmd->add_option("--n", p->n, "Also d_zeta at eps_zeta(n) for these training-set sizes n (list)");
   cmd->add_option("--bootstrap", p->bootstrap, "Bootstrap resamples B for standard errors " + def(kDefaults.bootstrap));
   cmd->add_option("--seed", p->seed, "Seed for parameter draws, input subset, bootstrap " + def(kDefaults.seed));
-  cmd->add_option("--threads", p->threads, "Threads (default: LibTorch's choice, the number of cores)");
+  cmd->add_option("--threads", p->threads, "Threads for LibTorch and OpenBLAS (default: the number of cores)");
   cmd->add_option("--memory-budget", p->memory_mb, "MiB for any one temporary (conv chunks) " + def(kDefaults.memory_mb));
   cmd->add_option("--format", p->format, "table | json | csv " + def(kDefaults.format));
   cmd->add_option("--out", p->out, "Write the result to this file instead of stdout");
@@ -281,7 +282,8 @@ Runner add_measure_command(CLI::App& app) {
     o.estimator.bootstrap = p->bootstrap;
     o.seed = p->seed;
     const auto format = pick<std::string>("--format", p->format, {{"table", "table"}, {"json", "json"}, {"csv", "csv"}});
-    if (p->threads != 0) set_num_threads(p->threads);
+    // LibTorch's own default can be a single thread; use every core unless told otherwise.
+    set_num_threads(p->threads != 0 ? p->threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
     ProgressBar bar(!p->quiet);
     o.progress = [&bar](int64_t done, int64_t total) { bar.update(done, total); };
 
