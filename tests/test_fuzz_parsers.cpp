@@ -22,6 +22,7 @@
 
 #include "twosed/data.h"
 #include "twosed/error.h"
+#include "twosed/model_spec.h"
 #include "twosed/npy.h"
 #include "twosed/random.h"
 
@@ -372,11 +373,35 @@ TEST(FuzzParsers, DataSpecMutations) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// MODEL SPEC FUZZ TEST: placeholder.
-// A fuzz test of the model-spec parser (src/model_spec.cpp, written separately) goes here:
-// mutate valid specs such as "mlp:20-32-5" and "cnn:1x8x8-c4k3-relu-f3" with Mutator and
-// check with run_guarded that the parser only ever throws twosed::UsageError.
-// ---------------------------------------------------------------------------------------------
+// Model spec strings
+
+TEST(FuzzParsers, ModelSpecMutations) {
+  const std::vector<std::string> seeds = {
+      "mlp:20-32-5", "mlp:784-64-32-10", "cnn:1x8x8-c4k3-relu-f3",
+      "cnn:3x32x32-c32k3-relu-p2-c64k3-relu-p2-f256-relu-f10", "cnn:1x28x28-c8k5s2p2-tanh-a2s1-flatten-f10",
+      "cnn:2x9x9-c3k3s2-gelu-c2k2p1-sigmoid-p2s1-f4"};
+  for (const auto& s : seeds) EXPECT_NO_THROW(twosed::parse_model_spec(s)) << s;
+  Mutator m(606);
+  Tally tally;
+  for (int it = 0; it < kIterations && tally.failed < 5; ++it) {
+    const std::string input = m.mutate(seeds[m.below(seeds.size())]);
+    run_guarded(
+        [&] {
+          const auto spec = twosed::parse_model_spec(input);
+          // Whatever parses must be a consistent network: shapes chain, counts positive.
+          EXPECT_GE(spec.num_params(), 1);
+          EXPECT_GE(spec.num_outputs(), 1);
+          auto shape = spec.input_shape;
+          for (const auto& l : spec.layers) {
+            if (l.kind != twosed::LayerKind::Linear) EXPECT_EQ(l.in_shape, shape) << input;
+            for (int64_t v : l.out_shape) EXPECT_GE(v, 1) << input;
+            shape = l.out_shape;
+          }
+        },
+        "parse_model_spec", input, tally);
+  }
+  expect_both_outcomes(tally);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Regression inputs: inputs found by the fuzz tests above that once misbehaved.

@@ -65,6 +65,16 @@ Model specs:  mlp:IN-H1-...-K (with --act)   cnn:CxHxW-TOKEN-... with tokens cOk
               pS[sT] (max pool), aS[sT] (avg pool), fO (linear), relu, tanh, sigmoid, gelu, flatten
 Exit codes:   0 ok, 1 data error, 2 usage error)";
 
+// Runs a library check and, if it throws, names the command-line option in the message.
+template <typename F>
+void with_option(const std::string& option, const std::string& value, F&& check) {
+  try {
+    check();
+  } catch (const UsageError& e) {
+    throw UsageError(fmt::format("{} {}: {}", option, value, e.what()));
+  }
+}
+
 template <typename T>
 T pick(const std::string& option, const std::string& value, const std::vector<std::pair<std::string, T>>& choices) {
   std::string names;
@@ -203,8 +213,9 @@ std::string to_table(const MeasureResult& r, const MeasureOptions& o) {
     out += "\n  effective dimension of Abbas et al. (gamma = 1)\n";
     for (const auto& p : e.ed) out += fmt::format("    n = {:<10g} ED = {:.3f} +- {:.3f}\n", p.n, p.value, p.std_error);
   }
-  out += fmt::format("\n  d = {} is the ceiling (zeta*d + (1-zeta)*rank as eps -> 0). Standard errors are bootstrap\n"
-                     "  over the M samples; they cannot see the downward bias of the log-mean-exp at finite M.\n", e.num_params);
+  out += fmt::format("\n  As eps -> 0, d_zeta -> zeta*d + (1-zeta)*rank (d = {}; rank <= min(d, matrix size)).\n"
+                     "  Standard errors are bootstrap over the M samples; they cannot see the downward bias of\n"
+                     "  the log-mean-exp at finite M.\n", e.num_params);
   return out;
 }
 
@@ -280,6 +291,16 @@ Runner add_measure_command(CLI::App& app) {
     if (!p->ed_n.empty()) o.estimator.ed_n = parse_double_list(p->ed_n, "--ed-n");
     if (!p->n.empty()) o.estimator.at_n = parse_double_list(p->n, "--n");
     o.estimator.bootstrap = p->bootstrap;
+    // Check each estimator option alone, so that the error names its flag.
+    auto check = [&](const std::string& option, const std::string& value, auto set) {
+      EstimatorOptions only;
+      set(only);
+      with_option(option, value, [&] { validate_estimator_options(only); });
+    };
+    check("--zeta", p->zeta, [&](EstimatorOptions& e) { e.zetas = o.estimator.zetas; });
+    check("--ed-n", p->ed_n, [&](EstimatorOptions& e) { e.ed_n = o.estimator.ed_n; });
+    check("--n", p->n, [&](EstimatorOptions& e) { e.at_n = o.estimator.at_n; });
+    check("--bootstrap", std::to_string(p->bootstrap), [&](EstimatorOptions& e) { e.bootstrap = o.estimator.bootstrap; });
     o.seed = p->seed;
     const auto format = pick<std::string>("--format", p->format, {{"table", "table"}, {"json", "json"}, {"csv", "csv"}});
     // LibTorch's own default can be a single thread; use every core unless told otherwise.
