@@ -31,6 +31,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -217,6 +218,7 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
     }
     if (j == 0 && !o.export_dir.empty() && model == o.export_model) {
       // Theta^(0), the inputs and twosed's kept eigenvalues for bench/numpy_kron_gram.py.
+      std::filesystem::create_directories(o.export_dir);
       std::vector<double> th(theta.data_ptr<double>(), theta.data_ptr<double>() + d);
       auto xc = x.reshape({n, -1}).contiguous();
       std::vector<double> xs(xc.data_ptr<double>(), xc.data_ptr<double>() + xc.numel());
@@ -407,8 +409,14 @@ json run_dense_job(const std::string& model, int threads, const Options& o) {
 
 // Runs job() in a forked child (own peak RSS) and returns its JSON; in-process with --no-fork.
 template <typename F>
-json run_isolated(const Options& o, F&& job) {
-  if (o.no_fork) return job();
+json run_isolated(const Options& o, const std::string& model, F&& job) {
+  if (o.no_fork) {
+    try {
+      return job();
+    } catch (const std::exception& e) {
+      return json{{"model", model}, {"error", e.what()}};
+    }
+  }
   int fds[2];
   if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
   std::fflush(stdout);
@@ -422,7 +430,7 @@ json run_isolated(const Options& o, F&& job) {
     try {
       out = job().dump();
     } catch (const std::exception& e) {
-      out = json{{"error", e.what()}}.dump();
+      out = json{{"model", model}, {"error", e.what()}}.dump();
       rc = 1;
     }
     size_t off = 0;
@@ -445,7 +453,7 @@ json run_isolated(const Options& o, F&& job) {
   int status = 0;
   waitpid(pid, &status, 0);
   if (text.empty())
-    return json{{"error", fmt::format("child exited with status {} and no result", WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status))}};
+    return json{{"model", model}, {"error", fmt::format("child exited with status {} and no result", WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status))}};
   return json::parse(text);
 }
 
@@ -589,12 +597,12 @@ int main(int argc, char** argv) {
   for (int t : o.threads) {
     for (const auto& m : o.models) {
       std::fprintf(stderr, "bench_fisher: %s, %d thread(s)...\n", m.c_str(), t);
-      jobs.push_back(run_isolated(o, [&] { return run_gram_job(m, t, o); }));
+      jobs.push_back(run_isolated(o, m, [&] { return run_gram_job(m, t, o); }));
     }
     if (o.dense)
       for (const auto& m : o.dense_models) {
         std::fprintf(stderr, "bench_fisher: dense %s, %d thread(s)...\n", m.c_str(), t);
-        jobs.push_back(run_isolated(o, [&] { return run_dense_job(m, t, o); }));
+        jobs.push_back(run_isolated(o, m, [&] { return run_dense_job(m, t, o); }));
       }
   }
   print_tables(machine, jobs, o);

@@ -13,6 +13,7 @@
 #include "twosed/npy.h"
 #include "twosed/parameter_space.h"
 #include "twosed/random.h"
+#include "twosed/spectra_file.h"
 
 namespace twosed {
 namespace {
@@ -98,8 +99,47 @@ std::string default_data_source(const ModelSpec& spec) {
   return fmt::format("synthetic:blobs:{}:{}", spec.num_outputs(), spec.num_inputs());
 }
 
+namespace {
+
+// Curves from a spectra file written by an earlier (possibly stopped) run.
+MeasureResult measure_from_spectra(const MeasureOptions& opts) {
+  const auto file = read_spectra(opts.spectra_in);
+  MeasureResult result;
+  result.spec.text = file.header.model;
+  result.num_inputs = file.header.num_inputs;
+  result.num_outputs = file.header.num_outputs;
+  result.fisher = opts.fisher;
+  result.fisher.task = file.header.task == "regress" ? Task::Regress : Task::Classify;
+  result.fisher.kind = file.header.fisher == "sampled" ? FisherKind::Sampled : FisherKind::Exact;
+  result.rows_per_example = rows_per_example(result.num_outputs, result.fisher);
+  result.data_description = fmt::format("spectra of {} finished samples from {}{}", file.spectra.size(), opts.spectra_in,
+                                        file.truncated_last_line ? " (an unfinished last line was ignored)" : "");
+  result.space_description = fmt::format("as in the run that wrote {} (seed {})", opts.spectra_in, file.header.seed);
+  for (const auto& s : file.spectra) {
+    SampleSummary summary;
+    summary.kept = static_cast<int64_t>(s.eigenvalues.size());
+    summary.cut = s.num_cut;
+    summary.matrix_size = summary.kept + summary.cut;
+    summary.trace = s.trace;
+    summary.largest = s.eigenvalues.empty() ? 0.0 : s.eigenvalues.back();
+    result.samples.push_back(summary);
+  }
+  EstimatorOptions eopts = opts.estimator;
+  eopts.seed = opts.seed;
+  result.estimate = estimate_two_scale(file.spectra, file.header.num_params, eopts);
+  return result;
+}
+
+}  // namespace
+
 MeasureResult run_measure(const MeasureOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
+  if (!opts.spectra_in.empty()) {
+    validate_estimator_options(opts.estimator);
+    auto result = measure_from_spectra(opts);
+    result.seconds_total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return result;
+  }
   if (opts.num_inputs < 1) throw UsageError(fmt::format("--inputs must be >= 1, got {}", opts.num_inputs));
   if (opts.thetas_file.empty() && opts.num_param_samples < 1)
     throw UsageError(fmt::format("--samples must be >= 1, got {}", opts.num_param_samples));
@@ -143,6 +183,13 @@ MeasureResult run_measure(const MeasureOptions& opts) {
 
   FisherOptions fopts = opts.fisher;
   fopts.label_seed = opts.seed;
+  result.fisher = fopts;
+  std::unique_ptr<SpectraWriter> writer;
+  if (!opts.spectra_out.empty())
+    writer = std::make_unique<SpectraWriter>(
+        opts.spectra_out, SpectraHeader{opts.model, d, result.num_inputs, result.num_outputs,
+                                        fopts.task == Task::Classify ? "classify" : "regress",
+                                        fopts.kind == FisherKind::Exact ? "exact" : "sampled", opts.seed});
   std::vector<SampleSpectrum> spectra;
   spectra.reserve(static_cast<size_t>(m));
   auto theta = torch::empty({d}, torch::kFloat64);
@@ -156,6 +203,7 @@ MeasureResult run_measure(const MeasureOptions& opts) {
     result.samples.push_back({fs.matrix_size, static_cast<int64_t>(fs.spectrum.eigenvalues.size()),
                               fs.spectrum.num_cut, fs.spectrum.trace, fs.largest, fs.most_negative,
                               fs.seconds_forward_backward, fs.seconds_gram, fs.seconds_eigen});
+    if (writer) writer->append(j, fs.spectrum);
     spectra.push_back(std::move(fs.spectrum));
     if (opts.progress) opts.progress(j + 1, m);
   }

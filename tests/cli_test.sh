@@ -83,6 +83,18 @@ expect 0 '"fisher": "sampled"' "${SMALL[@]}" --fisher sampled --format json
 cmp -s "$WORK/a.csv" "$WORK/b.csv" && ok || bad "same seed gives different output"
 cmp -s "$WORK/a.csv" "$WORK/c.csv" && bad "different seeds give identical output" || ok
 
+# --- Spectra written as they are computed; curves recomputed from them without the network
+"$TWOSED" "${SMALL[@]}" --format csv --spectra-out "$WORK/spectra.jsonl" > "$WORK/direct.csv"
+"$TWOSED" measure -q --spectra-in "$WORK/spectra.jsonl" --bootstrap 100 --format csv > "$WORK/from_file.csv"
+cmp -s "$WORK/direct.csv" "$WORK/from_file.csv" && ok || bad "--spectra-in does not reproduce the direct run"
+[ "$(wc -l < "$WORK/spectra.jsonl")" -eq 5 ] && ok || bad "spectra file should hold a header and 4 samples"
+# A run stopped in the middle of writing its last sample: the finished samples still count.
+head -c -40 "$WORK/spectra.jsonl" > "$WORK/stopped.jsonl"
+expect 0 "3 finished samples.*unfinished last line was ignored" measure -q --spectra-in "$WORK/stopped.jsonl" --bootstrap 100
+printf '{"hello": 1}\n' > "$WORK/notspectra.jsonl"
+expect 1 "notspectra.jsonl:1: not a twosed spectra file" measure -q --spectra-in "$WORK/notspectra.jsonl"
+expect 2 "excludes" measure -q --spectra-in "$WORK/spectra.jsonl" --model mlp:6-5-3
+
 # --- Given samples and inputs (the cross-implementation path)
 write_npy "$WORK/thetas.npy" "<f8" 3 53 1     # d of mlp:6-5-3 is 53
 write_npy "$WORK/thetas32.npy" "<f4" 3 53 1

@@ -33,6 +33,8 @@ struct MeasureOptions {
   FisherOptions fisher;               ///< task, output noise, exact/sampled, side
   EstimatorOptions estimator;         ///< eps grid, zetas, cover, ED n values, bootstrap
   uint64_t seed = 0;                  ///< seeds theta draws, the input subset, bootstrap, labels
+  std::string spectra_out;            ///< write each sample's spectrum here as soon as it is done (spectra_file.h)
+  std::string spectra_in;             ///< skip the network: curves from the spectra in this file
   /// Called after each parameter sample: (done, total). May be empty.
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -52,6 +54,7 @@ struct MeasureResult {
   int64_t num_outputs = 0;          ///< k
   int64_t rows_per_example = 0;     ///< R: k (exact) or 1 (sampled)
   GramSide side = GramSide::Samples;///< side used (of the first sample)
+  FisherOptions fisher;             ///< effective Fisher options (from the spectra file with spectra_in)
   std::string data_description;     ///< what the inputs are
   std::string space_description;    ///< what Theta is
   std::vector<SampleSummary> samples;

@@ -45,6 +45,8 @@ struct MeasureParams {
   int64_t memory_mb = 256;
   std::string format = "table";
   std::string out;
+  std::string spectra_out;
+  std::string spectra_in;
   bool quiet = false;
 };
 const MeasureParams kDefaults;
@@ -134,9 +136,9 @@ nlohmann::json to_json(const MeasureResult& r, const MeasureOptions& o) {
       {"M", e.num_param_samples},
       {"N", r.num_inputs},
       {"k", r.num_outputs},
-      {"task", o.fisher.task == Task::Classify ? "classify" : "regress"},
-      {"out_noise", o.fisher.task == Task::Regress ? json(o.fisher.out_noise) : json(nullptr)},
-      {"fisher", o.fisher.kind == FisherKind::Exact ? "exact" : "sampled"},
+      {"task", r.fisher.task == Task::Classify ? "classify" : "regress"},
+      {"out_noise", r.fisher.task == Task::Regress ? json(r.fisher.out_noise) : json(nullptr)},
+      {"fisher", r.fisher.kind == FisherKind::Exact ? "exact" : "sampled"},
       {"cover", e.cover == Cover::Box ? "box" : "ellipsoid"},
       {"gram_side", r.side == GramSide::Samples ? "samples" : "parameters"},
       {"data", r.data_description},
@@ -169,14 +171,15 @@ std::string to_table(const MeasureResult& r, const MeasureOptions& o) {
   const auto& e = r.estimate;
   std::string out;
   out += "twosed measure: two-scale effective dimension (2sED)\n";
-  out += fmt::format("  model   {}  (d = {} parameters, k = {} outputs{})\n", r.spec.text, e.num_params,
-                     r.num_outputs, r.spec.text.rfind("mlp:", 0) == 0 ? std::string(", ") + activation_name(o.model_options.activation) : "");
+  out += fmt::format("  model   {}  (d = {} parameters, k = {} outputs{})\n", r.spec.text, e.num_params, r.num_outputs,
+                     r.spec.text.rfind("mlp:", 0) == 0 && o.spectra_in.empty()
+                         ? std::string(", ") + activation_name(o.model_options.activation) : "");
   out += fmt::format("  data    {}\n", r.data_description);
   out += fmt::format("  Theta   {}\n", r.space_description);
   const int64_t size = r.samples.empty() ? 0 : r.samples.front().matrix_size;
   out += fmt::format("  Fisher  {} ({}), {} x {} {} matrix per sample, M = {} samples, N = {} inputs\n",
-                     o.fisher.kind == FisherKind::Exact ? "exact" : "SAMPLED labels, one per input",
-                     o.fisher.task == Task::Classify ? "softmax" : fmt::format("Gaussian, s_out = {}", o.fisher.out_noise),
+                     r.fisher.kind == FisherKind::Exact ? "exact" : "SAMPLED labels, one per input",
+                     r.fisher.task == Task::Classify ? "softmax" : fmt::format("Gaussian, s_out = {}", r.fisher.out_noise),
                      size, size, r.side == GramSide::Samples ? "Gram (sample side)" : "Fisher (parameter side)",
                      e.num_param_samples, r.num_inputs);
   int64_t kept_min = INT64_MAX, kept_max = 0, cut = 0;
@@ -262,7 +265,10 @@ Runner add_measure_command(CLI::App& app) {
   cmd->add_option("--memory-budget", p->memory_mb, "MiB for any one temporary (conv chunks) " + def(kDefaults.memory_mb));
   cmd->add_option("--format", p->format, "table | json | csv " + def(kDefaults.format));
   cmd->add_option("--out", p->out, "Write the result to this file instead of stdout");
+  auto* spectra_out = cmd->add_option("--spectra-out", p->spectra_out, "Write each sample's spectrum to this file (JSON lines) as soon as it is done");
+  auto* spectra_in = cmd->add_option("--spectra-in", p->spectra_in, "Curves from a --spectra-out file (of a finished or stopped run) without recomputing spectra");
   cmd->add_flag("--quiet,-q", p->quiet, "No progress bar");
+  spectra_in->excludes(spectra_out)->excludes(data)->excludes(inputs_file)->excludes(thetas)->excludes(samples)->excludes(model);
   inputs_file->excludes(data)->excludes(inputs);
   thetas->excludes(samples)->excludes(space);
   (void)model;
@@ -285,6 +291,8 @@ Runner add_measure_command(CLI::App& app) {
     o.num_param_samples = p->samples;
     o.space = p->space;
     o.thetas_file = p->thetas;
+    o.spectra_out = p->spectra_out;
+    o.spectra_in = p->spectra_in;
     o.estimator.eps = parse_eps_grid(p->eps, "--eps");
     o.estimator.zetas = parse_double_list(p->zeta, "--zeta");
     o.estimator.cover = pick<Cover>("--cover", p->cover, {{"box", Cover::Box}, {"ellipsoid", Cover::Ellipsoid}});

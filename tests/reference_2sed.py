@@ -1,0 +1,443 @@
+#!/usr/bin/env python3
+"""Independent reference implementation of the standard-model 2sED (spec sections 2-5).
+
+Pure Python 3, standard library only (no numpy). It deliberately uses a different algorithm
+from twosed: for every parameter sample it forms the full Jacobian J_i (k x d) of the network
+outputs by analytic backpropagation, the dense d x d Fisher F = (1/N) sum_i J_i^T Lambda_i J_i
+with the exact Lambda (diag(p) - p p^T for softmax, I/s_out^2 for Gaussian), and the eigenvalues
+of F by a cyclic Jacobi eigenvalue algorithm. Meant for small d (say d <= 60).
+
+Supports "mlp:IN-H1-...-K" with relu | tanh | sigmoid | gelu (exact, erf-based), with or
+without bias, classify or regress. theta is ordered as PyTorch's named_parameters(): layer by
+layer, weight (out x in, row-major) then bias.
+
+Usage:
+  reference_2sed.py --model mlp:5-4-3 --act tanh --thetas T.npy --inputs-file X.npy
+                    [--no-bias] [--task classify|regress] [--out-noise S]
+                    [--eps LO:HI:COUNT | e1,e2,...] [--zeta z1,z2,...] [--cover box|ellipsoid]
+                    [--ed-n n1,...] [--n n1,...] [--bootstrap B] [--seed S]
+Prints JSON with the same keys as `twosed measure --format json` for d, M, N, k, mean_trace,
+curves, ed and at_n.
+
+Standard errors: when the number of distinct bootstrap resamples (multisets of size M drawn
+from M samples, C(2M-1, M)) is at most --exact-bootstrap-limit, the *ideal* bootstrap standard
+error is computed exactly by enumerating every multiset with its multinomial probability (no
+randomness at all). Otherwise a Monte Carlo bootstrap with B resamples from Python's `random`
+seeded with --seed. Either way t is recomputed on every resample (spec section 5).
+"""
+import argparse
+import ast
+import json
+import math
+import random
+import struct
+import sys
+
+ZERO_CUTOFF = 1e-12
+
+
+# ----------------------------------------------------------------------------- .npy reader
+def read_npy(path):
+    """Returns (shape, flat list of floats) of a float64/float32 .npy file in C order."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:6] != b"\x93NUMPY":
+        raise ValueError(f"{path}: not a .npy file")
+    major = raw[6]
+    if major == 1:
+        hlen = struct.unpack("<H", raw[8:10])[0]
+        start = 10
+    elif major in (2, 3):
+        hlen = struct.unpack("<I", raw[8:12])[0]
+        start = 12
+    else:
+        raise ValueError(f"{path}: unsupported .npy version {major}")
+    header = ast.literal_eval(raw[start:start + hlen].decode("latin1"))
+    descr, fortran, shape = header["descr"], header["fortran_order"], tuple(header["shape"])
+    codes = {"<f8": "<d", ">f8": ">d", "=f8": "=d", "|f8": "<d",
+             "<f4": "<f", ">f4": ">f", "=f4": "=f", "|f4": "<f"}
+    if descr not in codes:
+        raise ValueError(f"{path}: unsupported dtype {descr}")
+    count = 1
+    for s in shape:
+        count *= s
+    fmt = codes[descr]
+    size = struct.calcsize(fmt)
+    body = raw[start + hlen:start + hlen + count * size]
+    if len(body) != count * size:
+        raise ValueError(f"{path}: truncated data")
+    vals = [float(v) for v in struct.unpack(fmt[0] + fmt[1] * count, body)]
+    if fortran and len(shape) == 2:
+        r, c = shape
+        vals = [vals[j * r + i] for i in range(r) for j in range(c)]
+    return shape, vals
+
+
+def as_matrix(shape, vals, name):
+    if len(shape) == 1:
+        return [list(vals)]
+    if len(shape) != 2:
+        raise ValueError(f"{name}: expected a 2-D array, got shape {shape}")
+    r, c = shape
+    return [vals[i * c:(i + 1) * c] for i in range(r)]
+
+
+# ----------------------------------------------------------------------------- network
+SQRT2 = math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def act_and_deriv(name, z):
+    """Elementwise activation and its derivative at z (lists)."""
+    if name == "relu":
+        return [x if x > 0.0 else 0.0 for x in z], [1.0 if x > 0.0 else 0.0 for x in z]
+    if name == "tanh":
+        h = [math.tanh(x) for x in z]
+        return h, [1.0 - v * v for v in h]
+    if name == "sigmoid":
+        h = []
+        for x in z:
+            if x >= 0.0:
+                h.append(1.0 / (1.0 + math.exp(-x)))
+            else:
+                e = math.exp(x)
+                h.append(e / (1.0 + e))
+        return h, [v * (1.0 - v) for v in h]
+    if name == "gelu":
+        cdf = [0.5 * (1.0 + math.erf(x / SQRT2)) for x in z]
+        h = [x * c for x, c in zip(z, cdf)]
+        dh = [c + x * INV_SQRT_2PI * math.exp(-0.5 * x * x) for x, c in zip(z, cdf)]
+        return h, dh
+    raise ValueError(f"unknown activation {name}")
+
+
+class MLP:
+    def __init__(self, spec, act, bias):
+        if not spec.startswith("mlp:"):
+            raise ValueError("only mlp:IN-H1-...-K specs are supported")
+        self.sizes = [int(s) for s in spec[4:].split("-")]
+        if len(self.sizes) < 2:
+            raise ValueError("mlp spec needs at least IN-K")
+        self.act = act
+        self.bias = bias
+        # Offsets of every layer's weight and bias in theta (named_parameters order).
+        self.layout = []
+        off = 0
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            w_off = off
+            off += n_out * n_in
+            b_off = off if bias else None
+            if bias:
+                off += n_out
+            self.layout.append((n_in, n_out, w_off, b_off))
+        self.d = off
+        self.k = self.sizes[-1]
+
+    def unpack(self, theta):
+        layers = []
+        for n_in, n_out, w_off, b_off in self.layout:
+            W = [theta[w_off + r * n_in:w_off + (r + 1) * n_in] for r in range(n_out)]
+            b = theta[b_off:b_off + n_out] if b_off is not None else [0.0] * n_out
+            layers.append((W, b))
+        return layers
+
+    def jacobian(self, layers, x):
+        """Returns (f(x), J) with J the k x d Jacobian of the outputs w.r.t. theta."""
+        # Forward pass, keeping every layer's input and the activation derivative.
+        inputs, derivs = [], []
+        a = list(x)
+        L = len(layers)
+        for l, (W, b) in enumerate(layers):
+            inputs.append(a)
+            z = [sum(w * v for w, v in zip(row, a)) + bb for row, bb in zip(W, b)]
+            if l < L - 1:
+                a, da = act_and_deriv(self.act, z)
+                derivs.append(da)
+            else:
+                a = z
+        out = a
+        # Backward pass, one output at a time: delta = d f_c / d z_l.
+        J = []
+        for c in range(self.k):
+            row = [0.0] * self.d
+            delta = [0.0] * self.k
+            delta[c] = 1.0
+            for l in range(L - 1, -1, -1):
+                n_in, n_out, w_off, b_off = self.layout[l]
+                a_in = inputs[l]
+                for r in range(n_out):
+                    dr = delta[r]
+                    if dr != 0.0:
+                        base = w_off + r * n_in
+                        for q in range(n_in):
+                            row[base + q] = dr * a_in[q]
+                    if b_off is not None:
+                        row[b_off + r] = dr
+                if l > 0:
+                    W = layers[l][0]
+                    da = derivs[l - 1]
+                    delta = [sum(W[r][q] * delta[r] for r in range(n_out)) * da[q]
+                             for q in range(n_in)]
+            J.append(row)
+        return out, J
+
+
+def softmax(z):
+    m = max(z)
+    e = [math.exp(v - m) for v in z]
+    s = sum(e)
+    return [v / s for v in e]
+
+
+def dense_fisher(net, theta, X, task, out_noise):
+    """F = (1/N) sum_i J_i^T Lambda_i J_i, d x d, as a list of rows."""
+    d, k = net.d, net.k
+    layers = net.unpack(theta)
+    F = [[0.0] * d for _ in range(d)]
+    for x in X:
+        f, J = net.jacobian(layers, x)
+        # LJ = Lambda J (k x d)
+        if task == "classify":
+            p = softmax(f)
+            pJ = [sum(p[c] * J[c][q] for c in range(k)) for q in range(d)]
+            LJ = [[p[c] * (J[c][q] - pJ[q]) for q in range(d)] for c in range(k)]
+        else:
+            s2 = out_noise * out_noise
+            LJ = [[v / s2 for v in J[c]] for c in range(k)]
+        for c in range(k):
+            Jc, LJc = J[c], LJ[c]
+            for pidx in range(d):
+                jp = Jc[pidx]
+                if jp != 0.0:
+                    rowF = F[pidx]
+                    F[pidx] = [fv + jp * lv for fv, lv in zip(rowF, LJc)]
+    n = float(len(X))
+    F = [[v / n for v in row] for row in F]
+    # Symmetrise exactly (J^T Lambda J is symmetric; round-off is not).
+    for i in range(d):
+        for j in range(i + 1, d):
+            m = 0.5 * (F[i][j] + F[j][i])
+            F[i][j] = F[j][i] = m
+    return F
+
+
+# ----------------------------------------------------------------------------- Jacobi
+def jacobi_eigenvalues(A, max_sweeps=100):
+    """Eigenvalues of a symmetric matrix by the cyclic Jacobi method (A is copied)."""
+    n = len(A)
+    A = [list(r) for r in A]
+    fro2 = sum(v * v for r in A for v in r)
+    if fro2 == 0.0:
+        return [0.0] * n
+    for _ in range(max_sweeps):
+        off2 = sum(A[i][j] * A[i][j] for i in range(n) for j in range(n) if i != j)
+        if off2 <= 1e-40 * fro2:
+            break
+        for p in range(n - 1):
+            for q in range(p + 1, n):
+                apq = A[p][q]
+                if apq == 0.0:
+                    continue
+                app, aqq = A[p][p], A[q][q]
+                if abs(apq) < 1e-300:
+                    A[p][q] = A[q][p] = 0.0
+                    continue
+                th = (aqq - app) / (2.0 * apq)
+                if abs(th) > 1e150:
+                    t = 0.5 / th
+                else:
+                    t = (1.0 if th >= 0.0 else -1.0) / (abs(th) + math.sqrt(th * th + 1.0))
+                c = 1.0 / math.sqrt(t * t + 1.0)
+                s = t * c
+                tau = s / (1.0 + c)
+                Ap, Aq = A[p], A[q]
+                newp = [g - s * (h + g * tau) for g, h in zip(Ap, Aq)]
+                newq = [h + s * (g - h * tau) for g, h in zip(Ap, Aq)]
+                newp[p] = app - t * apq
+                newq[q] = aqq + t * apq
+                newp[q] = 0.0
+                newq[p] = 0.0
+                A[p], A[q] = newp, newq
+                for r in range(n):
+                    A[r][p] = newp[r]
+                    A[r][q] = newq[r]
+    return [A[i][i] for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- estimator
+def lse(vals):
+    m = max(vals)
+    if m == -math.inf:
+        return m
+    return m + math.log(sum(math.exp(v - m) for v in vals))
+
+
+def parse_list(text):
+    return [float(v) for v in text.split(",") if v.strip()] if text else []
+
+
+def parse_eps(text):
+    if ":" in text:
+        lo, hi, cnt = text.split(":")
+        lo, hi, cnt = float(lo), float(hi), int(cnt)
+        if cnt == 1:
+            return [lo]
+        a, b = math.log10(lo), math.log10(hi)
+        return [10.0 ** (a + i * (b - a) / (cnt - 1)) for i in range(cnt)]
+    return parse_list(text)
+
+
+class Estimator:
+    """Turns the kept raw eigenvalues and traces of the M samples into 2sED values."""
+
+    def __init__(self, d, spectra, traces):
+        self.d = d
+        self.spectra = spectra  # per sample: kept raw (un-normalised) eigenvalues of F
+        self.traces = traces
+
+    def _lse_mean(self, idx, weights, per_sample):
+        # log of the weighted mean of exp(per_sample[j]) over the resample (weights sum to 1).
+        terms = [per_sample[j] + math.log(w) for j, w in zip(idx, weights)]
+        return lse(terms)
+
+    def _scale(self, idx, weights):
+        t = sum(w * self.traces[j] for j, w in zip(idx, weights))
+        return self.d / t
+
+    def dzeta(self, zeta, eps, cover, idx, weights):
+        scale = self._scale(idx, weights)
+        a = eps ** (zeta - 1.0)
+        S = {}
+        for j in set(idx):
+            lam = self.spectra[j]
+            if cover == "box":
+                S[j] = sum(math.log1p(a * math.sqrt(scale * v)) for v in lam)
+            else:
+                S[j] = sum(0.5 * math.log1p(a * a * scale * v) for v in lam)
+        return zeta * self.d + self._lse_mean(idx, weights, S) / abs(math.log(eps))
+
+    def ed(self, n, idx, weights):
+        scale = self._scale(idx, weights)
+        kappa = n / (2.0 * math.pi * math.log(n))
+        S = {j: sum(0.5 * math.log1p(kappa * scale * v) for v in self.spectra[j])
+             for j in set(idx)}
+        return 2.0 * self._lse_mean(idx, weights, S) / math.log(kappa)
+
+
+def multisets(M):
+    """Every multiset of size M from range(M) as (distinct indices, probabilities)."""
+    logfact = [math.lgamma(i + 1) for i in range(M + 1)]
+    out = []
+
+    def rec(start, left, counts):
+        if start == M - 1:
+            counts = counts + [left]
+            logp = logfact[M] - sum(logfact[c] for c in counts) - M * math.log(M)
+            idx = [j for j, c in enumerate(counts) if c > 0]
+            out.append((idx, [counts[j] / M for j in idx], math.exp(logp)))
+            return
+        for c in range(left, -1, -1):
+            rec(start + 1, left - c, counts + [c])
+
+    rec(0, M, [])
+    return out
+
+
+def bootstrap_se(fn, M, B, seed, exact_limit):
+    """Standard error of fn(idx, weights) under resampling of the M samples."""
+    if math.comb(2 * M - 1, M) <= exact_limit:
+        mean = var_acc = 0.0
+        vals = [(fn(idx, w), prob) for idx, w, prob in multisets(M)]
+        mean = sum(v * p for v, p in vals)
+        var_acc = sum(p * (v - mean) ** 2 for v, p in vals)
+        return math.sqrt(max(var_acc, 0.0))
+    rng = random.Random(seed)
+    vals = []
+    for _ in range(B):
+        counts = [0] * M
+        for _ in range(M):
+            counts[rng.randrange(M)] += 1
+        idx = [j for j in range(M) if counts[j]]
+        vals.append(fn(idx, [counts[j] / M for j in idx]))
+    m = sum(vals) / B
+    return math.sqrt(sum((v - m) ** 2 for v in vals) / (B - 1))
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--act", default="relu")
+    ap.add_argument("--no-bias", action="store_true")
+    ap.add_argument("--task", default="classify", choices=["classify", "regress"])
+    ap.add_argument("--out-noise", type=float, default=1.0)
+    ap.add_argument("--thetas", required=True)
+    ap.add_argument("--inputs-file", required=True)
+    ap.add_argument("--eps", default="1e-6:1e-1:25")
+    ap.add_argument("--zeta", default="0,0.5")
+    ap.add_argument("--cover", default="box", choices=["box", "ellipsoid"])
+    ap.add_argument("--ed-n", default="")
+    ap.add_argument("--n", default="")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--exact-bootstrap-limit", type=int, default=500)
+    ap.add_argument("--no-stderr", action="store_true")
+    args = ap.parse_args(argv)
+
+    net = MLP(args.model, args.act, not args.no_bias)
+    thetas = as_matrix(*read_npy(args.thetas), args.thetas)
+    X = as_matrix(*read_npy(args.inputs_file), args.inputs_file)
+    if any(len(t) != net.d for t in thetas):
+        raise SystemExit(f"thetas: expected shape (M, {net.d})")
+    if any(len(x) != net.sizes[0] for x in X):
+        raise SystemExit(f"inputs: expected {net.sizes[0]} features")
+    M, N, d = len(thetas), len(X), net.d
+
+    spectra, traces, cut = [], [], []
+    for theta in thetas:
+        F = dense_fisher(net, theta, X, args.task, args.out_noise)
+        traces.append(sum(F[i][i] for i in range(d)))
+        ev = jacobi_eigenvalues(F)
+        top = max(ev)
+        kept = [v for v in ev if v > ZERO_CUTOFF * top] if top > 0.0 else []
+        spectra.append(kept)
+        cut.append(d - len(kept))
+
+    est = Estimator(d, spectra, traces)
+    full_idx, full_w = list(range(M)), [1.0 / M] * M
+    eps_grid = parse_eps(args.eps)
+    zetas = parse_list(args.zeta)
+
+    def se(fn):
+        if args.no_stderr:
+            return None
+        return bootstrap_se(fn, M, args.bootstrap, args.seed, args.exact_bootstrap_limit)
+
+    curves = []
+    for z in zetas:
+        vals = [est.dzeta(z, e, args.cover, full_idx, full_w) for e in eps_grid]
+        ses = [se(lambda i, w, z=z, e=e: est.dzeta(z, e, args.cover, i, w)) for e in eps_grid]
+        curves.append({"zeta": z, "eps": eps_grid, "value": vals, "stderr": ses})
+    ed = []
+    for n in parse_list(args.ed_n):
+        kappa = n / (2.0 * math.pi * math.log(n))
+        ed.append({"zeta": 0.0, "n": n, "eps": kappa ** -0.5,
+                   "value": est.ed(n, full_idx, full_w),
+                   "stderr": se(lambda i, w, n=n: est.ed(n, i, w))})
+    at_n = []
+    for z in zetas:
+        for n in parse_list(args.n):
+            e = (2.0 * math.pi * math.log(n) / n) ** (1.0 / (2.0 * (1.0 - z)))
+            at_n.append({"zeta": z, "n": n, "eps": e,
+                         "value": est.dzeta(z, e, args.cover, full_idx, full_w),
+                         "stderr": se(lambda i, w, z=z, e=e: est.dzeta(z, e, args.cover, i, w))})
+    result = {"d": d, "M": M, "N": N, "k": net.k, "mean_trace": sum(traces) / M,
+              "cover": args.cover, "curves": curves, "ed": ed, "at_n": at_n,
+              "samples": [{"trace": t, "kept": len(s), "cut": c}
+                          for t, s, c in zip(traces, spectra, cut)]}
+    json.dump(result, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
