@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -207,6 +208,10 @@ MeasureResult run_measure(const MeasureOptions& opts) {
     spectra.push_back(std::move(fs.spectrum));
     if (opts.progress) opts.progress(j + 1, m);
   }
+  if (std::all_of(spectra.begin(), spectra.end(), [](const SampleSpectrum& s) { return s.trace == 0.0; }))
+    throw DataError(fmt::format(
+        "the Fisher information is exactly zero at all {} parameter samples (the network's outputs do not move "
+        "on these inputs: saturated softmax or dead ReLUs?); try a smaller --space or other inputs", m));
   EstimatorOptions eopts = opts.estimator;
   eopts.seed = opts.seed;
   result.estimate = estimate_two_scale(spectra, d, eopts);

@@ -12,13 +12,13 @@
 # and within a factor 2 of the ideal one: a loose check that it resamples the M samples and
 # recomputes t, not a precision check. twosed's output is seeded, so the check is not flaky.
 #
-# Usage: reference_test.sh PATH/TO/twosed
+# Usage: reference_test.sh PATH/TO/twosed   (KEEP_WORK=1 keeps the temporary folder of .npy/.json)
 set -u
 TWOSED="$1"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REF="$HERE/reference_2sed.py"
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+trap '[ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"' EXIT
 pass=0
 fail=0
 
@@ -78,6 +78,10 @@ if len(gs) != len(rs):
     errors.append(f"samples: twosed has {len(gs)}, reference {len(rs)}")
 for j, (g, r) in enumerate(zip(gs, rs)):
     num(f"samples[{j}].trace", g["trace"], r["trace"])
+    # Kept (non-zero) eigenvalues: the same on both sides. The cut counts differ by design
+    # (twosed's Gram side has N(k-1) rows, its softmax factor k-1 rows), so they are not compared.
+    if g.get("kept") != r["kept"]:
+        errors.append(f"samples[{j}].kept: twosed {g.get('kept')!r} vs reference {r['kept']!r}")
 
 gc, rc = got["curves"], ref["curves"]
 if [c["zeta"] for c in gc] != [c["zeta"] for c in rc]:
