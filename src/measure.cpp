@@ -70,7 +70,8 @@ torch::Tensor load_inputs(const MeasureOptions& opts, const ModelSpec& spec, std
     description = fmt::format("{} ({} inputs, all rows in file order)", opts.inputs_file, data.size());
   } else {
     const std::string source = opts.data.empty() ? default_data_source(spec) : opts.data;
-    const auto ds = parse_data_spec(source);
+    auto ds = parse_data_spec(source);
+    ds.real_targets = opts.fisher.task == Task::Regress;
     data = ds.kind == DataSpec::Kind::Teacher ? make_teacher_data(ds, opts.model_options, opts.seed)
                                               : load_dataset(ds, opts.seed);
     if (data.num_features() != features)

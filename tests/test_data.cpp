@@ -563,3 +563,31 @@ TEST(LoadDataset, EveryKind) {
 }
 
 }  // namespace
+
+// Under --task regress the label column is a real-valued target, not a class.
+TEST(CsvTest, RealTargetsForRegression) {
+  twosed::CsvOptions opts;
+  opts.label_column = "y";
+  opts.integer_labels = false;
+  const auto d = twosed::parse_csv("a,b,y\n1,2,0.5\n3,4,-1.25\n5,6,2\n", "reg.csv", opts);
+  EXPECT_EQ(d.num_features(), 2);
+  EXPECT_TRUE(d.labels.empty());
+  EXPECT_EQ(d.num_classes, 0);
+  EXPECT_EQ(d.targets, (std::vector<double>{0.5, -1.25, 2.0}));
+  const auto sub = twosed::select_subset(d, 2, 3);
+  ASSERT_EQ(sub.targets.size(), 2u);
+  for (int64_t i = 0; i < 2; ++i) {
+    // Each selected row keeps its own target: find the row by its first feature.
+    const double a = sub.x[static_cast<size_t>(i * 2)];
+    const double expected = a == 1 ? 0.5 : a == 3 ? -1.25 : 2.0;
+    EXPECT_EQ(sub.targets[static_cast<size_t>(i)], expected);
+  }
+  // The same file read for classification rejects the non-integer label, naming the line.
+  opts.integer_labels = true;
+  try {
+    twosed::parse_csv("a,b,y\n1,2,0.5\n", "reg.csv", opts);
+    FAIL();
+  } catch (const twosed::DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("reg.csv:2: label '0.5' is not an integer"), std::string::npos) << e.what();
+  }
+}

@@ -21,6 +21,7 @@ struct Dataset {
   std::vector<int64_t> sample_shape;  ///< shape of one example: {F} for tables, {1,28,28} for IDX images
   std::vector<double> x;              ///< n * prod(sample_shape) values, example-major
   std::vector<int64_t> labels;        ///< empty, or n labels in [0, num_classes)
+  std::vector<double> targets;        ///< empty, or n real-valued regression targets (CSV under --task regress)
   int64_t num_classes = 0;            ///< 0 when there are no labels
   std::string source;                 ///< where it came from, for messages and reports
 
@@ -39,6 +40,7 @@ struct DataSpec {
   int64_t dim = 0;          ///< Blobs: DIM
   int64_t count = 1000;     ///< Blobs/Teacher: N
   std::string model_spec;   ///< Teacher: the network spec string (e.g. "mlp:20-32-5")
+  bool real_targets = false;///< Csv: the label column holds real regression targets, not classes
 };
 
 /// Parses a data-source string. Throws UsageError naming the string and the expected form.
@@ -48,6 +50,7 @@ DataSpec parse_data_spec(const std::string& text);
 struct CsvOptions {
   std::string label_column;  ///< header name or 0-based index; empty: the last column
   bool has_labels = true;    ///< false: every column is a feature
+  bool integer_labels = true;///< false: the label column is a real regression target (Dataset::targets)
 };
 
 /// Reads a CSV file: optional header row (detected: a first row with any non-numeric field),

@@ -214,7 +214,9 @@ Dataset parse_csv(const std::string& text, const std::string& name, const CsvOpt
                                   r.fields.size()));
     for (size_t c = 0; c < ncols; ++c) {
       const double v = field_value(r.fields[c], name, r.line, c + 1);
-      if (has_label && c == label_col) {
+      if (has_label && c == label_col && !opts.integer_labels) {
+        out.targets.push_back(v);
+      } else if (has_label && c == label_col) {
         // Labels must be exact integers; 2^53 keeps every accepted value exactly representable.
         if (v != std::floor(v))
           throw DataError(fmt::format("{}:{}: label '{}' is not an integer", name, r.line,
@@ -229,7 +231,7 @@ Dataset parse_csv(const std::string& text, const std::string& name, const CsvOpt
     }
   }
 
-  if (has_label) {
+  if (has_label && opts.integer_labels) {
     std::vector<int64_t> distinct = raw_labels;
     std::sort(distinct.begin(), distinct.end());
     distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());

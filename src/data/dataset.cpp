@@ -193,6 +193,7 @@ Dataset load_dataset(const DataSpec& spec, uint64_t seed) {
     case DataSpec::Kind::Csv: {
       CsvOptions opts;
       opts.label_column = spec.label_column;
+      opts.integer_labels = !spec.real_targets;
       return load_csv(spec.path, opts);
     }
     case DataSpec::Kind::Idx: {
@@ -261,10 +262,12 @@ Dataset select_subset(const Dataset& data, int64_t n, uint64_t seed) {
   out.source = data.source;
   out.x.reserve(static_cast<size_t>(m * f));
   if (!data.labels.empty()) out.labels.reserve(static_cast<size_t>(m));
+  if (!data.targets.empty()) out.targets.reserve(static_cast<size_t>(m));
   for (int64_t k = 0; k < m; ++k) {
     const int64_t i = order[k];
     out.x.insert(out.x.end(), data.x.begin() + i * f, data.x.begin() + (i + 1) * f);
     if (!data.labels.empty()) out.labels.push_back(data.labels[i]);
+    if (!data.targets.empty()) out.targets.push_back(data.targets[i]);
   }
   return out;
 }
