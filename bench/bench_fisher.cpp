@@ -34,6 +34,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <sstream>
@@ -52,6 +53,14 @@
 #include "twosed/parameter_space.h"
 
 using json = nlohmann::json;
+
+// LAPACK (OpenBLAS ships it): eigenvalues only, for the eigen stage's breakdown.
+extern "C" {
+void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w, double* work,
+             const int* lwork, int* iwork, const int* liwork, int* info, size_t, size_t);
+void dsyevd_2stage_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w,
+                    double* work, const int* lwork, int* iwork, const int* liwork, int* info, size_t, size_t);
+}
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -64,6 +73,8 @@ struct Options {
   std::vector<std::string> dense_models = {"mlp:784-1-10", "mlp:784-12-10"};
   int64_t dense_samples = 1;
   std::vector<int> threads = {2};
+  int torch_threads = 0;  // >0: override LibTorch's intra-op threads after set_num_threads (diagnostic)
+  int blas_threads = 0;   // >0: override OpenBLAS's threads likewise
   int64_t inputs = 100;
   uint64_t seed = 0;
   std::string data;  // empty: Fashion-MNIST if installed, else blobs
@@ -72,6 +83,7 @@ struct Options {
   std::string export_model = "mlp:784-1024-10";
   double ref_seconds = 0.3;  // time budget per reference kernel
   bool no_fork = false;
+  bool no_replay = false;  // skip the Gram replay and BLAS references (per-sample times only)
 };
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
@@ -116,6 +128,37 @@ bool reset_peak_rss() {
   return std::fclose(f) == 0 && ok;
 }
 
+// Other processes' CPU use while a section runs: system-wide busy time (/proc/stat) minus this
+// process's own CPU time, in CPUs (0 = the machine was ours; 1 = another process kept a core busy).
+struct CpuProbe {
+  double busy = 0, steal = 0, self = 0;
+  Clock::time_point wall;
+  static CpuProbe now() {
+    CpuProbe p;
+    std::ifstream f("/proc/stat");
+    std::string cpu;
+    double v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    f >> cpu;
+    for (double& x : v) f >> x;
+    const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
+    p.busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / hz;  // user nice system irq softirq
+    p.steal = v[7] / hz;
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    p.self = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+             1e-6 * static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+    p.wall = Clock::now();
+    return p;
+  }
+  json since(const CpuProbe& a) const {
+    const double w = std::chrono::duration<double>(wall - a.wall).count();
+    return {{"wall", w},
+            {"self_cpus", (self - a.self) / w},
+            {"other_cpus", std::max(0.0, (busy - a.busy) - (self - a.self)) / w},
+            {"steal_cpus", (steal - a.steal) / w}};
+  }
+};
+
 struct Stats {
   double mean = 0, sd = 0, min = 0, max = 0;
 };
@@ -159,14 +202,36 @@ torch::Tensor load_inputs(const Options& o, const twosed::ModelSpec& spec, std::
   return torch::from_blob(sub.x.data(), shape, torch::kFloat64).clone();
 }
 
+// Machine-speed probe: best of 3 torch::mm of 1000 x 1000 float64 (2e9 flops), in GFLOP/s, at the
+// job's thread count. This VM's speed drifts over time (shared host); the probe taken right
+// before and after the timed samples shows how fast the machine was while they ran.
+double dgemm_probe_gflops() {
+  torch::NoGradGuard no_grad;
+  auto a = torch::rand({1000, 1000}, torch::kFloat64), b = torch::rand({1000, 1000}, torch::kFloat64);
+  auto c = torch::mm(a, b);
+  double best = 1e9;
+  for (int i = 0; i < 3; ++i) {
+    const auto t0 = Clock::now();
+    c = torch::mm(a, b);
+    best = std::min(best, seconds_since(t0));
+  }
+  return 2e9 / best * 1e-9;
+}
+
 std::vector<double> kept(const twosed::FisherSpectrum& fs) { return fs.spectrum.eigenvalues; }
 
 // ---------------------------------------------------------------------------------------------
 // Gram job: M timed parameter samples on the default side, then the Gram stage replayed and the
 // BLAS references of the same shapes.
+void apply_threads(int threads, const Options& o) {
+  twosed::set_num_threads(threads);
+  if (o.torch_threads > 0) torch::set_num_threads(o.torch_threads);
+  if (o.blas_threads > 0) openblas_set_num_threads(o.blas_threads);
+}
+
 json run_gram_job(const std::string& model, int threads, const Options& o) {
   using namespace twosed;
-  set_num_threads(threads);
+  apply_threads(threads, o);
   json r;
   r["kind"] = "gram";
   r["model"] = model;
@@ -198,6 +263,8 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
   auto theta = torch::empty({d}, torch::kFloat64);
   std::vector<double> draw, fb, gram, eig, total;
   json per_sample = json::array();
+  r["dgemm_gflops_before"] = dgemm_probe_gflops();
+  const auto probe0 = CpuProbe::now();
   for (int64_t j = 0; j < o.warmup + o.samples; ++j) {
     auto ts = Clock::now();
     space.sample(o.seed, j, theta.data_ptr<double>());
@@ -235,6 +302,8 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
     eig.push_back(fs.seconds_eigen);
     total.push_back(t_draw + t_fs);
   }
+  r["cpu_during_samples"] = CpuProbe::now().since(probe0);
+  r["dgemm_gflops_after"] = dgemm_probe_gflops();
   r["per_sample"] = per_sample;
   r["stats"] = {{"draw", to_json(stats_of(draw))},   {"forward_backward", to_json(stats_of(fb))},
                 {"gram", to_json(stats_of(gram))},   {"eigen", to_json(stats_of(eig))},
@@ -242,7 +311,7 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
   r["peak_rss_mb"] = maxrss_mb();
   r["rss_after_mb"] = current_rss_mb();
 
-  if (r["side"] != "samples") return r;  // d < N(k-1): the d x d path is the default; no Gram to replay
+  if (r["side"] != "samples" || o.no_replay) return r;  // d < N(k-1): the d x d path is the default; no Gram to replay
 
   // ---- Replay of the last sample's passes and Gram stage, piece by piece (median times) ----
   torch::NoGradGuard no_grad;
@@ -284,6 +353,9 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
     L["zeros_mm"] = time_median([&] { auto z = torch::zeros({m, m}, torch::kFloat64); }, budget);
     L["syrk_lower_B"] = time_median([&] { layers::syrk_lower(b, bb); }, budget);
     L["addcmul"] = time_median([&] { acc.view({n, m / n, n, m / n}).addcmul_(bb.view({n, m / n, n, m / n}), aa.view({n, 1, n, 1})); }, budget);
+    // Diagnostic: the same product with the rows ordered class-major ((c, i) instead of (i, c)),
+    // so that the broadcast factor's contiguous inner dimension is N instead of R.
+    L["addcmul_class_major"] = time_median([&] { acc.view({m / n, n, m / n, n}).addcmul_(bb.view({m / n, n, m / n, n}), aa.view({1, n, 1, n})); }, budget);
     // References of the same shapes: a plain GEMM B B^T (torch::mm) and cblas_dsyrk.
     auto cm = torch::zeros({m, m}, torch::kFloat64);
     auto ca = torch::zeros({n, n}, torch::kFloat64);
@@ -333,7 +405,36 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
                        {"ratio_gram_to_syrk", t_gram / t_syrk}};
   // Eigen stage alone on a Gram of this size (median), for the breakdown.
   auto kmat = gram_matrix(net, theta, x, fo, 0);
-  r["breakdown"]["eigvalsh"] = time_median([&] { auto e = torch::linalg_eigvalsh(kmat); }, budget, 3, 50);
+  torch::Tensor ev_torch;
+  r["breakdown"]["eigvalsh"] = time_median([&] { ev_torch = torch::linalg_eigvalsh(kmat); }, budget, 3, 50);
+  // The same eigenvalues through LAPACK directly: dsyevd (what eigvalsh calls) and the two-stage
+  // tridiagonal reduction dsyevd_2stage (LAPACK >= 3.7, eigenvalues only).
+  {
+    const int nk = static_cast<int>(kmat.size(0));
+    auto lapack = [&](bool two_stage, double& seconds) {
+      auto work_a = torch::empty_like(kmat);
+      auto w = torch::empty({nk}, torch::kFloat64);
+      int info = 0, lwork = -1, liwork = -1, iq = 0;
+      double wq = 0;
+      auto call = [&](double* work, int* iwork) {
+        if (two_stage)
+          dsyevd_2stage_("N", "L", &nk, work_a.data_ptr<double>(), &nk, w.data_ptr<double>(), work, &lwork, iwork, &liwork, &info, 1, 1);
+        else
+          dsyevd_("N", "L", &nk, work_a.data_ptr<double>(), &nk, w.data_ptr<double>(), work, &lwork, iwork, &liwork, &info, 1, 1);
+      };
+      call(&wq, &iq);
+      lwork = static_cast<int>(wq);
+      liwork = std::max(iq, 1);
+      std::vector<double> work(static_cast<size_t>(std::max(lwork, 1)));
+      std::vector<int> iwork(static_cast<size_t>(liwork));
+      seconds = time_median([&] { work_a.copy_(kmat); call(work.data(), iwork.data()); }, budget, 3, 50);
+      const double diff = (w - ev_torch).abs().max().item<double>() / ev_torch.max().item<double>();
+      return json{{"seconds", seconds}, {"info", info}, {"max_abs_diff_over_max_vs_eigvalsh", diff}};
+    };
+    double t1 = 0, t2 = 0;
+    r["breakdown"]["lapack_dsyevd"] = lapack(false, t1);
+    r["breakdown"]["lapack_dsyevd_2stage"] = lapack(true, t2);
+  }
   r["peak_rss_after_replay_mb"] = maxrss_mb();
   return r;
 }
@@ -342,7 +443,7 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
 // Dense job: the d x d path (GramSide::Parameters) next to the Gram path at the same theta.
 json run_dense_job(const std::string& model, int threads, const Options& o) {
   using namespace twosed;
-  set_num_threads(threads);
+  apply_threads(threads, o);
   json r;
   r["kind"] = "dense";
   r["model"] = model;
@@ -360,7 +461,8 @@ json run_dense_job(const std::string& model, int threads, const Options& o) {
   auto theta = torch::empty({d}, torch::kFloat64);
   json samples = json::array();
   std::vector<double> build, eigen, total, gram_total;
-  double worst_sum = 0, worst_max = 0;
+  const auto probe0 = CpuProbe::now();
+  double worst_sum = 0, worst_max = 0, worst_abs = 0;
   for (int64_t j = 0; j < o.dense_samples; ++j) {
     space.sample(o.seed, j, theta.data_ptr<double>());
     FisherOptions gs, ps;
@@ -377,7 +479,13 @@ json run_dense_job(const std::string& model, int threads, const Options& o) {
     const double sg = std::accumulate(eg.begin(), eg.end(), 0.0), sp = std::accumulate(ep.begin(), ep.end(), 0.0);
     const double mg = eg.empty() ? 0 : eg.back(), mp = ep.empty() ? 0 : ep.back();
     const double rel_sum = std::abs(sg - sp) / std::abs(sp), rel_max = std::abs(mg - mp) / std::abs(mp);
+    double max_abs = -1;  // max |lambda_dense - lambda_gram| / lambda_max over the kept, sorted eigenvalues
+    if (eg.size() == ep.size() && !ep.empty()) {
+      max_abs = 0;
+      for (size_t i = 0; i < ep.size(); ++i) max_abs = std::max(max_abs, std::abs(eg[i] - ep[i]) / mp);
+    }
     worst_sum = std::max(worst_sum, rel_sum);
+    worst_abs = max_abs < 0 ? std::numeric_limits<double>::infinity() : std::max(worst_abs, max_abs);
     worst_max = std::max(worst_max, rel_max);
     samples.push_back({{"j", j},
                        {"dense_total", t_p},
@@ -388,6 +496,11 @@ json run_dense_job(const std::string& model, int threads, const Options& o) {
                        {"gram_total", t_g},
                        {"gram_matrix", fg.matrix_size},
                        {"gram_kept", eg.size()},
+                       {"gram_sum", sg},
+                       {"dense_sum", sp},
+                       {"gram_max", mg},
+                       {"dense_max", mp},
+                       {"max_abs_diff_over_max", max_abs},
                        {"rel_diff_sum", rel_sum},
                        {"rel_diff_max", rel_max},
                        {"peak_rss_before_dense_mb", rss_before_dense}});
@@ -401,8 +514,10 @@ json run_dense_job(const std::string& model, int threads, const Options& o) {
                 {"dense_eigen", to_json(stats_of(eigen))},
                 {"dense_total", to_json(stats_of(total))},
                 {"gram_total", to_json(stats_of(gram_total))}};
+  r["cpu_during_samples"] = CpuProbe::now().since(probe0);
   r["worst_rel_diff_sum"] = worst_sum;
   r["worst_rel_diff_max"] = worst_max;
+  r["worst_max_abs_diff_over_max"] = worst_abs;  // inf: kept counts differed
   r["peak_rss_mb"] = maxrss_mb();
   return r;
 }
@@ -470,6 +585,9 @@ std::string pm(const json& st) {
   return fmt::format("{:.1f} ± {:.1f}", st["mean"].get<double>() * 1e3, st["sd"].get<double>() * 1e3);
 }
 
+void print_replay_tables(const json& jobs);
+void print_dense_and_export(const json& jobs);
+
 void print_tables(const json& machine, const json& jobs, const Options& o) {
   fmt::print("\nmachine: {} | {} logical CPUs | OpenBLAS core '{}' ({}) | OPENBLAS_CORETYPE='{}'\n",
              machine["cpu"].get<std::string>(), machine["cpus"].get<int>(), machine["openblas_core"].get<std::string>(),
@@ -478,8 +596,11 @@ void print_tables(const json& machine, const json& jobs, const Options& o) {
              o.samples, o.warmup);
 
   fmt::print("\n== Per parameter sample (mean ± sd over the timed samples; fisher_spectrum stages) ==\n");
-  fmt::print("{:<22} {:>9} {:>3} {:>11} {:>7} {:>15} {:>15} {:>15} {:>15} {:>8} {:>9} {:>11}\n", "model", "d", "T",
-             "side", "draw", "fwd/bwd", "Gram", "eigen", "total", "min", "peak MB", "incl. load");
+  fmt::print("total = draw theta + fisher_spectrum; peak MB = ru_maxrss after the data set was dropped, incl. load = whole\n"
+             "process; other CPUs = other processes' CPU use during the timed samples (0 = quiet machine);\n"
+             "dgemm GF/s = speed probe (torch::mm 1000^3, same threads) just before/after the timed samples\n");
+  fmt::print("{:<22} {:>9} {:>3} {:>11} {:>7} {:>15} {:>15} {:>15} {:>15} {:>8} {:>9} {:>11} {:>10} {:>11}\n", "model", "d", "T",
+             "side", "draw", "fwd/bwd", "Gram", "eigen", "total", "min", "peak MB", "incl. load", "other CPUs", "dgemm GF/s");
   for (const auto& j : jobs) {
     if (j.contains("error")) {
       fmt::print("{:<22} ERROR {}\n", j.value("model", "?"), j["error"].get<std::string>());
@@ -487,13 +608,23 @@ void print_tables(const json& machine, const json& jobs, const Options& o) {
     }
     if (j["kind"] != "gram") continue;
     const auto& s = j["stats"];
-    fmt::print("{:<22} {:>9} {:>3} {:>6} {:>4} {:>7} {:>15} {:>15} {:>15} {:>15} {:>8} {:>9.0f} {:>11.0f}\n",
+    fmt::print("{:<22} {:>9} {:>3} {:>6} {:>4} {:>7} {:>15} {:>15} {:>15} {:>15} {:>8} {:>9.0f} {:>11.0f} {:>10.2f} {:>5.1f}/{:<5.1f}\n",
                j["model"].get<std::string>(), j["d"].get<int64_t>(), j["threads"].get<int>(), j["side"].get<std::string>(),
                j["matrix_size"].get<int64_t>(), ms(s["draw"]["mean"].get<double>()), pm(s["forward_backward"]),
                pm(s["gram"]), pm(s["eigen"]), pm(s["total"]), ms(s["total"]["min"].get<double>()),
-               j["peak_rss_mb"].get<double>(), j["peak_rss_incl_load_mb"].get<double>());
+               j["peak_rss_mb"].get<double>(), j["peak_rss_incl_load_mb"].get<double>(),
+               j["cpu_during_samples"]["other_cpus"].get<double>(), j["dgemm_gflops_before"].get<double>(),
+               j["dgemm_gflops_after"].get<double>());
   }
 
+  bool any_replay = false;
+  for (const auto& j : jobs)
+    if (!j.contains("error") && j["kind"] == "gram" && j.contains("gram_vs_blas")) any_replay = true;
+  if (any_replay) print_replay_tables(jobs);
+  print_dense_and_export(jobs);
+}
+
+void print_replay_tables(const json& jobs) {
   fmt::print("\n== Gram stage vs plain BLAS products of the same shapes (same process, same threads) ==\n");
   fmt::print("flops: Gram = sum_l m*m*out (dsyrk, syrk convention) + 2*N*N*in (torch::mm A A^T) + 2*m*m (addcmul);\n"
              "       gemm ref = sum_l torch::mm(B,B^T) 2*m*m*out + torch::mm(A,A^T) 2*N*N*in;  syrk ref = cblas_dsyrk of B and A, m*m*out + N*N*in\n");
@@ -510,45 +641,50 @@ void print_tables(const json& machine, const json& jobs, const Options& o) {
   }
 
   fmt::print("\n== Where the time goes (medians of replayed pieces, ms) ==\n");
-  fmt::print("{:<22} {:>3} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9}\n", "model", "T", "forward", "covect", "bwd rows",
-             "zeros K", "symmetr.", "eigvalsh");
+  fmt::print("{:<22} {:>3} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", "model", "T", "forward", "covect", "bwd rows",
+             "zeros K", "symmetr.", "eigvalsh", "dsyevd", "dsyevd2st");
   for (const auto& j : jobs) {
     if (j.contains("error") || j["kind"] != "gram" || !j.contains("breakdown")) continue;
     const auto& b = j["breakdown"];
-    fmt::print("{:<22} {:>3} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9}\n", j["model"].get<std::string>(), j["threads"].get<int>(),
+    fmt::print("{:<22} {:>3} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", j["model"].get<std::string>(), j["threads"].get<int>(),
                ms(b["forward_all"].get<double>()), ms(b["output_covectors"].get<double>()), ms(b["backward_rows"].get<double>()),
-               ms(b["gram_zeros"].get<double>()), ms(b["symmetrize_and_scale"].get<double>()), ms(b["eigvalsh"].get<double>()));
+               ms(b["gram_zeros"].get<double>()), ms(b["symmetrize_and_scale"].get<double>()), ms(b["eigvalsh"].get<double>()),
+               ms(b["lapack_dsyevd"]["seconds"].get<double>()), ms(b["lapack_dsyevd_2stage"]["seconds"].get<double>()));
   }
   fmt::print("\nper Linear layer (B is m x out, A is N x in):\n");
-  fmt::print("{:<22} {:>3} {:>6} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "model", "T", "layer",
-             "m x out", "add_gram", "syrk(B)", "zeros", "addcmul", "AA^T+1", "ref dsyrk", "GFLOP/s", "ref mm", "GFLOP/s",
+  fmt::print("{:<22} {:>3} {:>6} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "model", "T", "layer",
+             "m x out", "add_gram", "syrk(B)", "zeros", "addcmul", "(c-maj)", "AA^T+1", "ref dsyrk", "GFLOP/s", "ref mm", "GFLOP/s",
              "mm(AA^T)");
   for (const auto& j : jobs) {
     if (j.contains("error") || j["kind"] != "gram" || !j.contains("layers")) continue;
     for (const auto& L : j["layers"])
-      fmt::print("{:<22} {:>3} {:>6} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9.1f} {:>9} {:>9.1f} {:>9}\n",
+      fmt::print("{:<22} {:>3} {:>6} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9.1f} {:>9} {:>9.1f} {:>9}\n",
                  j["model"].get<std::string>(), j["threads"].get<int>(), L["token"].get<std::string>(),
                  fmt::format("{}x{}", L["m"].get<int64_t>(), L["out"].get<int64_t>()), ms(L["add_gram"].get<double>()),
                  ms(L["syrk_lower_B"].get<double>()), ms(L["zeros_mm"].get<double>()), ms(L["addcmul"].get<double>()),
-                 ms(L["mm_AAt"].get<double>()), ms(L["ref_dsyrk_B"].get<double>()), L["ref_gflops_dsyrk_B"].get<double>(),
+                 ms(L["addcmul_class_major"].get<double>()), ms(L["mm_AAt"].get<double>()), ms(L["ref_dsyrk_B"].get<double>()), L["ref_gflops_dsyrk_B"].get<double>(),
                  ms(L["ref_mm_BBt"].get<double>()), L["ref_gflops_mm_BBt"].get<double>(), ms(L["ref_mm_AAt"].get<double>()));
   }
 
+}
+
+void print_dense_and_export(const json& jobs) {
   bool any_dense = false;
   for (const auto& j : jobs)
     if (!j.contains("error") && j["kind"] == "dense") any_dense = true;
   if (any_dense) {
     fmt::print("\n== Dense d x d path (GramSide::Parameters: parameter_fisher + spectrum_of) vs Gram side, same theta ==\n");
-    fmt::print("{:<22} {:>7} {:>3} {:>3} {:>11} {:>11} {:>11} {:>10} {:>11} {:>11} {:>9}\n", "model", "d", "T", "M",
-               "build s", "eigen s", "dense s", "Gram s", "rel d(sum)", "rel d(max)", "peak MB");
+    fmt::print("{:<22} {:>7} {:>3} {:>3} {:>11} {:>11} {:>11} {:>10} {:>11} {:>12} {:>9} {:>10}\n", "model", "d", "T", "M",
+               "build s", "eigen s", "dense s", "Gram s", "rel d(sum)", "max|dl|/lmax", "peak MB", "other CPUs");
     for (const auto& j : jobs) {
       if (j.contains("error") || j["kind"] != "dense") continue;
       const auto& s = j["stats"];
-      fmt::print("{:<22} {:>7} {:>3} {:>3} {:>11.3f} {:>11.3f} {:>11.3f} {:>10.4f} {:>11.2e} {:>11.2e} {:>9.0f}\n",
+      fmt::print("{:<22} {:>7} {:>3} {:>3} {:>11.3f} {:>11.3f} {:>11.3f} {:>10.4f} {:>11.2e} {:>12.2e} {:>9.0f} {:>10.2f}\n",
                  j["model"].get<std::string>(), j["d"].get<int64_t>(), j["threads"].get<int>(), j["samples"].size(),
                  s["dense_build"]["mean"].get<double>(), s["dense_eigen"]["mean"].get<double>(),
                  s["dense_total"]["mean"].get<double>(), s["gram_total"]["mean"].get<double>(),
-                 j["worst_rel_diff_sum"].get<double>(), j["worst_rel_diff_max"].get<double>(), j["peak_rss_mb"].get<double>());
+                 j["worst_rel_diff_sum"].get<double>(), j["worst_max_abs_diff_over_max"].get<double>(), j["peak_rss_mb"].get<double>(),
+                 j["cpu_during_samples"]["other_cpus"].get<double>());
     }
   }
   for (const auto& j : jobs)
@@ -572,6 +708,8 @@ int main(int argc, char** argv) {
   app.add_option("--dense-models", o.dense_models, "Models for --dense")->delimiter(',')->capture_default_str();
   app.add_option("--dense-samples", o.dense_samples, "Parameter samples for --dense")->capture_default_str();
   app.add_option("--threads", o.threads, "Thread counts (LibTorch and OpenBLAS), comma-separated")->delimiter(',')->capture_default_str();
+  app.add_option("--torch-threads", o.torch_threads, "Diagnostic: LibTorch intra-op threads instead of --threads");
+  app.add_option("--blas-threads", o.blas_threads, "Diagnostic: OpenBLAS threads instead of --threads");
   app.add_option("--inputs", o.inputs, "N: inputs")->capture_default_str();
   app.add_option("--seed", o.seed, "Seed for theta draws and the input subset")->capture_default_str();
   app.add_option("--data", o.data, "Data source (default: Fashion-MNIST if installed, else blobs)");
@@ -579,8 +717,12 @@ int main(int argc, char** argv) {
   app.add_option("--export-dir", o.export_dir, "Write theta^(0), inputs and eigenvalues .npy of --export-model here");
   app.add_option("--export-model", o.export_model, "Model whose sample 0 --export-dir writes")->capture_default_str();
   app.add_option("--ref-seconds", o.ref_seconds, "Time budget per replayed piece / reference kernel")->capture_default_str();
+  app.add_flag("--no-replay", o.no_replay, "Per-sample times only: skip the Gram replay and the BLAS references");
   app.add_flag("--no-fork", o.no_fork, "Run every job in this process (peak memory is then cumulative)");
   CLI11_PARSE(app, argc, argv);
+  auto drop_empty = [](std::vector<std::string>& v) { v.erase(std::remove(v.begin(), v.end(), std::string()), v.end()); };
+  drop_empty(o.models);
+  drop_empty(o.dense_models);
   if (o.samples < 1 || o.warmup < 0 || o.threads.empty()) {
     std::cerr << "bench_fisher: --samples >= 1, --warmup >= 0, --threads non-empty\n";
     return 2;
@@ -594,10 +736,13 @@ int main(int argc, char** argv) {
                   {"openblas_coretype_env", coretype ? coretype : ""}};
 
   json jobs = json::array();
-  for (int t : o.threads) {
+  for (size_t ti = 0; ti < o.threads.size(); ++ti) {
+    const int t = o.threads[ti];
+    Options ot = o;
+    if (ti > 0) ot.export_dir.clear();  // export once
     for (const auto& m : o.models) {
       std::fprintf(stderr, "bench_fisher: %s, %d thread(s)...\n", m.c_str(), t);
-      jobs.push_back(run_isolated(o, m, [&] { return run_gram_job(m, t, o); }));
+      jobs.push_back(run_isolated(o, m, [&] { return run_gram_job(m, t, ot); }));
     }
     if (o.dense)
       for (const auto& m : o.dense_models) {
@@ -612,7 +757,7 @@ int main(int argc, char** argv) {
   if (!o.json_path.empty()) {
     json all = {{"machine", machine},
                 {"options",
-                 {{"models", o.models}, {"samples", o.samples}, {"warmup", o.warmup}, {"inputs", o.inputs},
+                 {{"models", o.models}, {"torch_threads", o.torch_threads}, {"blas_threads", o.blas_threads}, {"samples", o.samples}, {"warmup", o.warmup}, {"inputs", o.inputs},
                   {"seed", o.seed}, {"threads", o.threads}, {"dense", o.dense}, {"dense_models", o.dense_models}}},
                 {"jobs", jobs}};
     if (o.json_path == "-")

@@ -73,8 +73,9 @@ torch::Tensor output_covectors(const torch::Tensor& f, const FisherOptions& opts
 namespace {
 // K = (1/N) Jh Jh^T accumulated layer by layer during one backward sweep; `gram_seconds`
 // receives the time spent in the layers' Gram products (apart from the passes themselves).
+// With `lower_only`, the upper triangle is left unspecified (spectrum_of reads the lower one).
 torch::Tensor build_gram(const Network& net, const torch::Tensor& theta, const torch::Tensor& x,
-                         const FisherOptions& opts, uint64_t rng_index, double& gram_seconds) {
+                         const FisherOptions& opts, uint64_t rng_index, bool lower_only, double& gram_seconds) {
   torch::NoGradGuard no_grad;
   const auto acts = net.forward_all(theta, x);
   const auto g0 = output_covectors(acts.back(), opts, rng_index);
@@ -87,7 +88,8 @@ torch::Tensor build_gram(const Network& net, const torch::Tensor& theta, const t
   });
   // Layers accumulate the lower triangle only (half the flops, see syrk_lower).
   const auto t0 = Clock::now();
-  gram = layers::symmetrize_from_lower(gram).div_(static_cast<double>(x.size(0)));
+  if (!lower_only) gram = layers::symmetrize_from_lower(gram);
+  gram.div_(static_cast<double>(x.size(0)));
   gram_seconds += seconds_since(t0);
   return gram;
 }
@@ -96,7 +98,7 @@ torch::Tensor build_gram(const Network& net, const torch::Tensor& theta, const t
 torch::Tensor gram_matrix(const Network& net, const torch::Tensor& theta, const torch::Tensor& x,
                           const FisherOptions& opts, uint64_t rng_index) {
   double unused = 0;
-  return build_gram(net, theta, x, opts, rng_index, unused);
+  return build_gram(net, theta, x, opts, rng_index, /*lower_only=*/false, unused);
 }
 
 torch::Tensor parameter_fisher(const Network& net, const torch::Tensor& theta, const torch::Tensor& x,
@@ -136,7 +138,7 @@ FisherSpectrum spectrum_of(const torch::Tensor& symmetric, double cutoff) {
   FisherSpectrum out;
   out.matrix_size = symmetric.size(0);
   out.spectrum.trace = symmetric.trace().item<double>();
-  const auto ev = torch::linalg_eigvalsh(symmetric).contiguous();  // ascending
+  const auto ev = torch::linalg_eigvalsh(symmetric, "L").contiguous();  // ascending; reads the lower triangle
   const double* e = ev.data_ptr<double>();
   const int64_t m = ev.size(0);
   out.largest = m > 0 ? e[m - 1] : 0.0;
@@ -161,7 +163,7 @@ FisherSpectrum fisher_spectrum(const Network& net, const torch::Tensor& theta, c
   torch::Tensor matrix;
   double gram_seconds = 0;
   if (side == GramSide::Samples) {
-    matrix = build_gram(net, theta, x, opts, rng_index, gram_seconds);
+    matrix = build_gram(net, theta, x, opts, rng_index, /*lower_only=*/true, gram_seconds);
   } else {
     matrix = parameter_fisher(net, theta, x, opts, rng_index);
   }

@@ -222,15 +222,19 @@ MeasureResult run_measure(const MeasureOptions& opts) {
 
 }  // namespace twosed
 
-extern "C" void openblas_set_num_threads(int);  // OpenBLAS, which LibTorch uses for BLAS/LAPACK
+// OpenBLAS, which LibTorch uses for BLAS and LAPACK.
+extern "C" void openblas_set_num_threads(int);
+extern "C" int openblas_get_num_threads();
 
 namespace twosed {
 void set_num_threads(int threads) {
   if (threads < 1) throw UsageError(fmt::format("--threads must be >= 1, got {}", threads));
-  // LibTorch's intra-op pool and OpenBLAS's own pool are separate: set both, so that
-  // --threads 1 really is one thread (and results are reproducible per thread count).
-  torch::set_num_threads(threads);
+  // The heavy work (Gram products, passes through Linear and Conv2d layers, eigen-solves) runs
+  // in OpenBLAS, which gets the T threads. LibTorch's own OpenMP pool is kept at one thread:
+  // both pools spin-wait, and with two of them on the same cores the passes and Gram stage
+  // were up to 30% slower (docs/benchmarks.md). One pool also keeps results reproducible per T.
+  torch::set_num_threads(1);
   openblas_set_num_threads(threads);
 }
-int num_threads() { return torch::get_num_threads(); }
+int num_threads() { return openblas_get_num_threads(); }
 }  // namespace twosed

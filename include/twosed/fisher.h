@@ -51,7 +51,8 @@ torch::Tensor parameter_fisher(const Network& net, const torch::Tensor& theta, c
 torch::Tensor dense_fisher(const Network& net, const torch::Tensor& theta, const torch::Tensor& x,
                            const FisherOptions& opts, uint64_t rng_index = 0);
 
-/// Eigenvalues of a symmetric matrix with the zero cutoff applied; `trace` is the matrix trace.
+/// Eigenvalues of a symmetric matrix, given by its lower triangle (the upper one is not read),
+/// with the zero cutoff applied; `trace` is the matrix trace.
 FisherSpectrum spectrum_of(const torch::Tensor& symmetric, double cutoff);
 
 /// The spectrum of F_N(theta) at inputs x (N, input_shape...), float64. `rng_index` selects the

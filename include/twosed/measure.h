@@ -76,8 +76,9 @@ constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 }  // namespace twosed
 
 namespace twosed {
-/// Sets the number of threads LibTorch and OpenBLAS use for this process (T >= 1).
+/// Sets the threads for this process (T >= 1): OpenBLAS, which does the heavy work, gets T;
+/// LibTorch's own pool gets 1 (two spinning pools on the same cores slow each other down).
 void set_num_threads(int threads);
-/// The number of threads LibTorch currently uses.
+/// The number of threads set by set_num_threads (OpenBLAS's).
 int num_threads();
 }  // namespace twosed
