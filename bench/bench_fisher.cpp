@@ -25,6 +25,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -39,7 +40,6 @@
 #include <numeric>
 #include <sstream>
 #include <string>
-#include <sys/stat.h>
 #include <thread>
 #include <vector>
 
@@ -86,7 +86,9 @@ struct Options {
   bool no_replay = false;  // skip the Gram replay and BLAS references (per-sample times only)
 };
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 // Median wall time of f() over enough repetitions to fill `budget` seconds (after one warm-up).
 template <typename F>
@@ -173,7 +175,9 @@ Stats stats_of(const std::vector<double>& v) {
   s.max = *std::max_element(v.begin(), v.end());
   return s;
 }
-json to_json(const Stats& s) { return {{"mean", s.mean}, {"sd", s.sd}, {"min", s.min}, {"max", s.max}}; }
+json to_json(const Stats& s) {
+  return {{"mean", s.mean}, {"sd", s.sd}, {"min", s.min}, {"max", s.max}};
+}
 
 bool is_dir(const std::string& p) {
   struct stat st {};
@@ -185,15 +189,17 @@ torch::Tensor load_inputs(const Options& o, const twosed::ModelSpec& spec, std::
   twosed::Dataset data;
   std::string source = o.data;
   if (source.empty())
-    source = is_dir(twosed::kFashionMnistDir) && spec.num_inputs() == 784 ? std::string("idx:") + twosed::kFashionMnistDir
-                                                                           : fmt::format("synthetic:blobs:{}:{}", spec.num_outputs(), spec.num_inputs());
+    source = is_dir(twosed::kFashionMnistDir) && spec.num_inputs() == 784
+                 ? std::string("idx:") + twosed::kFashionMnistDir
+                 : fmt::format("synthetic:blobs:{}:{}", spec.num_outputs(), spec.num_inputs());
   const auto ds = twosed::parse_data_spec(source);
   if (ds.kind == twosed::DataSpec::Kind::Idx && ds.labels_path.empty() && is_dir(ds.path))
     data = twosed::load_idx_dir(ds.path);
   else
     data = twosed::load_dataset(ds, o.seed);
   if (data.num_features() != spec.num_inputs())
-    throw std::runtime_error(fmt::format("data '{}' has {} features, model takes {}", source, data.num_features(), spec.num_inputs()));
+    throw std::runtime_error(
+        fmt::format("data '{}' has {} features, model takes {}", source, data.num_features(), spec.num_inputs()));
   const int64_t available = data.size();
   auto sub = twosed::select_subset(data, o.inputs, o.seed);
   description = fmt::format("{} ({} of {} examples, seeded subset, seed {})", source, sub.size(), available, o.seed);
@@ -218,7 +224,9 @@ double dgemm_probe_gflops() {
   return 2e9 / best * 1e-9;
 }
 
-std::vector<double> kept(const twosed::FisherSpectrum& fs) { return fs.spectrum.eigenvalues; }
+std::vector<double> kept(const twosed::FisherSpectrum& fs) {
+  return fs.spectrum.eigenvalues;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Gram job: M timed parameter samples on the default side, then the Gram stage replayed and the
@@ -275,10 +283,18 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
     const bool timed = j >= o.warmup;
     const auto& ev = fs.spectrum.eigenvalues;
     const double ev_sum = std::accumulate(ev.begin(), ev.end(), 0.0);
-    per_sample.push_back({{"j", j}, {"warmup", !timed}, {"draw", t_draw}, {"fisher_spectrum", t_fs},
-                          {"forward_backward", fs.seconds_forward_backward}, {"gram", fs.seconds_gram},
-                          {"eigen", fs.seconds_eigen}, {"kept", ev.size()}, {"cut", fs.spectrum.num_cut},
-                          {"trace", fs.spectrum.trace}, {"largest", fs.largest}, {"kept_sum", ev_sum}});
+    per_sample.push_back({{"j", j},
+                          {"warmup", !timed},
+                          {"draw", t_draw},
+                          {"fisher_spectrum", t_fs},
+                          {"forward_backward", fs.seconds_forward_backward},
+                          {"gram", fs.seconds_gram},
+                          {"eigen", fs.seconds_eigen},
+                          {"kept", ev.size()},
+                          {"cut", fs.spectrum.num_cut},
+                          {"trace", fs.spectrum.trace},
+                          {"largest", fs.largest},
+                          {"kept_sum", ev_sum}});
     if (j == 0) {
       r["side"] = fs.side == GramSide::Samples ? "samples" : "parameters";
       r["matrix_size"] = fs.matrix_size;
@@ -292,7 +308,10 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
       write_npy(o.export_dir + "/theta.npy", {d}, th);
       write_npy(o.export_dir + "/inputs.npy", {n, xc.size(1)}, xs);
       write_npy(o.export_dir + "/twosed_eigs.npy", {static_cast<int64_t>(ev.size())}, ev);
-      r["export"] = {{"dir", o.export_dir}, {"kept", ev.size()}, {"sum", ev_sum}, {"max", ev.empty() ? 0.0 : ev.back()},
+      r["export"] = {{"dir", o.export_dir},
+                     {"kept", ev.size()},
+                     {"sum", ev_sum},
+                     {"max", ev.empty() ? 0.0 : ev.back()},
                      {"trace", fs.spectrum.trace}};
     }
     if (!timed) continue;
@@ -305,8 +324,10 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
   r["cpu_during_samples"] = CpuProbe::now().since(probe0);
   r["dgemm_gflops_after"] = dgemm_probe_gflops();
   r["per_sample"] = per_sample;
-  r["stats"] = {{"draw", to_json(stats_of(draw))},   {"forward_backward", to_json(stats_of(fb))},
-                {"gram", to_json(stats_of(gram))},   {"eigen", to_json(stats_of(eig))},
+  r["stats"] = {{"draw", to_json(stats_of(draw))},
+                {"forward_backward", to_json(stats_of(fb))},
+                {"gram", to_json(stats_of(gram))},
+                {"eigen", to_json(stats_of(eig))},
                 {"total", to_json(stats_of(total))}};
   r["peak_rss_mb"] = maxrss_mb();
   r["rss_after_mb"] = current_rss_mb();
@@ -321,7 +342,11 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
   bd["forward_all"] = time_median([&] { acts = net.forward_all(theta, x); }, budget);
   torch::Tensor g0;
   bd["output_covectors"] = time_median([&] { g0 = output_covectors(acts.back(), fo, 0); }, budget);
-  bd["backward_rows"] = time_median([&] { net.backward(theta, acts, g0, [](const layers::Layer&, int64_t, const torch::Tensor&, const torch::Tensor&) {}); }, budget);
+  bd["backward_rows"] = time_median(
+      [&] {
+        net.backward(theta, acts, g0, [](const layers::Layer&, int64_t, const torch::Tensor&, const torch::Tensor&) {});
+      },
+      budget);
   bd["gram_zeros"] = time_median([&] { auto z = torch::zeros({rows, rows}, torch::kFloat64); }, budget);
   struct Captured {
     const layers::Layer* layer;
@@ -332,7 +357,8 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
     cap.push_back({&l, in, g});
   });
   auto acc = torch::zeros({rows, rows}, torch::kFloat64);
-  bd["symmetrize_and_scale"] = time_median([&] { auto s = layers::symmetrize_from_lower(acc).div_(static_cast<double>(n)); }, budget);
+  bd["symmetrize_and_scale"] =
+      time_median([&] { auto s = layers::symmetrize_from_lower(acc).div_(static_cast<double>(n)); }, budget);
 
   json layer_rows = json::array();
   double flops_gram = 0, flops_gemm = 0, flops_syrk = 0, t_gemm = 0, t_syrk = 0, t_add_gram = 0;
@@ -349,27 +375,44 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
     L["add_gram"] = time_median([&] { c.layer->add_gram(c.in, c.g, acc, fo.memory_budget); }, budget);
     // The pieces of Linear::add_gram.
     torch::Tensor aa, bb = torch::zeros({m, m}, torch::kFloat64);
-    L["mm_AAt"] = time_median([&] { aa = torch::mm(a, a.t()); aa.add_(1.0); }, budget);
+    L["mm_AAt"] = time_median(
+        [&] {
+          aa = torch::mm(a, a.t());
+          aa.add_(1.0);
+        },
+        budget);
     L["zeros_mm"] = time_median([&] { auto z = torch::zeros({m, m}, torch::kFloat64); }, budget);
     L["syrk_lower_B"] = time_median([&] { layers::syrk_lower(b, bb); }, budget);
-    L["addcmul"] = time_median([&] { acc.view({n, m / n, n, m / n}).addcmul_(bb.view({n, m / n, n, m / n}), aa.view({n, 1, n, 1})); }, budget);
+    L["addcmul"] = time_median(
+        [&] {
+          acc.view({n, m / n, n, m / n}).addcmul_(bb.view({n, m / n, n, m / n}), aa.view({n, 1, n, 1}));
+        },
+        budget);
     // Diagnostic: the same product with the rows ordered class-major ((c, i) instead of (i, c)),
     // so that the broadcast factor's contiguous inner dimension is N instead of R.
-    L["addcmul_class_major"] = time_median([&] { acc.view({m / n, n, m / n, n}).addcmul_(bb.view({m / n, n, m / n, n}), aa.view({1, n, 1, n})); }, budget);
+    L["addcmul_class_major"] = time_median(
+        [&] {
+          acc.view({m / n, n, m / n, n}).addcmul_(bb.view({m / n, n, m / n, n}), aa.view({1, n, 1, n}));
+        },
+        budget);
     // References of the same shapes: a plain GEMM B B^T (torch::mm) and cblas_dsyrk.
     auto cm = torch::zeros({m, m}, torch::kFloat64);
     auto ca = torch::zeros({n, n}, torch::kFloat64);
     torch::Tensor gm;
     L["ref_mm_BBt"] = time_median([&] { gm = torch::mm(b, b.t()); }, budget);
-    L["ref_dsyrk_B"] = time_median([&] {
-      cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, static_cast<int>(m), static_cast<int>(out), 1.0,
-                  b.data_ptr<double>(), static_cast<int>(out), 0.0, cm.data_ptr<double>(), static_cast<int>(m));
-    }, budget);
+    L["ref_dsyrk_B"] = time_median(
+        [&] {
+          cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, static_cast<int>(m), static_cast<int>(out), 1.0,
+                      b.data_ptr<double>(), static_cast<int>(out), 0.0, cm.data_ptr<double>(), static_cast<int>(m));
+        },
+        budget);
     L["ref_mm_AAt"] = time_median([&] { gm = torch::mm(a, a.t()); }, budget);
-    L["ref_dsyrk_A"] = time_median([&] {
-      cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, static_cast<int>(n), static_cast<int>(in_f), 1.0,
-                  a.data_ptr<double>(), static_cast<int>(in_f), 0.0, ca.data_ptr<double>(), static_cast<int>(n));
-    }, budget);
+    L["ref_dsyrk_A"] = time_median(
+        [&] {
+          cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, static_cast<int>(n), static_cast<int>(in_f), 1.0,
+                      a.data_ptr<double>(), static_cast<int>(in_f), 0.0, ca.data_ptr<double>(), static_cast<int>(n));
+        },
+        budget);
     // Flops. Gram stage as computed: dsyrk m*m*out (syrk convention: the lower triangle is half
     // of gemm's 2*m*m*out), torch::mm A A^T 2*N*N*in (gemm convention: it computes both halves),
     // addcmul 2*m*m. References: gemm 2*m*m*out + 2*N*N*in; syrk m*m*out + N*N*in.
@@ -418,16 +461,23 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
       double wq = 0;
       auto call = [&](double* work, int* iwork) {
         if (two_stage)
-          dsyevd_2stage_("N", "L", &nk, work_a.data_ptr<double>(), &nk, w.data_ptr<double>(), work, &lwork, iwork, &liwork, &info, 1, 1);
+          dsyevd_2stage_("N", "L", &nk, work_a.data_ptr<double>(), &nk, w.data_ptr<double>(), work, &lwork, iwork,
+                         &liwork, &info, 1, 1);
         else
-          dsyevd_("N", "L", &nk, work_a.data_ptr<double>(), &nk, w.data_ptr<double>(), work, &lwork, iwork, &liwork, &info, 1, 1);
+          dsyevd_("N", "L", &nk, work_a.data_ptr<double>(), &nk, w.data_ptr<double>(), work, &lwork, iwork, &liwork,
+                  &info, 1, 1);
       };
       call(&wq, &iq);
       lwork = static_cast<int>(wq);
       liwork = std::max(iq, 1);
       std::vector<double> work(static_cast<size_t>(std::max(lwork, 1)));
       std::vector<int> iwork(static_cast<size_t>(liwork));
-      seconds = time_median([&] { work_a.copy_(kmat); call(work.data(), iwork.data()); }, budget, 3, 50);
+      seconds = time_median(
+          [&] {
+            work_a.copy_(kmat);
+            call(work.data(), iwork.data());
+          },
+          budget, 3, 50);
       const double diff = (w - ev_torch).abs().max().item<double>() / ev_torch.max().item<double>();
       return json{{"seconds", seconds}, {"info", info}, {"max_abs_diff_over_max_vs_eigvalsh", diff}};
     };
@@ -568,7 +618,9 @@ json run_isolated(const Options& o, const std::string& model, F&& job) {
   int status = 0;
   waitpid(pid, &status, 0);
   if (text.empty())
-    return json{{"model", model}, {"error", fmt::format("child exited with status {} and no result", WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status))}};
+    return json{{"model", model},
+                {"error", fmt::format("child exited with status {} and no result",
+                                      WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status))}};
   return json::parse(text);
 }
 
@@ -580,7 +632,9 @@ std::string cpu_model() {
   return "?";
 }
 
-std::string ms(double s) { return fmt::format("{:.1f}", s * 1e3); }
+std::string ms(double s) {
+  return fmt::format("{:.1f}", s * 1e3);
+}
 std::string pm(const json& st) {
   return fmt::format("{:.1f} ± {:.1f}", st["mean"].get<double>() * 1e3, st["sd"].get<double>() * 1e3);
 }
@@ -592,15 +646,17 @@ void print_tables(const json& machine, const json& jobs, const Options& o) {
   fmt::print("\nmachine: {} | {} logical CPUs | OpenBLAS core '{}' ({}) | OPENBLAS_CORETYPE='{}'\n",
              machine["cpu"].get<std::string>(), machine["cpus"].get<int>(), machine["openblas_core"].get<std::string>(),
              machine["openblas_config"].get<std::string>(), machine["openblas_coretype_env"].get<std::string>());
-  fmt::print("N = {} inputs, exact softmax Fisher (R = k-1 rows), {} timed samples after {} warm-up; times in ms\n", o.inputs,
-             o.samples, o.warmup);
+  fmt::print("N = {} inputs, exact softmax Fisher (R = k-1 rows), {} timed samples after {} warm-up; times in ms\n",
+             o.inputs, o.samples, o.warmup);
 
   fmt::print("\n== Per parameter sample (mean ± sd over the timed samples; fisher_spectrum stages) ==\n");
-  fmt::print("total = draw theta + fisher_spectrum; peak MB = ru_maxrss after the data set was dropped, incl. load = whole\n"
-             "process; other CPUs = other processes' CPU use during the timed samples (0 = quiet machine);\n"
-             "dgemm GF/s = speed probe (torch::mm 1000^3, same threads) just before/after the timed samples\n");
-  fmt::print("{:<22} {:>9} {:>3} {:>11} {:>7} {:>15} {:>15} {:>15} {:>15} {:>8} {:>9} {:>11} {:>10} {:>11}\n", "model", "d", "T",
-             "side", "draw", "fwd/bwd", "Gram", "eigen", "total", "min", "peak MB", "incl. load", "other CPUs", "dgemm GF/s");
+  fmt::print(
+      "total = draw theta + fisher_spectrum; peak MB = ru_maxrss after the data set was dropped, incl. load = whole\n"
+      "process; other CPUs = other processes' CPU use during the timed samples (0 = quiet machine);\n"
+      "dgemm GF/s = speed probe (torch::mm 1000^3, same threads) just before/after the timed samples\n");
+  fmt::print("{:<22} {:>9} {:>3} {:>11} {:>7} {:>15} {:>15} {:>15} {:>15} {:>8} {:>9} {:>11} {:>10} {:>11}\n", "model",
+             "d", "T", "side", "draw", "fwd/bwd", "Gram", "eigen", "total", "min", "peak MB", "incl. load",
+             "other CPUs", "dgemm GF/s");
   for (const auto& j : jobs) {
     if (j.contains("error")) {
       fmt::print("{:<22} ERROR {}\n", j.value("model", "?"), j["error"].get<std::string>());
@@ -608,13 +664,14 @@ void print_tables(const json& machine, const json& jobs, const Options& o) {
     }
     if (j["kind"] != "gram") continue;
     const auto& s = j["stats"];
-    fmt::print("{:<22} {:>9} {:>3} {:>6} {:>4} {:>7} {:>15} {:>15} {:>15} {:>15} {:>8} {:>9.0f} {:>11.0f} {:>10.2f} {:>5.1f}/{:<5.1f}\n",
-               j["model"].get<std::string>(), j["d"].get<int64_t>(), j["threads"].get<int>(), j["side"].get<std::string>(),
-               j["matrix_size"].get<int64_t>(), ms(s["draw"]["mean"].get<double>()), pm(s["forward_backward"]),
-               pm(s["gram"]), pm(s["eigen"]), pm(s["total"]), ms(s["total"]["min"].get<double>()),
-               j["peak_rss_mb"].get<double>(), j["peak_rss_incl_load_mb"].get<double>(),
-               j["cpu_during_samples"]["other_cpus"].get<double>(), j["dgemm_gflops_before"].get<double>(),
-               j["dgemm_gflops_after"].get<double>());
+    fmt::print(
+        "{:<22} {:>9} {:>3} {:>6} {:>4} {:>7} {:>15} {:>15} {:>15} {:>15} {:>8} {:>9.0f} {:>11.0f} {:>10.2f} "
+        "{:>5.1f}/{:<5.1f}\n",
+        j["model"].get<std::string>(), j["d"].get<int64_t>(), j["threads"].get<int>(), j["side"].get<std::string>(),
+        j["matrix_size"].get<int64_t>(), ms(s["draw"]["mean"].get<double>()), pm(s["forward_backward"]), pm(s["gram"]),
+        pm(s["eigen"]), pm(s["total"]), ms(s["total"]["min"].get<double>()), j["peak_rss_mb"].get<double>(),
+        j["peak_rss_incl_load_mb"].get<double>(), j["cpu_during_samples"]["other_cpus"].get<double>(),
+        j["dgemm_gflops_before"].get<double>(), j["dgemm_gflops_after"].get<double>());
   }
 
   bool any_replay = false;
@@ -626,35 +683,39 @@ void print_tables(const json& machine, const json& jobs, const Options& o) {
 
 void print_replay_tables(const json& jobs) {
   fmt::print("\n== Gram stage vs plain BLAS products of the same shapes (same process, same threads) ==\n");
-  fmt::print("flops: Gram = sum_l m*m*out (dsyrk, syrk convention) + 2*N*N*in (torch::mm A A^T) + 2*m*m (addcmul);\n"
-             "       gemm ref = sum_l torch::mm(B,B^T) 2*m*m*out + torch::mm(A,A^T) 2*N*N*in;  syrk ref = cblas_dsyrk of B and A, m*m*out + N*N*in\n");
-  fmt::print("{:<22} {:>3} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9}\n", "model", "T", "GFLOP", "Gram ms",
-             "GFLOP/s", "gemm ms", "GFLOP/s", "Gram/gemm", "syrk ms", "GFLOP/s", "Gram/syrk", "replay ms");
+  fmt::print(
+      "flops: Gram = sum_l m*m*out (dsyrk, syrk convention) + 2*N*N*in (torch::mm A A^T) + 2*m*m (addcmul);\n"
+      "       gemm ref = sum_l torch::mm(B,B^T) 2*m*m*out + torch::mm(A,A^T) 2*N*N*in;  syrk ref = cblas_dsyrk of B "
+      "and A, m*m*out + N*N*in\n");
+  fmt::print("{:<22} {:>3} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9}\n", "model", "T", "GFLOP",
+             "Gram ms", "GFLOP/s", "gemm ms", "GFLOP/s", "Gram/gemm", "syrk ms", "GFLOP/s", "Gram/syrk", "replay ms");
   for (const auto& j : jobs) {
     if (j.contains("error") || j["kind"] != "gram" || !j.contains("gram_vs_blas")) continue;
     const auto& g = j["gram_vs_blas"];
     fmt::print("{:<22} {:>3} {:>8.3f} {:>9} {:>8.1f} {:>9} {:>9.1f} {:>8.2f}x {:>9} {:>9.1f} {:>8.2f}x {:>9}\n",
                j["model"].get<std::string>(), j["threads"].get<int>(), g["flops_gram"].get<double>() * 1e-9,
                ms(g["t_gram_mean"].get<double>()), g["gflops_gram"].get<double>(), ms(g["t_gemm_ref"].get<double>()),
-               g["gflops_gemm_ref"].get<double>(), g["ratio_gram_to_gemm"].get<double>(), ms(g["t_syrk_ref"].get<double>()),
-               g["gflops_syrk_ref"].get<double>(), g["ratio_gram_to_syrk"].get<double>(), ms(g["t_gram_replay"].get<double>()));
+               g["gflops_gemm_ref"].get<double>(), g["ratio_gram_to_gemm"].get<double>(),
+               ms(g["t_syrk_ref"].get<double>()), g["gflops_syrk_ref"].get<double>(),
+               g["ratio_gram_to_syrk"].get<double>(), ms(g["t_gram_replay"].get<double>()));
   }
 
   fmt::print("\n== Where the time goes (medians of replayed pieces, ms) ==\n");
-  fmt::print("{:<22} {:>3} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", "model", "T", "forward", "covect", "bwd rows",
-             "zeros K", "symmetr.", "eigvalsh", "dsyevd", "dsyevd2st");
+  fmt::print("{:<22} {:>3} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", "model", "T", "forward", "covect",
+             "bwd rows", "zeros K", "symmetr.", "eigvalsh", "dsyevd", "dsyevd2st");
   for (const auto& j : jobs) {
     if (j.contains("error") || j["kind"] != "gram" || !j.contains("breakdown")) continue;
     const auto& b = j["breakdown"];
-    fmt::print("{:<22} {:>3} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", j["model"].get<std::string>(), j["threads"].get<int>(),
-               ms(b["forward_all"].get<double>()), ms(b["output_covectors"].get<double>()), ms(b["backward_rows"].get<double>()),
-               ms(b["gram_zeros"].get<double>()), ms(b["symmetrize_and_scale"].get<double>()), ms(b["eigvalsh"].get<double>()),
+    fmt::print("{:<22} {:>3} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", j["model"].get<std::string>(),
+               j["threads"].get<int>(), ms(b["forward_all"].get<double>()), ms(b["output_covectors"].get<double>()),
+               ms(b["backward_rows"].get<double>()), ms(b["gram_zeros"].get<double>()),
+               ms(b["symmetrize_and_scale"].get<double>()), ms(b["eigvalsh"].get<double>()),
                ms(b["lapack_dsyevd"]["seconds"].get<double>()), ms(b["lapack_dsyevd_2stage"]["seconds"].get<double>()));
   }
   fmt::print("\nper Linear layer (B is m x out, A is N x in):\n");
-  fmt::print("{:<22} {:>3} {:>6} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "model", "T", "layer",
-             "m x out", "add_gram", "syrk(B)", "zeros", "addcmul", "(c-maj)", "AA^T+1", "ref dsyrk", "GFLOP/s", "ref mm", "GFLOP/s",
-             "mm(AA^T)");
+  fmt::print("{:<22} {:>3} {:>6} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "model",
+             "T", "layer", "m x out", "add_gram", "syrk(B)", "zeros", "addcmul", "(c-maj)", "AA^T+1", "ref dsyrk",
+             "GFLOP/s", "ref mm", "GFLOP/s", "mm(AA^T)");
   for (const auto& j : jobs) {
     if (j.contains("error") || j["kind"] != "gram" || !j.contains("layers")) continue;
     for (const auto& L : j["layers"])
@@ -662,10 +723,11 @@ void print_replay_tables(const json& jobs) {
                  j["model"].get<std::string>(), j["threads"].get<int>(), L["token"].get<std::string>(),
                  fmt::format("{}x{}", L["m"].get<int64_t>(), L["out"].get<int64_t>()), ms(L["add_gram"].get<double>()),
                  ms(L["syrk_lower_B"].get<double>()), ms(L["zeros_mm"].get<double>()), ms(L["addcmul"].get<double>()),
-                 ms(L["addcmul_class_major"].get<double>()), ms(L["mm_AAt"].get<double>()), ms(L["ref_dsyrk_B"].get<double>()), L["ref_gflops_dsyrk_B"].get<double>(),
-                 ms(L["ref_mm_BBt"].get<double>()), L["ref_gflops_mm_BBt"].get<double>(), ms(L["ref_mm_AAt"].get<double>()));
+                 ms(L["addcmul_class_major"].get<double>()), ms(L["mm_AAt"].get<double>()),
+                 ms(L["ref_dsyrk_B"].get<double>()), L["ref_gflops_dsyrk_B"].get<double>(),
+                 ms(L["ref_mm_BBt"].get<double>()), L["ref_gflops_mm_BBt"].get<double>(),
+                 ms(L["ref_mm_AAt"].get<double>()));
   }
-
 }
 
 void print_dense_and_export(const json& jobs) {
@@ -673,26 +735,29 @@ void print_dense_and_export(const json& jobs) {
   for (const auto& j : jobs)
     if (!j.contains("error") && j["kind"] == "dense") any_dense = true;
   if (any_dense) {
-    fmt::print("\n== Dense d x d path (GramSide::Parameters: parameter_fisher + spectrum_of) vs Gram side, same theta ==\n");
-    fmt::print("{:<22} {:>7} {:>3} {:>3} {:>11} {:>11} {:>11} {:>10} {:>11} {:>12} {:>9} {:>10}\n", "model", "d", "T", "M",
-               "build s", "eigen s", "dense s", "Gram s", "rel d(sum)", "max|dl|/lmax", "peak MB", "other CPUs");
+    fmt::print(
+        "\n== Dense d x d path (GramSide::Parameters: parameter_fisher + spectrum_of) vs Gram side, same theta ==\n");
+    fmt::print("{:<22} {:>7} {:>3} {:>3} {:>11} {:>11} {:>11} {:>10} {:>11} {:>12} {:>9} {:>10}\n", "model", "d", "T",
+               "M", "build s", "eigen s", "dense s", "Gram s", "rel d(sum)", "max|dl|/lmax", "peak MB", "other CPUs");
     for (const auto& j : jobs) {
       if (j.contains("error") || j["kind"] != "dense") continue;
       const auto& s = j["stats"];
-      fmt::print("{:<22} {:>7} {:>3} {:>3} {:>11.3f} {:>11.3f} {:>11.3f} {:>10.4f} {:>11.2e} {:>12.2e} {:>9.0f} {:>10.2f}\n",
-                 j["model"].get<std::string>(), j["d"].get<int64_t>(), j["threads"].get<int>(), j["samples"].size(),
-                 s["dense_build"]["mean"].get<double>(), s["dense_eigen"]["mean"].get<double>(),
-                 s["dense_total"]["mean"].get<double>(), s["gram_total"]["mean"].get<double>(),
-                 j["worst_rel_diff_sum"].get<double>(), j["worst_max_abs_diff_over_max"].get<double>(), j["peak_rss_mb"].get<double>(),
-                 j["cpu_during_samples"]["other_cpus"].get<double>());
+      fmt::print(
+          "{:<22} {:>7} {:>3} {:>3} {:>11.3f} {:>11.3f} {:>11.3f} {:>10.4f} {:>11.2e} {:>12.2e} {:>9.0f} {:>10.2f}\n",
+          j["model"].get<std::string>(), j["d"].get<int64_t>(), j["threads"].get<int>(), j["samples"].size(),
+          s["dense_build"]["mean"].get<double>(), s["dense_eigen"]["mean"].get<double>(),
+          s["dense_total"]["mean"].get<double>(), s["gram_total"]["mean"].get<double>(),
+          j["worst_rel_diff_sum"].get<double>(), j["worst_max_abs_diff_over_max"].get<double>(),
+          j["peak_rss_mb"].get<double>(), j["cpu_during_samples"]["other_cpus"].get<double>());
     }
   }
   for (const auto& j : jobs)
     if (!j.contains("error") && j.contains("export")) {
       const auto& e = j["export"];
-      fmt::print("\nexported theta^(0), inputs and twosed's eigenvalues of {} to {}: kept {}, sum {:.17g}, max {:.17g}\n",
-                 j["model"].get<std::string>(), e["dir"].get<std::string>(), e["kept"].get<int64_t>(), e["sum"].get<double>(),
-                 e["max"].get<double>());
+      fmt::print(
+          "\nexported theta^(0), inputs and twosed's eigenvalues of {} to {}: kept {}, sum {:.17g}, max {:.17g}\n",
+          j["model"].get<std::string>(), e["dir"].get<std::string>(), e["kept"].get<int64_t>(), e["sum"].get<double>(),
+          e["max"].get<double>());
     }
 }
 
@@ -702,12 +767,15 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"bench_fisher: per-parameter-sample cost of exact Fisher spectra (twosed)"};
   app.add_option("--models", o.models, "Model specs (comma-separated or repeated)")->delimiter(',');
-  app.add_option("--samples", o.samples, "Timed parameter samples per model (after the warm-up)")->capture_default_str();
+  app.add_option("--samples", o.samples, "Timed parameter samples per model (after the warm-up)")
+      ->capture_default_str();
   app.add_option("--warmup", o.warmup, "Warm-up samples, not timed")->capture_default_str();
   app.add_flag("--dense", o.dense, "Also run the dense d x d path (GramSide::Parameters) on --dense-models");
   app.add_option("--dense-models", o.dense_models, "Models for --dense")->delimiter(',')->capture_default_str();
   app.add_option("--dense-samples", o.dense_samples, "Parameter samples for --dense")->capture_default_str();
-  app.add_option("--threads", o.threads, "Thread counts (LibTorch and OpenBLAS), comma-separated")->delimiter(',')->capture_default_str();
+  app.add_option("--threads", o.threads, "Thread counts (LibTorch and OpenBLAS), comma-separated")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("--torch-threads", o.torch_threads, "Diagnostic: LibTorch intra-op threads instead of --threads");
   app.add_option("--blas-threads", o.blas_threads, "Diagnostic: OpenBLAS threads instead of --threads");
   app.add_option("--inputs", o.inputs, "N: inputs")->capture_default_str();
@@ -716,11 +784,14 @@ int main(int argc, char** argv) {
   app.add_option("--json", o.json_path, "Also write every number as JSON to this file ('-': stdout)");
   app.add_option("--export-dir", o.export_dir, "Write theta^(0), inputs and eigenvalues .npy of --export-model here");
   app.add_option("--export-model", o.export_model, "Model whose sample 0 --export-dir writes")->capture_default_str();
-  app.add_option("--ref-seconds", o.ref_seconds, "Time budget per replayed piece / reference kernel")->capture_default_str();
+  app.add_option("--ref-seconds", o.ref_seconds, "Time budget per replayed piece / reference kernel")
+      ->capture_default_str();
   app.add_flag("--no-replay", o.no_replay, "Per-sample times only: skip the Gram replay and the BLAS references");
   app.add_flag("--no-fork", o.no_fork, "Run every job in this process (peak memory is then cumulative)");
   CLI11_PARSE(app, argc, argv);
-  auto drop_empty = [](std::vector<std::string>& v) { v.erase(std::remove(v.begin(), v.end(), std::string()), v.end()); };
+  auto drop_empty = [](std::vector<std::string>& v) {
+    v.erase(std::remove(v.begin(), v.end(), std::string()), v.end());
+  };
   drop_empty(o.models);
   drop_empty(o.dense_models);
   if (o.samples < 1 || o.warmup < 0 || o.threads.empty()) {
@@ -757,8 +828,16 @@ int main(int argc, char** argv) {
   if (!o.json_path.empty()) {
     json all = {{"machine", machine},
                 {"options",
-                 {{"models", o.models}, {"torch_threads", o.torch_threads}, {"blas_threads", o.blas_threads}, {"samples", o.samples}, {"warmup", o.warmup}, {"inputs", o.inputs},
-                  {"seed", o.seed}, {"threads", o.threads}, {"dense", o.dense}, {"dense_models", o.dense_models}}},
+                 {{"models", o.models},
+                  {"torch_threads", o.torch_threads},
+                  {"blas_threads", o.blas_threads},
+                  {"samples", o.samples},
+                  {"warmup", o.warmup},
+                  {"inputs", o.inputs},
+                  {"seed", o.seed},
+                  {"threads", o.threads},
+                  {"dense", o.dense},
+                  {"dense_models", o.dense_models}}},
                 {"jobs", jobs}};
     if (o.json_path == "-")
       std::cout << all.dump(2) << "\n";

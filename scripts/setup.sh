@@ -14,6 +14,7 @@ PACKAGES=(
   libbenchmark-dev      # bench/
   zlib1g-dev            # gzip-compressed IDX files
   dataset-fashion-mnist # the embedded default job's data
+  clang-format          # the format check among the tests
 )
 
 missing=()

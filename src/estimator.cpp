@@ -246,8 +246,7 @@ ChebyshevGrid make_grid(const std::vector<double>& x, double strip_half_width) {
     for (int k = 0; k < num_nodes; ++k) {
       // sin form of cos(k*pi/n): exactly symmetric about the panel's centre.
       const double c = std::sin(kPi * static_cast<double>(degree - 2 * k) / (2.0 * degree));
-      grid.nodes[p * static_cast<std::size_t>(num_nodes) + static_cast<std::size_t>(k)] =
-          mid + half * c;
+      grid.nodes[p * static_cast<std::size_t>(num_nodes) + static_cast<std::size_t>(k)] = mid + half * c;
     }
   }
   const std::size_t K = static_cast<std::size_t>(num_nodes);
@@ -370,8 +369,7 @@ EvalPoint make_eps_point(Cover cover, double zeta, double eps, double d, const c
   pt.abs_log_eps = -std::log(eps);
   if (!std::isfinite(pt.a)) {
     throw UsageError(
-        fmt::format("{} = {} is too small: a = eps^(zeta-1) overflows a double at zeta = {}", field,
-                    eps, zeta));
+        fmt::format("{} = {} is too small: a = eps^(zeta-1) overflows a double at zeta = {}", field, eps, zeta));
   }
   return pt;
 }
@@ -395,8 +393,7 @@ FlatSpectra flatten_and_check(const std::vector<SampleSpectrum>& spectra) {
     for (std::size_t i = 0; i < s.eigenvalues.size(); ++i) {
       const double lambda = s.eigenvalues[i];
       if (!(std::isfinite(lambda) && lambda >= 0.0)) {
-        throw UsageError(fmt::format("spectra[{}].eigenvalues[{}] must be finite and >= 0, got {}",
-                                     j, i, lambda));
+        throw UsageError(fmt::format("spectra[{}].eigenvalues[{}] must be finite and >= 0, got {}", j, i, lambda));
       }
       flat.sqrt_lambda.push_back(std::sqrt(lambda));
     }
@@ -404,14 +401,12 @@ FlatSpectra flatten_and_check(const std::vector<SampleSpectrum>& spectra) {
     // positive eigenvalue. Bootstrap resamples then have t_b >= 0, and t_b = 0 only when every
     // drawn sample is the zero matrix (whose terms vanish for every u).
     if (!(std::isfinite(s.trace) && s.trace >= 0.0)) {
-      throw UsageError(
-          fmt::format("spectra[{}].trace must be finite and >= 0, got {}", j, s.trace));
+      throw UsageError(fmt::format("spectra[{}].trace must be finite and >= 0, got {}", j, s.trace));
     }
-    const bool has_positive =
-        std::any_of(s.eigenvalues.begin(), s.eigenvalues.end(), [](double l) { return l > 0.0; });
+    const bool has_positive = std::any_of(s.eigenvalues.begin(), s.eigenvalues.end(), [](double l) { return l > 0.0; });
     if (has_positive && !(s.trace > 0.0)) {
-      throw UsageError(fmt::format(
-          "spectra[{}].trace must be > 0 when a positive eigenvalue is kept, got {}", j, s.trace));
+      throw UsageError(
+          fmt::format("spectra[{}].trace must be > 0 when a positive eigenvalue is kept, got {}", j, s.trace));
     }
     flat.trace.push_back(s.trace);
     flat.offset.push_back(flat.sqrt_lambda.size());
@@ -433,16 +428,14 @@ Points make_points(const EstimatorOptions& opts, double d) {
   auto& ed_eps = out.ed_eps;
   auto& at_eps = out.at_eps;
   if (opts.bootstrap < 2) {
-    throw UsageError(fmt::format("EstimatorOptions.bootstrap must satisfy bootstrap >= 2, got {}",
-                                 opts.bootstrap));
+    throw UsageError(fmt::format("EstimatorOptions.bootstrap must satisfy bootstrap >= 2, got {}", opts.bootstrap));
   }
   out.eps_grid = opts.eps.empty() ? default_eps_grid() : opts.eps;
   const auto& eps_grid = out.eps_grid;
   for (double eps : eps_grid) check_eps(eps, "EstimatorOptions.eps");
   for (double zeta : opts.zetas) {
     if (!(zeta >= 0.0 && zeta < 1.0)) {
-      throw UsageError(
-          fmt::format("EstimatorOptions.zeta must satisfy 0 <= zeta < 1, got {}", zeta));
+      throw UsageError(fmt::format("EstimatorOptions.zeta must satisfy 0 <= zeta < 1, got {}", zeta));
     }
   }
   for (double zeta : opts.zetas) {
@@ -453,10 +446,10 @@ Points make_points(const EstimatorOptions& opts, double d) {
   for (double n : opts.ed_n) {
     const double kappa = abbas_kappa(n);
     if (!(std::isfinite(kappa) && kappa > 1.0)) {
-      throw UsageError(fmt::format(
-          "EstimatorOptions.ed_n: kappa(n) = n/(2*pi*log n) must exceed 1, got kappa({}) = {:.6g}"
-          " (it does for every n above about {:.4g})",
-          n, kappa, min_n_for_kappa()));
+      throw UsageError(
+          fmt::format("EstimatorOptions.ed_n: kappa(n) = n/(2*pi*log n) must exceed 1, got kappa({}) = {:.6g}"
+                      " (it does for every n above about {:.4g})",
+                      n, kappa, min_n_for_kappa()));
     }
     // ED(n) = 2*[LSE_j sum_i 0.5*log1p(kappa*lambda_hat) - log M] / log kappa (spec section 4):
     // the ellipsoid form at zeta = 0, a = sqrt(kappa), |log eps| = 0.5*log kappa, whatever the
@@ -474,10 +467,10 @@ Points make_points(const EstimatorOptions& opts, double d) {
     for (double n : opts.at_n) {
       const double eps = eps_at_n(n, zeta);
       if (!(eps > 0.0 && eps < 1.0)) {
-        throw UsageError(fmt::format(
-            "EstimatorOptions.at_n: eps_zeta(n) = (2*pi*log n/n)^(1/(2*(1-zeta))) must satisfy "
-            "0 < eps < 1, got eps = {} for n = {}, zeta = {} (n must exceed about {:.4g})",
-            eps, n, zeta, min_n_for_kappa()));
+        throw UsageError(
+            fmt::format("EstimatorOptions.at_n: eps_zeta(n) = (2*pi*log n/n)^(1/(2*(1-zeta))) must satisfy "
+                        "0 < eps < 1, got eps = {} for n = {}, zeta = {} (n must exceed about {:.4g})",
+                        eps, n, zeta, min_n_for_kappa()));
       }
       points.push_back(make_eps_point(opts.cover, zeta, eps, d, "EstimatorOptions.at_n eps"));
       at_eps.push_back(eps);
@@ -514,24 +507,20 @@ std::vector<double> parse_eps_grid(const std::string& text, const std::string& o
       throw UsageError(fmt::format("{}: HI '{}' is not a number", where, parts[1]));
     }
     if (!parse_int64(parts[2], count) || count < 1) {
-      throw UsageError(fmt::format(
-          "{}: COUNT must be an integer >= 2 (or 1 when LO == HI), got '{}'", where, parts[2]));
+      throw UsageError(
+          fmt::format("{}: COUNT must be an integer >= 2 (or 1 when LO == HI), got '{}'", where, parts[2]));
     }
     if (!(lo > 0.0 && lo < 1.0 && hi > 0.0 && hi < 1.0)) {
-      throw UsageError(
-          fmt::format("{}: LO and HI must be in (0,1), got LO = {}, HI = {}", where, lo, hi));
+      throw UsageError(fmt::format("{}: LO and HI must be in (0,1), got LO = {}, HI = {}", where, lo, hi));
     }
     if (lo > hi) {
-      throw UsageError(
-          fmt::format("{}: LO must not exceed HI, got LO = {} > HI = {}", where, lo, hi));
+      throw UsageError(fmt::format("{}: LO must not exceed HI, got LO = {} > HI = {}", where, lo, hi));
     }
     if (count == 1 && lo != hi) {
-      throw UsageError(
-          fmt::format("{}: COUNT must be an integer >= 2 unless LO == HI, got 1", where));
+      throw UsageError(fmt::format("{}: COUNT must be an integer >= 2 unless LO == HI, got 1", where));
     }
     if (count > kMaxGridCount) {
-      throw UsageError(
-          fmt::format("{}: COUNT must be at most {}, got {}", where, kMaxGridCount, count));
+      throw UsageError(fmt::format("{}: COUNT must be at most {}, got {}", where, kMaxGridCount, count));
     }
     return log_spaced(lo, hi, count);
   }
@@ -561,7 +550,9 @@ std::vector<double> parse_double_list(const std::string& text, const std::string
   return values;
 }
 
-double abbas_kappa(double n) { return n / (2.0 * kPi * std::log(n)); }
+double abbas_kappa(double n) {
+  return n / (2.0 * kPi * std::log(n));
+}
 
 double eps_at_n(double n, double zeta) {
   return std::pow(2.0 * kPi * std::log(n) / n, 1.0 / (2.0 * (1.0 - zeta)));
@@ -570,11 +561,12 @@ double eps_at_n(double n, double zeta) {
 double log_det_term(Cover cover, double u, double lambda) {
   const double sqrt_lambda = std::sqrt(lambda);
   const double log_u = std::log(u);
-  return cover == Cover::Box ? term<Cover::Box>(u, log_u, sqrt_lambda)
-                             : term<Cover::Ellipsoid>(u, log_u, sqrt_lambda);
+  return cover == Cover::Box ? term<Cover::Box>(u, log_u, sqrt_lambda) : term<Cover::Ellipsoid>(u, log_u, sqrt_lambda);
 }
 
-void validate_estimator_options(const EstimatorOptions& opts) { make_points(opts, 1.0); }
+void validate_estimator_options(const EstimatorOptions& opts) {
+  make_points(opts, 1.0);
+}
 
 TwoScaleResult estimate_two_scale(const std::vector<SampleSpectrum>& spectra, int64_t num_params,
                                   const EstimatorOptions& opts) {
@@ -583,12 +575,11 @@ TwoScaleResult estimate_two_scale(const std::vector<SampleSpectrum>& spectra, in
     throw UsageError(fmt::format("num_params must satisfy num_params >= 1, got {}", num_params));
   }
   if (spectra.empty()) {
-    throw UsageError(
-        "spectra must be non-empty (one spectrum per parameter sample, M >= 1), got 0 samples");
+    throw UsageError("spectra must be non-empty (one spectrum per parameter sample, M >= 1), got 0 samples");
   }
   if (spectra.size() > std::numeric_limits<uint32_t>::max()) {
-    throw UsageError(fmt::format("spectra must hold at most {} samples, got {}",
-                                 std::numeric_limits<uint32_t>::max(), spectra.size()));
+    throw UsageError(fmt::format("spectra must hold at most {} samples, got {}", std::numeric_limits<uint32_t>::max(),
+                                 spectra.size()));
   }
   const double d = static_cast<double>(num_params);
   const Points pts = make_points(opts, d);
@@ -605,8 +596,7 @@ TwoScaleResult estimate_two_scale(const std::vector<SampleSpectrum>& spectra, in
   for (std::size_t j = 0; j < M; ++j) pr.all[j] = static_cast<uint32_t>(j);
   pr.mean_trace = mean_trace_of(pr.flat.trace, pr.all.data(), M);
   if (!(std::isfinite(pr.mean_trace) && pr.mean_trace > 0.0)) {
-    throw UsageError(fmt::format(
-        "mean trace t = (1/M) sum_j trace_j must be finite and > 0, got {}", pr.mean_trace));
+    throw UsageError(fmt::format("mean trace t = (1/M) sum_j trace_j must be finite and > 0, got {}", pr.mean_trace));
   }
   pr.log_d = std::log(d);
   pr.log_scale = 0.5 * (pr.log_d - std::log(pr.mean_trace));
@@ -625,8 +615,7 @@ TwoScaleResult estimate_two_scale(const std::vector<SampleSpectrum>& spectra, in
     const double t_b = mean_trace_of(pr.flat.trace, idx, M);
     // t_b = 0: every drawn sample is a zero Fisher with no eigenvalues, whose S_j vanish at
     // every x; any x will do, the interval's own minimum is set below.
-    pr.resample_x[b] =
-        t_b > 0.0 ? 0.5 * (pr.log_d - std::log(t_b)) : std::numeric_limits<double>::quiet_NaN();
+    pr.resample_x[b] = t_b > 0.0 ? 0.5 * (pr.log_d - std::log(t_b)) : std::numeric_limits<double>::quiet_NaN();
   }
   {
     // Give the t_b = 0 resamples a finite x inside the data's own range (fmin ignores NaN).
@@ -643,8 +632,7 @@ TwoScaleResult estimate_two_scale(const std::vector<SampleSpectrum>& spectra, in
   auto grid_for = [&](Cover cover) -> const ChebyshevGrid& {
     const std::size_t c = cover == Cover::Box ? 0 : 1;
     if (!have_grid[c]) {
-      grids[c] = make_grid(pr.resample_x,
-                           cover == Cover::Box ? kBoxStripHalfWidth : kEllipsoidStripHalfWidth);
+      grids[c] = make_grid(pr.resample_x, cover == Cover::Box ? kBoxStripHalfWidth : kEllipsoidStripHalfWidth);
       have_grid[c] = true;
     }
     return grids[c];

@@ -24,8 +24,7 @@ int64_t rows_per_example(int64_t num_outputs, const FisherOptions& opts) {
 
 torch::Tensor output_covectors(const torch::Tensor& f, const FisherOptions& opts, uint64_t rng_index) {
   const int64_t n = f.size(0), k = f.size(1);
-  if (opts.task == Task::Regress && !(opts.out_noise > 0))
-    throw UsageError("--out-noise must be > 0 for regression");
+  if (opts.task == Task::Regress && !(opts.out_noise > 0)) throw UsageError("--out-noise must be > 0 for regression");
   if (opts.kind == FisherKind::Exact) {
     if (opts.task == Task::Regress)
       return (torch::eye(k, f.options()) / opts.out_noise).unsqueeze(0).expand({n, k, k}).contiguous();
@@ -81,11 +80,12 @@ torch::Tensor build_gram(const Network& net, const torch::Tensor& theta, const t
   const auto g0 = output_covectors(acts.back(), opts, rng_index);
   const int64_t rows = g0.size(0) * g0.size(1);
   auto gram = torch::zeros({rows, rows}, theta.options());
-  net.backward(theta, acts, g0, [&](const layers::Layer& layer, int64_t, const torch::Tensor& in, const torch::Tensor& g) {
-    const auto t0 = Clock::now();
-    layer.add_gram(in, g, gram, opts.memory_budget);
-    gram_seconds += seconds_since(t0);
-  });
+  net.backward(theta, acts, g0,
+               [&](const layers::Layer& layer, int64_t, const torch::Tensor& in, const torch::Tensor& g) {
+                 const auto t0 = Clock::now();
+                 layer.add_gram(in, g, gram, opts.memory_budget);
+                 gram_seconds += seconds_since(t0);
+               });
   // Layers accumulate the lower triangle only (half the flops, see syrk_lower).
   const auto t0 = Clock::now();
   if (!lower_only) gram = layers::symmetrize_from_lower(gram);

@@ -114,8 +114,9 @@ MeasureResult measure_from_spectra(const MeasureOptions& opts) {
   result.fisher.task = file.header.task == "regress" ? Task::Regress : Task::Classify;
   result.fisher.kind = file.header.fisher == "sampled" ? FisherKind::Sampled : FisherKind::Exact;
   result.rows_per_example = rows_per_example(result.num_outputs, result.fisher);
-  result.data_description = fmt::format("spectra of {} finished samples from {}{}", file.spectra.size(), opts.spectra_in,
-                                        file.truncated_last_line ? " (an unfinished last line was ignored)" : "");
+  result.data_description =
+      fmt::format("spectra of {} finished samples from {}{}", file.spectra.size(), opts.spectra_in,
+                  file.truncated_last_line ? " (an unfinished last line was ignored)" : "");
   result.space_description = fmt::format("as in the run that wrote {} (seed {})", opts.spectra_in, file.header.seed);
   for (const auto& s : file.spectra) {
     SampleSummary summary;
@@ -158,8 +159,10 @@ MeasureResult run_measure(const MeasureOptions& opts) {
   result.num_outputs = net.num_outputs();
   result.rows_per_example = rows_per_example(result.num_outputs, opts.fisher);
   if (opts.fisher.task == Task::Classify && result.num_outputs < 2)
-    throw UsageError(fmt::format("model '{}' has 1 output: --task classify needs at least 2 (softmax of one "
-                                 "logit is constant); use --task regress", opts.model));
+    throw UsageError(
+        fmt::format("model '{}' has 1 output: --task classify needs at least 2 (softmax of one "
+                    "logit is constant); use --task regress",
+                    opts.model));
 
   // Parameter samples: drawn on the fly from Theta, or read from --thetas.
   std::vector<double> given;
@@ -202,9 +205,9 @@ MeasureResult run_measure(const MeasureOptions& opts) {
       std::copy_n(given.data() + j * d, d, theta.data_ptr<double>());
     auto fs = fisher_spectrum(net, theta, x, fopts, static_cast<uint64_t>(j));
     if (j == 0) result.side = fs.side;
-    result.samples.push_back({fs.matrix_size, static_cast<int64_t>(fs.spectrum.eigenvalues.size()),
-                              fs.spectrum.num_cut, fs.spectrum.trace, fs.largest, fs.most_negative,
-                              fs.seconds_forward_backward, fs.seconds_gram, fs.seconds_eigen});
+    result.samples.push_back({fs.matrix_size, static_cast<int64_t>(fs.spectrum.eigenvalues.size()), fs.spectrum.num_cut,
+                              fs.spectrum.trace, fs.largest, fs.most_negative, fs.seconds_forward_backward,
+                              fs.seconds_gram, fs.seconds_eigen});
     if (writer) writer->append(j, fs.spectrum);
     spectra.push_back(std::move(fs.spectrum));
     if (opts.progress) opts.progress(j + 1, m);
@@ -212,7 +215,8 @@ MeasureResult run_measure(const MeasureOptions& opts) {
   if (std::all_of(spectra.begin(), spectra.end(), [](const SampleSpectrum& s) { return s.trace == 0.0; }))
     throw DataError(fmt::format(
         "the Fisher information is exactly zero at all {} parameter samples (the network's outputs do not move "
-        "on these inputs: saturated softmax or dead ReLUs?); try a smaller --space or other inputs", m));
+        "on these inputs: saturated softmax or dead ReLUs?); try a smaller --space or other inputs",
+        m));
   EstimatorOptions eopts = opts.estimator;
   eopts.seed = opts.seed;
   result.estimate = estimate_two_scale(spectra, d, eopts);
@@ -236,5 +240,7 @@ void set_num_threads(int threads) {
   torch::set_num_threads(1);
   openblas_set_num_threads(threads);
 }
-int num_threads() { return openblas_get_num_threads(); }
+int num_threads() {
+  return openblas_get_num_threads();
+}
 }  // namespace twosed

@@ -64,8 +64,7 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out;
 }
 
-constexpr const char* kTokenHelp =
-    "expected cOkS[sT][pP], pS[sT], aS[sT], fO, relu, tanh, sigmoid, gelu or flatten";
+constexpr const char* kTokenHelp = "expected cOkS[sT][pP], pS[sT], aS[sT], fO, relu, tanh, sigmoid, gelu or flatten";
 
 class SpecParser {
  public:
@@ -204,7 +203,8 @@ class SpecParser {
     l.in_shape = shape;
     auto need_image = [&]() {
       if (shape.size() != 3)
-        fail_token(index, l.token, fmt::format("needs a CxHxW input, but the input here is flat ({})", shape_str(shape)));
+        fail_token(index, l.token,
+                   fmt::format("needs a CxHxW input, but the input here is flat ({})", shape_str(shape)));
     };
     auto window = [&](int64_t size, int64_t k, int64_t s, int64_t p) -> int64_t {
       const int64_t span = size + 2 * p - k;
@@ -266,10 +266,14 @@ Activation parse_activation(const std::string& name, const std::string& option) 
 
 const char* activation_name(Activation a) {
   switch (a) {
-    case Activation::ReLU: return "relu";
-    case Activation::Tanh: return "tanh";
-    case Activation::Sigmoid: return "sigmoid";
-    case Activation::GELU: return "gelu";
+    case Activation::ReLU:
+      return "relu";
+    case Activation::Tanh:
+      return "tanh";
+    case Activation::Sigmoid:
+      return "sigmoid";
+    case Activation::GELU:
+      return "gelu";
   }
   return "?";
 }
@@ -291,8 +295,12 @@ int64_t LayerSpec::num_params() const {
   return weight_count() + (bias ? out : 0);
 }
 
-int64_t ModelSpec::num_inputs() const { return prod(input_shape); }
-int64_t ModelSpec::num_outputs() const { return layers.empty() ? 0 : layers.back().out; }
+int64_t ModelSpec::num_inputs() const {
+  return prod(input_shape);
+}
+int64_t ModelSpec::num_outputs() const {
+  return layers.empty() ? 0 : layers.back().out;
+}
 int64_t ModelSpec::num_params() const {
   int64_t d = 0;
   for (const auto& l : layers) d += l.num_params();
@@ -300,8 +308,8 @@ int64_t ModelSpec::num_params() const {
 }
 
 std::string ModelSpec::describe() const {
-  std::string out = fmt::format("{}  (input {}, {} outputs, d = {})\n", text, shape_str(input_shape),
-                                num_outputs(), num_params());
+  std::string out =
+      fmt::format("{}  (input {}, {} outputs, d = {})\n", text, shape_str(input_shape), num_outputs(), num_params());
   for (const auto& l : layers) {
     out += fmt::format("  {:<10} {:>12} -> {:<12}", l.token, shape_str(l.in_shape), shape_str(l.out_shape));
     if (l.is_parametric()) out += fmt::format(" {} params", l.num_params());

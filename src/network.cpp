@@ -37,7 +37,8 @@ Network::Network(ModelSpec spec) : spec_(std::move(spec)) {
       if (ls.kind == LayerKind::Conv2d) wshape = {ls.out, ls.in_shape[0], ls.kernel, ls.kernel};
       const auto prefix = std::to_string(module_index);
       slices_.push_back({prefix + ".weight", offset, wshape, static_cast<int64_t>(l), bound});
-      if (ls.bias) slices_.push_back({prefix + ".bias", offset + ls.weight_count(), {ls.out}, static_cast<int64_t>(l), bound});
+      if (ls.bias)
+        slices_.push_back({prefix + ".bias", offset + ls.weight_count(), {ls.out}, static_cast<int64_t>(l), bound});
       offset += ls.num_params();
     }
     // to_module() creates one submodule per spec layer, so indices match.
@@ -84,12 +85,14 @@ void Network::backward(const torch::Tensor& theta, const std::vector<torch::Tens
   }
 }
 
-torch::Tensor Network::jacobian_rows(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& g_out) const {
+torch::Tensor Network::jacobian_rows(const torch::Tensor& theta, const torch::Tensor& x,
+                                     const torch::Tensor& g_out) const {
   const auto acts = forward_all(theta, x);
   auto rows = torch::zeros({g_out.size(0) * g_out.size(1), num_params()}, theta.options());
-  backward(theta, acts, g_out, [&](const layers::Layer& layer, int64_t l, const torch::Tensor& in, const torch::Tensor& g) {
-    rows.narrow(1, offsets_[static_cast<size_t>(l)], layer.num_params()).copy_(layer.per_example_grads(in, g));
-  });
+  backward(theta, acts, g_out,
+           [&](const layers::Layer& layer, int64_t l, const torch::Tensor& in, const torch::Tensor& g) {
+             rows.narrow(1, offsets_[static_cast<size_t>(l)], layer.num_params()).copy_(layer.per_example_grads(in, g));
+           });
   return rows;
 }
 
@@ -105,22 +108,34 @@ torch::nn::Sequential Network::to_module(const torch::Tensor& theta) const {
         seq->push_back(nn::Linear(nn::LinearOptions(ls.fan_in(), ls.out).bias(ls.bias)));
         break;
       case LayerKind::Conv2d:
-        seq->push_back(nn::Conv2d(nn::Conv2dOptions(ls.in_shape[0], ls.out, ls.kernel)
-                                      .stride(ls.stride)
-                                      .padding(ls.padding)
-                                      .bias(ls.bias)));
+        seq->push_back(nn::Conv2d(
+            nn::Conv2dOptions(ls.in_shape[0], ls.out, ls.kernel).stride(ls.stride).padding(ls.padding).bias(ls.bias)));
         break;
       case LayerKind::Activation:
         switch (ls.activation) {
-          case Activation::ReLU: seq->push_back(nn::ReLU()); break;
-          case Activation::Tanh: seq->push_back(nn::Tanh()); break;
-          case Activation::Sigmoid: seq->push_back(nn::Sigmoid()); break;
-          case Activation::GELU: seq->push_back(nn::GELU()); break;
+          case Activation::ReLU:
+            seq->push_back(nn::ReLU());
+            break;
+          case Activation::Tanh:
+            seq->push_back(nn::Tanh());
+            break;
+          case Activation::Sigmoid:
+            seq->push_back(nn::Sigmoid());
+            break;
+          case Activation::GELU:
+            seq->push_back(nn::GELU());
+            break;
         }
         break;
-      case LayerKind::MaxPool: seq->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(ls.kernel).stride(ls.stride))); break;
-      case LayerKind::AvgPool: seq->push_back(nn::AvgPool2d(nn::AvgPool2dOptions(ls.kernel).stride(ls.stride))); break;
-      case LayerKind::Flatten: seq->push_back(nn::Flatten()); break;
+      case LayerKind::MaxPool:
+        seq->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(ls.kernel).stride(ls.stride)));
+        break;
+      case LayerKind::AvgPool:
+        seq->push_back(nn::AvgPool2d(nn::AvgPool2dOptions(ls.kernel).stride(ls.stride)));
+        break;
+      case LayerKind::Flatten:
+        seq->push_back(nn::Flatten());
+        break;
     }
   }
   seq->to(torch::kFloat64);

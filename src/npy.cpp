@@ -27,8 +27,7 @@ constexpr size_t kMagicLen = 6;
 
 uint32_t read_le(const std::string& bytes, size_t pos, size_t width) {
   uint32_t v = 0;
-  for (size_t i = 0; i < width; ++i)
-    v |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[pos + i])) << (8 * i);
+  for (size_t i = 0; i < width; ++i) v |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[pos + i])) << (8 * i);
   return v;
 }
 
@@ -55,8 +54,10 @@ std::string excerpt(const std::string& s, size_t max_len = 40) {
   std::string out;
   for (size_t i = 0; i < s.size() && i < max_len; ++i) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f) out += static_cast<char>(c);
-    else out += fmt::format("\\x{:02x}", c);
+    if (c >= 0x20 && c < 0x7f)
+      out += static_cast<char>(c);
+    else
+      out += fmt::format("\\x{:02x}", c);
   }
   if (s.size() > max_len) out += "...";
   return out;
@@ -82,7 +83,10 @@ class HeaderParser {
     expect('{', "'{' opening the header dict");
     while (true) {
       skip_ws();
-      if (peek() == '}') { ++pos_; break; }
+      if (peek() == '}') {
+        ++pos_;
+        break;
+      }
       const std::string key = parse_string("a quoted key");
       skip_ws();
       expect(':', fmt::format("':' after key '{}'", excerpt(key)));
@@ -100,17 +104,21 @@ class HeaderParser {
         h.shape = parse_shape();
         have_shape = true;
       } else {
-        fail(fmt::format("unexpected key '{}' (expected 'descr', 'fortran_order', 'shape')",
-                         excerpt(key)));
+        fail(fmt::format("unexpected key '{}' (expected 'descr', 'fortran_order', 'shape')", excerpt(key)));
       }
       skip_ws();
-      if (peek() == ',') { ++pos_; continue; }
-      if (peek() == '}') { ++pos_; break; }
+      if (peek() == ',') {
+        ++pos_;
+        continue;
+      }
+      if (peek() == '}') {
+        ++pos_;
+        break;
+      }
       fail_expected("',' or '}' after a value");
     }
     skip_ws();
-    if (pos_ != s_.size())
-      fail(fmt::format("unexpected text '{}' after the header dict", excerpt(s_.substr(pos_))));
+    if (pos_ != s_.size()) fail(fmt::format("unexpected text '{}' after the header dict", excerpt(s_.substr(pos_))));
     if (!have_descr) fail("header has no 'descr' key");
     if (!have_fortran) fail("header has no 'fortran_order' key");
     if (!have_shape) fail("header has no 'shape' key");
@@ -121,9 +129,7 @@ class HeaderParser {
   char peek() const { return pos_ < s_.size() ? s_[pos_] : '\0'; }
 
   void skip_ws() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' ||
-                                s_[pos_] == '\r'))
-      ++pos_;
+    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r')) ++pos_;
   }
 
   [[noreturn]] void fail(const std::string& what) const {
@@ -132,8 +138,7 @@ class HeaderParser {
 
   [[noreturn]] void fail_expected(const std::string& what) const {
     if (pos_ >= s_.size()) fail(fmt::format("expected {}, found end of header", what));
-    fail(fmt::format("expected {} at offset {}, found '{}'", what, pos_,
-                     excerpt(s_.substr(pos_), 12)));
+    fail(fmt::format("expected {} at offset {}, found '{}'", what, pos_, excerpt(s_.substr(pos_), 12)));
   }
 
   void expect(char c, const std::string& what) {
@@ -153,19 +158,23 @@ class HeaderParser {
   }
 
   bool parse_bool() {
-    if (s_.compare(pos_, 4, "True") == 0) { pos_ += 4; return true; }
-    if (s_.compare(pos_, 5, "False") == 0) { pos_ += 5; return false; }
+    if (s_.compare(pos_, 4, "True") == 0) {
+      pos_ += 4;
+      return true;
+    }
+    if (s_.compare(pos_, 5, "False") == 0) {
+      pos_ += 5;
+      return false;
+    }
     fail_expected("True or False for 'fortran_order'");
   }
 
   int64_t parse_dim() {
-    if (pos_ >= s_.size() || s_[pos_] < '0' || s_[pos_] > '9')
-      fail_expected("a non-negative integer dimension");
+    if (pos_ >= s_.size() || s_[pos_] < '0' || s_[pos_] > '9') fail_expected("a non-negative integer dimension");
     int64_t v = 0;
     while (pos_ < s_.size() && s_[pos_] >= '0' && s_[pos_] <= '9') {
       const int d = s_[pos_] - '0';
-      if (v > (std::numeric_limits<int64_t>::max() - d) / 10)
-        fail("a shape dimension is too large");
+      if (v > (std::numeric_limits<int64_t>::max() - d) / 10) fail("a shape dimension is too large");
       v = v * 10 + d;
       ++pos_;
     }
@@ -178,13 +187,22 @@ class HeaderParser {
     expect('(', "'(' opening the shape tuple");
     while (true) {
       skip_ws();
-      if (peek() == ')') { ++pos_; break; }
+      if (peek() == ')') {
+        ++pos_;
+        break;
+      }
       // 32 dimensions is numpy's own limit; more can only come from a corrupt header.
       if (shape.size() >= 32) fail("shape has more than 32 dimensions");
       shape.push_back(parse_dim());
       skip_ws();
-      if (peek() == ',') { ++pos_; continue; }
-      if (peek() == ')') { ++pos_; break; }
+      if (peek() == ',') {
+        ++pos_;
+        continue;
+      }
+      if (peek() == ')') {
+        ++pos_;
+        break;
+      }
       fail_expected("',' or ')' in the shape tuple");
     }
     return shape;
@@ -225,30 +243,32 @@ NpyArray parse_npy(const std::string& bytes, const std::string& name) {
   const int major = static_cast<unsigned char>(bytes[6]);
   const int minor = static_cast<unsigned char>(bytes[7]);
   size_t len_width;
-  if (major == 1 && minor == 0) len_width = 2;
-  else if ((major == 2 || major == 3) && minor == 0) len_width = 4;
+  if (major == 1 && minor == 0)
+    len_width = 2;
+  else if ((major == 2 || major == 3) && minor == 0)
+    len_width = 4;
   else
-    throw DataError(fmt::format("{}: .npy format version {}.{} not supported (expected 1.0, 2.0 or 3.0)",
-                                name, major, minor));
+    throw DataError(
+        fmt::format("{}: .npy format version {}.{} not supported (expected 1.0, 2.0 or 3.0)", name, major, minor));
   const size_t prefix = kMagicLen + 2 + len_width;
-  if (bytes.size() < prefix)
-    throw DataError(fmt::format("{}: truncated: file ends inside the header length", name));
+  if (bytes.size() < prefix) throw DataError(fmt::format("{}: truncated: file ends inside the header length", name));
   const size_t header_len = read_le(bytes, kMagicLen + 2, len_width);
   if (header_len > bytes.size() - prefix)
-    throw DataError(fmt::format("{}: truncated: header length is {} bytes, file holds {} after the prefix",
-                                name, header_len, bytes.size() - prefix));
+    throw DataError(fmt::format("{}: truncated: header length is {} bytes, file holds {} after the prefix", name,
+                                header_len, bytes.size() - prefix));
 
   const Header h = HeaderParser(bytes.substr(prefix, header_len), name).parse();
 
   size_t item = 0;
-  if (h.descr == "<f4") item = 4;
-  else if (h.descr == "<f8") item = 8;
+  if (h.descr == "<f4")
+    item = 4;
+  else if (h.descr == "<f8")
+    item = 8;
   else
-    throw DataError(fmt::format("{}: dtype '{}' not supported (expected float32 '<f4' or float64 '<f8')",
-                                name, excerpt(h.descr)));
+    throw DataError(
+        fmt::format("{}: dtype '{}' not supported (expected float32 '<f4' or float64 '<f8')", name, excerpt(h.descr)));
   if (h.fortran_order)
-    throw DataError(fmt::format("{}: Fortran-order arrays are not supported (expected fortran_order False)",
-                                name));
+    throw DataError(fmt::format("{}: Fortran-order arrays are not supported (expected fortran_order False)", name));
 
   // The count is checked against the bytes present before anything is allocated. The product
   // of the non-zero dimensions must fit in int64 even when another dimension is 0, so that
@@ -257,29 +277,30 @@ NpyArray parse_npy(const std::string& bytes, const std::string& name) {
   uint64_t count = 1;
   bool zero = false;
   for (int64_t d : h.shape) {
-    if (d == 0) { zero = true; continue; }
+    if (d == 0) {
+      zero = true;
+      continue;
+    }
     if (count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / static_cast<uint64_t>(d))
-      throw DataError(fmt::format("{}: header shape {} is too large (its size overflows 64 bits)", name,
-                                  shape_to_string(h.shape)));
+      throw DataError(
+          fmt::format("{}: header shape {} is too large (its size overflows 64 bits)", name, shape_to_string(h.shape)));
     count *= static_cast<uint64_t>(d);
   }
   if (zero) count = 0;
   if (count > available)
-    throw DataError(fmt::format("{}: truncated: header says {} values, file holds {}", name, count,
-                                available));
+    throw DataError(fmt::format("{}: truncated: header says {} values, file holds {}", name, count, available));
   const size_t data_bytes = static_cast<size_t>(count) * item;
   const size_t extra = bytes.size() - prefix - header_len - data_bytes;
   if (extra != 0)
-    throw DataError(fmt::format("{}: {} unexpected bytes after the data (header says {} values of {} bytes)",
-                                name, extra, count, item));
+    throw DataError(fmt::format("{}: {} unexpected bytes after the data (header says {} values of {} bytes)", name,
+                                extra, count, item));
 
   NpyArray out;
   out.shape = h.shape;
   out.dtype = h.descr;
   out.data.resize(static_cast<size_t>(count));
   const char* p = bytes.data() + prefix + header_len;
-  for (size_t i = 0; i < out.data.size(); ++i, p += item)
-    out.data[i] = item == 8 ? decode_f8(p) : decode_f4(p);
+  for (size_t i = 0; i < out.data.size(); ++i, p += item) out.data[i] = item == 8 ? decode_f8(p) : decode_f4(p);
   return out;
 }
 
@@ -295,13 +316,11 @@ NpyArray read_npy(const std::string& path) {
   return parse_npy(buf.str(), path);
 }
 
-void write_npy(const std::string& path, const std::vector<int64_t>& shape,
-               const std::vector<double>& data) {
+void write_npy(const std::string& path, const std::vector<int64_t>& shape, const std::vector<double>& data) {
   uint64_t count = 1;
   for (int64_t d : shape) {
     if (d < 0)
-      throw DataError(fmt::format("{}: cannot write: negative dimension in shape {}", path,
-                                  shape_to_string(shape)));
+      throw DataError(fmt::format("{}: cannot write: negative dimension in shape {}", path, shape_to_string(shape)));
     if (d != 0 && count > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d))
       throw DataError(fmt::format("{}: cannot write: shape {} overflows", path, shape_to_string(shape)));
     count *= static_cast<uint64_t>(d);
@@ -310,8 +329,7 @@ void write_npy(const std::string& path, const std::vector<int64_t>& shape,
     throw DataError(fmt::format("{}: cannot write: shape {} holds {} values but {} were given", path,
                                 shape_to_string(shape), count, data.size()));
 
-  std::string header =
-      fmt::format("{{'descr': '<f8', 'fortran_order': False, 'shape': {}, }}", shape_to_string(shape));
+  std::string header = fmt::format("{{'descr': '<f8', 'fortran_order': False, 'shape': {}, }}", shape_to_string(shape));
   // numpy pads so that the data starts at a multiple of 64 bytes; the header ends in '\n'.
   // Version 1.0 stores the header length in 16 bits; longer headers need version 2.0.
   auto padded = [&](size_t prefix) {

@@ -46,8 +46,9 @@ ParameterSpace ParameterSpace::parse(const std::string& text, const Network& net
     const double r = parse_positive_double(rest.substr(colon + 1), "radius R");
     const auto arr = read_npy(path);
     if (arr.numel() != s.num_params_ || arr.shape.size() > 2 || (arr.shape.size() == 2 && arr.shape[0] != 1))
-      throw DataError(fmt::format("{}: checkpoint has shape ({}), expected a flat vector of d = {} values for this model",
-                                  path, fmt::join(arr.shape, ", "), s.num_params_));
+      throw DataError(
+          fmt::format("{}: checkpoint has shape ({}), expected a flat vector of d = {} values for this model", path,
+                      fmt::join(arr.shape, ", "), s.num_params_));
     for (double v : arr.data)
       if (!std::isfinite(v)) throw DataError(fmt::format("{}: checkpoint holds NaN or Inf", path));
     s.center_ = arr.data;

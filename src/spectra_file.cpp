@@ -14,8 +14,8 @@ namespace twosed {
 SpectraWriter::SpectraWriter(const std::string& path, const SpectraHeader& h) : path_(path) {
   file_ = std::fopen(path.c_str(), "w");
   if (!file_) throw DataError(fmt::format("{}: cannot open for writing", path));
-  nlohmann::json j = {{"twosed_spectra", 1}, {"model", h.model},  {"d", h.num_params}, {"N", h.num_inputs},
-                      {"k", h.num_outputs},  {"task", h.task},    {"fisher", h.fisher}, {"seed", h.seed}};
+  nlohmann::json j = {{"twosed_spectra", 1}, {"model", h.model}, {"d", h.num_params},  {"N", h.num_inputs},
+                      {"k", h.num_outputs},  {"task", h.task},   {"fisher", h.fisher}, {"seed", h.seed}};
   const auto line = j.dump() + "\n";
   if (std::fputs(line.c_str(), file_) < 0 || std::fflush(file_) != 0)
     throw DataError(fmt::format("{}: write failed", path));
@@ -27,7 +27,8 @@ SpectraWriter::~SpectraWriter() {
 
 void SpectraWriter::append(int64_t j, const SampleSpectrum& s) {
   // Written by hand rather than through a JSON value: a spectrum can hold a million numbers.
-  std::string line = fmt::format("{{\"sample\": {}, \"trace\": {:.17g}, \"cut\": {}, \"eigenvalues\": [", j, s.trace, s.num_cut);
+  std::string line =
+      fmt::format("{{\"sample\": {}, \"trace\": {:.17g}, \"cut\": {}, \"eigenvalues\": [", j, s.trace, s.num_cut);
   for (size_t i = 0; i < s.eigenvalues.size(); ++i) line += fmt::format(i ? ", {:.17g}" : "{:.17g}", s.eigenvalues[i]);
   line += "]}\n";
   if (std::fputs(line.c_str(), file_) < 0 || std::fflush(file_) != 0)
@@ -77,7 +78,8 @@ SpectraFile read_spectra(const std::string& path) {
       s.num_cut = j.at("cut").get<int64_t>();
       s.eigenvalues = j.at("eigenvalues").get<std::vector<double>>();
       for (double v : s.eigenvalues)
-        if (!std::isfinite(v) || v <= 0) throw DataError(fmt::format("{}:{}: eigenvalues must be finite and > 0", path, line_no));
+        if (!std::isfinite(v) || v <= 0)
+          throw DataError(fmt::format("{}:{}: eigenvalues must be finite and > 0", path, line_no));
       out.spectra.push_back(std::move(s));
     } catch (const nlohmann::json::exception& e) {
       throw DataError(fmt::format("{}:{}: {}", path, line_no, e.what()));

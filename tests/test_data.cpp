@@ -51,8 +51,7 @@ void expect_error(F f, const std::vector<std::string>& parts) {
     FAIL() << "expected an exception";
   } catch (const E& e) {
     const std::string msg = e.what();
-    for (const auto& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nmissing: " << p;
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nmissing: " << p;
   } catch (const std::exception& e) {
     FAIL() << "wrong exception type: " << e.what();
   }
@@ -143,7 +142,10 @@ TEST(Csv, SeparatorsBlankLinesSpacesAndCrLf) {
   d = twosed::parse_csv("\n  \na , b , c\r\n\r\n 1 , 2 ,0\r\n\n3,4, 1 \r\n\n", "t.csv");
   EXPECT_EQ(d.x, (std::vector<double>{1, 2, 3, 4}));
   EXPECT_EQ(d.labels, (std::vector<int64_t>{0, 1}));
-  d = twosed::parse_csv("\xEF\xBB\xBF" "1,2,0\n3,4,1", "t.csv");  // BOM, no final newline
+  d = twosed::parse_csv(
+      "\xEF\xBB\xBF"
+      "1,2,0\n3,4,1",
+      "t.csv");  // BOM, no final newline
   EXPECT_EQ(d.x, (std::vector<double>{1, 2, 3, 4}));
 }
 
@@ -170,24 +172,20 @@ TEST(Csv, LoadFromFile) {
 TEST(CsvErrors, WrongFieldCountUsesOriginalLineNumber) {
   expect_data_error([] { twosed::parse_csv("a,b,c\n\n1,2,3\n\n4,5\n", "t.csv"); },
                     {"t.csv:5: expected 3 fields, found 2"});
-  expect_data_error([] { twosed::parse_csv("1,2\n3,4,5\n", "t.csv"); },
-                    {"t.csv:2: expected 2 fields, found 3"});
+  expect_data_error([] { twosed::parse_csv("1,2\n3,4,5\n", "t.csv"); }, {"t.csv:2: expected 2 fields, found 3"});
 }
 
 TEST(CsvErrors, NotANumber) {
   expect_data_error([] { twosed::parse_csv("a,b,c\n1,2,3\n\n4,abc,5\n", "t.csv"); },
                     {"t.csv:4:2: 'abc' is not a number"});
-  expect_data_error([] { twosed::parse_csv("a,b,c\n1,,3\n", "t.csv"); },
-                    {"t.csv:2:2: '' is not a number"});
-  expect_data_error([] { twosed::parse_csv("a,b,c\n1,0x10,3\n", "t.csv"); },
-                    {"t.csv:2:2: '0x10' is not a number"});
+  expect_data_error([] { twosed::parse_csv("a,b,c\n1,,3\n", "t.csv"); }, {"t.csv:2:2: '' is not a number"});
+  expect_data_error([] { twosed::parse_csv("a,b,c\n1,0x10,3\n", "t.csv"); }, {"t.csv:2:2: '0x10' is not a number"});
   expect_data_error([] { twosed::parse_csv("a;b;c\n1;2;3\n4;5,5;6\n", "t.csv"); },
                     {"t.csv:3:2: '5,5' is not a number"});
 }
 
 TEST(CsvErrors, NanOrInf) {
-  expect_data_error([] { twosed::parse_csv("1,2,0\n\n3,nan,1\n", "t.csv"); },
-                    {"t.csv:3:2: NaN or Inf is not allowed"});
+  expect_data_error([] { twosed::parse_csv("1,2,0\n\n3,nan,1\n", "t.csv"); }, {"t.csv:3:2: NaN or Inf is not allowed"});
   expect_data_error([] { twosed::parse_csv("a,b,c\n1,2,0\n-inf,4,1\n", "t.csv"); },
                     {"t.csv:3:1: NaN or Inf is not allowed"});
   expect_data_error([] { twosed::parse_csv("a,b,c\n1,1e999,0\n", "t.csv"); },
@@ -212,17 +210,14 @@ TEST(CsvErrors, LabelColumn) {
   opts.label_column = "foo";
   expect_data_error([&] { twosed::parse_csv("a,b,c\n1,2,3\n", "t.csv", opts); },
                     {"t.csv: label column 'foo' not in header (columns: a, b, c)"});
-  expect_data_error([&] { twosed::parse_csv("1,2,3\n", "t.csv", opts); },
-                    {"t.csv", "label column 'foo'", "no header"});
+  expect_data_error([&] { twosed::parse_csv("1,2,3\n", "t.csv", opts); }, {"t.csv", "label column 'foo'", "no header"});
   opts.label_column = "3";
-  expect_data_error([&] { twosed::parse_csv("1,2,3\n", "t.csv", opts); },
-                    {"t.csv: label column 3 out of range"});
+  expect_data_error([&] { twosed::parse_csv("1,2,3\n", "t.csv", opts); }, {"t.csv: label column 3 out of range"});
   expect_data_error([] { twosed::parse_csv("y\n1\n", "t.csv"); }, {"t.csv", "no feature columns"});
 }
 
 TEST(CsvErrors, UnterminatedQuote) {
-  expect_data_error([] { twosed::parse_csv("a,b\n1,\"2\n", "t.csv"); },
-                    {"t.csv:2: unterminated quoted field"});
+  expect_data_error([] { twosed::parse_csv("a,b\n1,\"2\n", "t.csv"); }, {"t.csv:2: unterminated quoted field"});
 }
 
 TEST(CsvErrors, MissingFile) {
@@ -242,7 +237,8 @@ std::string be32(uint32_t v) {
 // Three 2x3 images with pixel values k*10 + p, and labels 2, 0, 1.
 std::string idx_images(uint32_t count = 3, uint32_t rows = 2, uint32_t cols = 3) {
   std::string s = be32(0x803) + be32(count) + be32(rows) + be32(cols);
-  for (uint32_t k = 0; k < count * rows * cols; ++k) s += static_cast<char>((k / (rows * cols)) * 10 + k % (rows * cols));
+  for (uint32_t k = 0; k < count * rows * cols; ++k)
+    s += static_cast<char>((k / (rows * cols)) * 10 + k % (rows * cols));
   return s;
 }
 
@@ -296,15 +292,13 @@ TEST(Idx, Directory) {
   check_tiny(twosed::load_idx_dir(no_labels), false);
 
   const std::string empty = temp_dir("idx_dir_empty");
-  expect_data_error([&] { twosed::load_idx_dir(empty); },
-                    {empty + ": no train-images-idx3-ubyte[.gz] found"});
+  expect_data_error([&] { twosed::load_idx_dir(empty); }, {empty + ": no train-images-idx3-ubyte[.gz] found"});
 }
 
 TEST(IdxErrors, BadMagic) {
   std::string img = idx_images();
   img[3] = 0x04;
-  expect_data_error([&] { twosed::parse_idx(img, "", "m"); },
-                    {"m: bad magic number 0x00000804 (expected 0x00000803"});
+  expect_data_error([&] { twosed::parse_idx(img, "", "m"); }, {"m: bad magic number 0x00000804 (expected 0x00000803"});
   expect_data_error([&] { twosed::parse_idx(idx_labels(), "", "m"); }, {"m: bad magic", "label file"});
   expect_data_error([&] { twosed::parse_idx(idx_images(), idx_images(), "m"); },
                     {"m (labels): bad magic", "0x00000801"});
@@ -312,16 +306,14 @@ TEST(IdxErrors, BadMagic) {
 
 TEST(IdxErrors, Truncated) {
   const std::string img = idx_images();
-  expect_data_error([&] { twosed::parse_idx(img.substr(0, 10), "", "m"); },
-                    {"m: truncated IDX image header"});
+  expect_data_error([&] { twosed::parse_idx(img.substr(0, 10), "", "m"); }, {"m: truncated IDX image header"});
   expect_data_error([&] { twosed::parse_idx(img.substr(0, img.size() - 1), "", "m"); },
                     {"m: truncated: header says 3 images of 2x3, file holds 17 pixel bytes"});
   expect_data_error([&] { twosed::parse_idx(img + "x", "", "m"); }, {"m: 1 unexpected bytes"});
   const std::string lab = idx_labels();
   expect_data_error([&] { twosed::parse_idx(img, lab.substr(0, lab.size() - 1), "m"); },
                     {"m (labels): truncated: header says 3 labels, file holds 2"});
-  expect_data_error([&] { twosed::parse_idx(img, lab.substr(0, 5), "m"); },
-                    {"m (labels): truncated IDX label header"});
+  expect_data_error([&] { twosed::parse_idx(img, lab.substr(0, 5), "m"); }, {"m (labels): truncated IDX label header"});
 
   // Huge header counts are compared with the bytes present before anything is allocated.
   const std::string huge = be32(0x803) + be32(0xffffffff) + be32(0xffffffff) + be32(0xffffffff) + "abc";
@@ -552,8 +544,7 @@ TEST(LoadDataset, EveryKind) {
                                                           "/train-labels-idx1-ubyte.gz"),
                                   1),
              true);
-  check_tiny(twosed::load_dataset(twosed::parse_data_spec("idx:" + dir + "/train-images-idx3-ubyte.gz"), 1),
-             false);
+  check_tiny(twosed::load_dataset(twosed::parse_data_spec("idx:" + dir + "/train-images-idx3-ubyte.gz"), 1), false);
 
   d = twosed::load_dataset(twosed::parse_data_spec("synthetic:blobs:2:3:11"), 5);
   EXPECT_EQ(d.x, twosed::make_blobs(2, 3, 11, 5).x);

@@ -63,8 +63,7 @@ std::vector<double> jacobi_eigenvalues(std::vector<double> A, int n) {
         const double apq = A[p * n + q];
         if (apq == 0.0) continue;
         const double theta = (A[q * n + q] - A[p * n + p]) / (2.0 * apq);
-        const double t =
-            (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
+        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
         const double c = 1.0 / std::sqrt(t * t + 1.0);
         const double s = t * c;
         for (int k = 0; k < n; ++k) {  // A <- A P
@@ -120,8 +119,8 @@ DirectPoint ed_point(double n) {
 
 // dhat on the samples idx with t recomputed from them: the spec section 5 formula, evaluated
 // term by term.
-double direct_value(const std::vector<SampleSpectrum>& spectra, const std::vector<uint64_t>& idx,
-                    int64_t d, const DirectPoint& pt) {
+double direct_value(const std::vector<SampleSpectrum>& spectra, const std::vector<uint64_t>& idx, int64_t d,
+                    const DirectPoint& pt) {
   double t = 0.0;
   for (uint64_t j : idx) t += spectra[j].trace;
   t /= static_cast<double>(idx.size());
@@ -168,8 +167,7 @@ BruteForce brute_force(const std::vector<SampleSpectrum>& spectra, int64_t d, co
 }
 
 // max_b x_b - min_b x_b, x_b = 0.5*log(d/t_b): how wide the Chebyshev interval must be.
-double bootstrap_x_range(const std::vector<SampleSpectrum>& spectra, int64_t num_resamples,
-                         uint64_t seed) {
+double bootstrap_x_range(const std::vector<SampleSpectrum>& spectra, int64_t num_resamples, uint64_t seed) {
   const std::size_t M = spectra.size();
   Rng rng(seed, Stream::Bootstrap, 0);
   double lo = INFINITY;
@@ -254,13 +252,11 @@ TEST(EstimatorTest, ConstantFisherMatchesClosedForm_Invariant1) {
           double sum = 0.0;
           for (double si : s) {
             const double lambda_hat = kD * si / sum_s;
-            sum += cover == Cover::Box ? std::log1p(a * std::sqrt(lambda_hat))
-                                       : 0.5 * std::log1p(a * a * lambda_hat);
+            sum += cover == Cover::Box ? std::log1p(a * std::sqrt(lambda_hat)) : 0.5 * std::log1p(a * a * lambda_hat);
           }
           const double expected = c.zeta * kD + sum / std::abs(std::log(eps));
           expect_rel_near(c.value[e], expected, kClosedFormRelTol,
-                          "M=" + std::to_string(M) + " zeta=" + std::to_string(c.zeta) +
-                              " eps=" + std::to_string(eps));
+                          "M=" + std::to_string(M) + " zeta=" + std::to_string(c.zeta) + " eps=" + std::to_string(eps));
           EXPECT_LE(c.std_error[e], kIdenticalStdErrorTol);
         }
       }
@@ -321,8 +317,7 @@ TEST(EstimatorTest, EllipsoidAtZetaZeroIsAbbasED_Invariant3) {
     const TwoScaleResult rc = estimate_two_scale(spectra, kD, curve_opts);
     expect_rel_near(rc.curves[0].value[0], ed, kAbbasRelTol, "ellipsoid curve at kappa^-1/2");
     // Same resamples, same term, a = sqrt(kappa) vs (kappa^(-1/2))^(-1): equal standard errors.
-    expect_rel_near(rc.curves[0].std_error[0], r.ed[k].std_error, kBootstrapRelTol,
-                    "ED std_error vs curve std_error");
+    expect_rel_near(rc.curves[0].std_error[0], r.ed[k].std_error, kBootstrapRelTol, "ED std_error vs curve std_error");
   }
 }
 
@@ -416,15 +411,13 @@ TEST(EstimatorTest, EpsToZeroApproachesRankLimit_MixedRanks) {
 // ---------------------------------------------------------------------------------------------
 
 // Compares every curve, ED and at_n point with the brute-force bootstrap.
-void check_against_brute_force(const std::vector<SampleSpectrum>& spectra, int64_t d,
-                               const EstimatorOptions& opts) {
+void check_against_brute_force(const std::vector<SampleSpectrum>& spectra, int64_t d, const EstimatorOptions& opts) {
   const TwoScaleResult r = estimate_two_scale(spectra, d, opts);
   for (const Curve& c : r.curves) {
     for (std::size_t e = 0; e < c.eps.size(); ++e) {
-      const BruteForce bf = brute_force(spectra, d, eps_point(opts.cover, c.zeta, c.eps[e], d),
-                                        opts.bootstrap, opts.seed);
-      const std::string what =
-          "zeta=" + std::to_string(c.zeta) + " eps=" + std::to_string(c.eps[e]);
+      const BruteForce bf =
+          brute_force(spectra, d, eps_point(opts.cover, c.zeta, c.eps[e], d), opts.bootstrap, opts.seed);
+      const std::string what = "zeta=" + std::to_string(c.zeta) + " eps=" + std::to_string(c.eps[e]);
       expect_rel_near(c.value[e], bf.value, kPointRelTol, what + " value");
       expect_rel_near(c.std_error[e], bf.std_error, kBootstrapRelTol, what + " std_error");
     }
@@ -435,8 +428,7 @@ void check_against_brute_force(const std::vector<SampleSpectrum>& spectra, int64
     expect_rel_near(p.std_error, bf.std_error, kBootstrapRelTol, "ED std_error");
   }
   for (const PointEstimate& p : r.at_n) {
-    const BruteForce bf =
-        brute_force(spectra, d, eps_point(opts.cover, p.zeta, p.eps, d), opts.bootstrap, opts.seed);
+    const BruteForce bf = brute_force(spectra, d, eps_point(opts.cover, p.zeta, p.eps, d), opts.bootstrap, opts.seed);
     expect_rel_near(p.value, bf.value, kPointRelTol, "at_n value");
     expect_rel_near(p.std_error, bf.std_error, kBootstrapRelTol, "at_n std_error");
   }
@@ -449,8 +441,8 @@ TEST(EstimatorTest, ChebyshevBootstrapMatchesBruteForce) {
   std::vector<SampleSpectrum> spectra;
   for (int j = 0; j < 20; ++j) {
     const int size = 1 + static_cast<int>(rng.below(60));
-    spectra.push_back(random_spectrum(rng, size, std::pow(10.0, 6.0 * rng.uniform() - 3.0), 1e-4,
-                                      5.0, 1.0 + 0.5 * rng.uniform()));
+    spectra.push_back(
+        random_spectrum(rng, size, std::pow(10.0, 6.0 * rng.uniform() - 3.0), 1e-4, 5.0, 1.0 + 0.5 * rng.uniform()));
   }
   EstimatorOptions opts;
   opts.zetas = {0.0, 0.5};
@@ -473,8 +465,8 @@ TEST(EstimatorTest, ChebyshevBootstrapMatchesBruteForce_ExtremeTraces) {
   Rng rng(17, Stream::Data);
   std::vector<SampleSpectrum> spectra;
   for (int j = 0; j < 5; ++j) {
-    spectra.push_back(random_spectrum(rng, 3 + static_cast<int>(rng.below(20)),
-                                      std::pow(10.0, -8.0 + 4.0 * j), 0.01, 1.0));
+    spectra.push_back(
+        random_spectrum(rng, 3 + static_cast<int>(rng.below(20)), std::pow(10.0, -8.0 + 4.0 * j), 0.01, 1.0));
   }
   EstimatorOptions opts;
   opts.zetas = {0.0, 0.3};
@@ -738,9 +730,7 @@ TEST(EpsGridTest, RejectsBadGrids) {
 TEST(DoubleListTest, ParsesAndRejects) {
   EXPECT_EQ(parse_double_list("0,0.5,0.75", "--zeta"), (std::vector<double>{0.0, 0.5, 0.75}));
   EXPECT_EQ(parse_double_list("-2.5e3", "--x"), std::vector<double>{-2500.0});
-  auto parse = [](const std::string& text) {
-    return [text] { parse_double_list(text, "--zeta"); };
-  };
+  auto parse = [](const std::string& text) { return [text] { parse_double_list(text, "--zeta"); }; };
   expect_usage_error(parse("abc"), "--zeta abc: 'abc' is not a number");
   expect_usage_error(parse("0.5x"), "'0.5x' is not a number");
   expect_usage_error(parse("0.5,,1"), "'' is not a number");
@@ -785,8 +775,7 @@ TEST(EstimatorValidationTest, RejectsBadOptionsAndSpectra) {
 
   o = base;
   o.ed_n = {1e4, 10.0};
-  expect_usage_error(run(good, 5, o),
-                     "kappa(n) = n/(2*pi*log n) must exceed 1, got kappa(10) = 0.6912");
+  expect_usage_error(run(good, 5, o), "kappa(n) = n/(2*pi*log n) must exceed 1, got kappa(10) = 0.6912");
   o.ed_n = {1.0};
   expect_usage_error(run(good, 5, o), "must exceed 1, got kappa(1) = inf");
   o.ed_n = {-3.0};
@@ -799,12 +788,10 @@ TEST(EstimatorValidationTest, RejectsBadOptionsAndSpectra) {
 
   std::vector<SampleSpectrum> bad = good;
   bad[1].eigenvalues[2] = -1.0;
-  expect_usage_error(run(bad, 5, base),
-                     "spectra[1].eigenvalues[2] must be finite and >= 0, got -1");
+  expect_usage_error(run(bad, 5, base), "spectra[1].eigenvalues[2] must be finite and >= 0, got -1");
   bad = good;
   bad[0].eigenvalues[0] = INFINITY;
-  expect_usage_error(run(bad, 5, base),
-                     "spectra[0].eigenvalues[0] must be finite and >= 0, got inf");
+  expect_usage_error(run(bad, 5, base), "spectra[0].eigenvalues[0] must be finite and >= 0, got inf");
   bad = good;
   bad[0].trace = NAN;
   expect_usage_error(run(bad, 5, base), "spectra[0].trace must be finite and >= 0, got nan");
@@ -813,11 +800,9 @@ TEST(EstimatorValidationTest, RejectsBadOptionsAndSpectra) {
   expect_usage_error(run(bad, 5, base), "spectra[1].trace must be finite and >= 0, got -2");
   bad = good;
   bad[1].trace = 0.0;
-  expect_usage_error(run(bad, 5, base),
-                     "spectra[1].trace must be > 0 when a positive eigenvalue is kept");
+  expect_usage_error(run(bad, 5, base), "spectra[1].trace must be > 0 when a positive eigenvalue is kept");
   std::vector<SampleSpectrum> zero(3);  // every Fisher zero: t = 0
-  expect_usage_error(run(zero, 5, base),
-                     "mean trace t = (1/M) sum_j trace_j must be finite and > 0, got 0");
+  expect_usage_error(run(zero, 5, base), "mean trace t = (1/M) sum_j trace_j must be finite and > 0, got 0");
   bad = good;
   bad[0].trace = 1e308;
   bad[1].trace = 1e308;
@@ -850,8 +835,7 @@ TEST(EstimatorSpeedTest, DefaultSizes) {
   opts.bootstrap = 1000;
   const auto start = std::chrono::steady_clock::now();
   const TwoScaleResult r = estimate_two_scale(spectra, 5000, opts);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("[ speed    ] M=100, 1000 eigenvalues, 25 eps x 2 zetas, B=1000: %.3f s\n", seconds);
   RecordProperty("seconds", std::to_string(seconds));
   EXPECT_TRUE(std::isfinite(r.curves[1].std_error.back()));

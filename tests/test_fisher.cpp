@@ -43,13 +43,16 @@ torch::Tensor theta_for(const Network& net) {
 }
 
 // Non-zero spectrum (ascending) of a symmetric matrix, cut at the spec's cutoff.
-std::vector<double> kept_spectrum(const torch::Tensor& m) { return spectrum_of(m, kZeroCutoff).spectrum.eigenvalues; }
+std::vector<double> kept_spectrum(const torch::Tensor& m) {
+  return spectrum_of(m, kZeroCutoff).spectrum.eigenvalues;
+}
 
 void expect_same_spectrum(const std::vector<double>& a, const std::vector<double>& b, const std::string& what) {
   ASSERT_EQ(a.size(), b.size()) << what;
   ASSERT_FALSE(a.empty()) << what;
   const double scale = std::max(a.back(), b.back());
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(std::abs(a[i] - b[i]), kSpectrumTolerance * scale) << what << " i=" << i;
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_LE(std::abs(a[i] - b[i]), kSpectrumTolerance * scale) << what << " i=" << i;
 }
 
 }  // namespace
@@ -73,7 +76,8 @@ TEST(FisherTest, GramAndParameterSidesEqualDenseAutogradFisher) {
       const std::string what = std::string(c.spec) + " N=" + std::to_string(n);
       expect_same_spectrum(kept_spectrum(dense), kept_spectrum(gram), what + " gram");
       expect_same_spectrum(kept_spectrum(dense), kept_spectrum(param), what + " parameter side");
-      EXPECT_NEAR(dense.trace().item<double>(), gram.trace().item<double>(), 1e-12 * dense.trace().item<double>()) << what;
+      EXPECT_NEAR(dense.trace().item<double>(), gram.trace().item<double>(), 1e-12 * dense.trace().item<double>())
+          << what;
       // The public entry point picks the smaller side and reports it.
       auto fs = fisher_spectrum(net, theta, x, o, 9);
       expect_same_spectrum(kept_spectrum(dense), fs.spectrum.eigenvalues, what + " fisher_spectrum");

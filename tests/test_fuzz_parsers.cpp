@@ -46,10 +46,19 @@ std::string c_literal(const std::string& s) {
   std::string out = "\"";
   for (size_t i = 0; i < s.size() && i < 400; ++i) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c == '"' || c == '\\') { out += '\\'; out += static_cast<char>(c); }
-    else if (c == '\n') out += "\\n";
-    else if (c >= 0x20 && c < 0x7f) out += static_cast<char>(c);
-    else { out += "\\x"; out += hex[c >> 4]; out += hex[c & 15]; out += "\"\""; }
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c == '\n')
+      out += "\\n";
+    else if (c >= 0x20 && c < 0x7f)
+      out += static_cast<char>(c);
+    else {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+      out += "\"\"";
+    }
   }
   if (s.size() > 400) out += "...";
   return out + "\"";
@@ -63,8 +72,7 @@ struct Tally {
 };
 
 // Calls `f`; DataError and UsageError are acceptable outcomes, anything else fails the test.
-void run_guarded(const std::function<void()>& f, const std::string& what, const std::string& input,
-                 Tally& tally) {
+void run_guarded(const std::function<void()>& f, const std::string& what, const std::string& input, Tally& tally) {
   try {
     f();
     ++tally.accepted;
@@ -76,8 +84,8 @@ void run_guarded(const std::function<void()>& f, const std::string& what, const 
     ++tally.rejected;
     return;
   } catch (const std::exception& e) {
-    ADD_FAILURE() << what << ": unexpected exception " << typeid(e).name() << ": " << e.what()
-                  << "\ninput (" << input.size() << " bytes): " << c_literal(input);
+    ADD_FAILURE() << what << ": unexpected exception " << typeid(e).name() << ": " << e.what() << "\ninput ("
+                  << input.size() << " bytes): " << c_literal(input);
   } catch (...) {
     ADD_FAILURE() << what << ": unexpected non-std exception\ninput: " << c_literal(input);
   }
@@ -91,11 +99,33 @@ void expect_both_outcomes(const Tally& t) {
   ::testing::Test::RecordProperty("rejected", t.rejected);
 }
 
-const std::vector<std::string> kInterestingNumbers = {
-    "0", "1", "2", "3", "-1", "255", "256", "65535", "65536", "2147483647", "2147483648",
-    "4294967295", "4294967296", "9223372036854775807", "9223372036854775808",
-    "18446744073709551615", "18446744073709551616", "99999999999999999999999", "1e308", "1e309",
-    "nan", "inf", "-0", "0.5", "1.5", "+1", ""};
+const std::vector<std::string> kInterestingNumbers = {"0",
+                                                      "1",
+                                                      "2",
+                                                      "3",
+                                                      "-1",
+                                                      "255",
+                                                      "256",
+                                                      "65535",
+                                                      "65536",
+                                                      "2147483647",
+                                                      "2147483648",
+                                                      "4294967295",
+                                                      "4294967296",
+                                                      "9223372036854775807",
+                                                      "9223372036854775808",
+                                                      "18446744073709551615",
+                                                      "18446744073709551616",
+                                                      "99999999999999999999999",
+                                                      "1e308",
+                                                      "1e309",
+                                                      "nan",
+                                                      "inf",
+                                                      "-0",
+                                                      "0.5",
+                                                      "1.5",
+                                                      "+1",
+                                                      ""};
 
 class Mutator {
  public:
@@ -118,8 +148,8 @@ class Mutator {
         break;
       case 1:  // overwrite a byte with a random or structurally meaningful one
         if (n) {
-          static const char special[] = {'\0', '\n', '\r', ',', ';', '\t', '"', '\'', ':', '(', ')',
-                                         '{', '}', ' ', '-', '.', 'e', '\xff', '\x80'};
+          static const char special[] = {'\0', '\n', '\r', ',', ';', '\t', '"', '\'',   ':',   '(',
+                                         ')',  '{',  '}',  ' ', '-', '.',  'e', '\xff', '\x80'};
           s[below(n)] = below(2) ? static_cast<char>(below(256)) : special[below(sizeof special)];
         }
         break;
@@ -159,8 +189,7 @@ class Mutator {
         if (n >= 4) {
           static const uint32_t vals[] = {0, 1, 2, 0x7fffffff, 0x80000000, 0xffffffff, 0x803, 0x801, 255};
           const size_t at = below(std::min<size_t>(n - 3, 20));
-          const uint32_t v = below(3) ? vals[below(sizeof vals / sizeof vals[0])]
-                                      : static_cast<uint32_t>(rng_.next());
+          const uint32_t v = below(3) ? vals[below(sizeof vals / sizeof vals[0])] : static_cast<uint32_t>(rng_.next());
           for (int i = 0; i < 4; ++i) s[at + i] = static_cast<char>((v >> (8 * (3 - i))) & 0xff);
         }
         break;
@@ -221,8 +250,8 @@ TEST(FuzzParsers, NpyMutations) {
 TEST(FuzzParsers, NpyRandomHeaders) {
   // Headers assembled from random parts: keys in random order, mostly valid values with some
   // implausible ones, and a data length that usually matches the shape.
-  const std::vector<std::string> descrs = {"'<f8'", "'<f4'", "'>f8'", "'|f8'", "'<i8'", "\"<f4\"", "'<f8",
-                                           "<f8", "''", "'<f16'"};
+  const std::vector<std::string> descrs = {"'<f8'",   "'<f4'", "'>f8'", "'|f8'", "'<i8'",
+                                           "\"<f4\"", "'<f8",  "<f8",   "''",    "'<f16'"};
   const std::vector<std::string> fortran = {"True", "false", "0", "None", ""};
   Mutator m(202);
   Tally tally;
@@ -270,7 +299,8 @@ std::vector<std::string> csv_seeds() {
       "x;y;z\r\n0.1;0.2;1\r\n0.3;0.4;2\r\n",
       "f1\tf2\tc\n1\t2\t3\n4\t5\t6\n",
       "\"q, 1\",\"r\"\"\",y\n\"1\",2,3\n4,\"5\",6\n",
-      "\xEF\xBB\xBF" "h\n1\n2\n",
+      "\xEF\xBB\xBF"
+      "h\n1\n2\n",
   };
 }
 
@@ -349,10 +379,14 @@ TEST(FuzzParsers, IdxMutations) {
 // Data-source strings
 
 TEST(FuzzParsers, DataSpecMutations) {
-  const std::vector<std::string> seeds = {
-      "csv:data/x.csv", "csv:x.csv:label=3", "idx:/data/mnist", "idx:a.gz,b.gz",
-      "synthetic:blobs:3:5", "synthetic:blobs:3:5:200", "synthetic:teacher:mlp:20-32-5",
-      "synthetic:teacher:cnn:1x8x8-c4k3-relu-f3:64"};
+  const std::vector<std::string> seeds = {"csv:data/x.csv",
+                                          "csv:x.csv:label=3",
+                                          "idx:/data/mnist",
+                                          "idx:a.gz,b.gz",
+                                          "synthetic:blobs:3:5",
+                                          "synthetic:blobs:3:5:200",
+                                          "synthetic:teacher:mlp:20-32-5",
+                                          "synthetic:teacher:cnn:1x8x8-c4k3-relu-f3:64"};
   for (const auto& s : seeds) EXPECT_NO_THROW(twosed::parse_data_spec(s)) << s;
   Mutator m(505);
   Tally tally;
@@ -376,10 +410,12 @@ TEST(FuzzParsers, DataSpecMutations) {
 // Model spec strings
 
 TEST(FuzzParsers, ModelSpecMutations) {
-  const std::vector<std::string> seeds = {
-      "mlp:20-32-5", "mlp:784-64-32-10", "cnn:1x8x8-c4k3-relu-f3",
-      "cnn:3x32x32-c32k3-relu-p2-c64k3-relu-p2-f256-relu-f10", "cnn:1x28x28-c8k5s2p2-tanh-a2s1-flatten-f10",
-      "cnn:2x9x9-c3k3s2-gelu-c2k2p1-sigmoid-p2s1-f4"};
+  const std::vector<std::string> seeds = {"mlp:20-32-5",
+                                          "mlp:784-64-32-10",
+                                          "cnn:1x8x8-c4k3-relu-f3",
+                                          "cnn:3x32x32-c32k3-relu-p2-c64k3-relu-p2-f256-relu-f10",
+                                          "cnn:1x28x28-c8k5s2p2-tanh-a2s1-flatten-f10",
+                                          "cnn:2x9x9-c3k3s2-gelu-c2k2p1-sigmoid-p2s1-f4"};
   for (const auto& s : seeds) EXPECT_NO_THROW(twosed::parse_model_spec(s)) << s;
   Mutator m(606);
   Tally tally;

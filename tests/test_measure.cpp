@@ -62,7 +62,8 @@ TEST(MeasureTest, LinearGaussianClosedForm) {
           expected += (cover == Cover::Box ? std::log1p(a * std::sqrt(lam)) : 0.5 * std::log1p(a * a * lam)) /
                       std::abs(std::log(eps));
         }
-        EXPECT_NEAR(curve.value[e], expected, kClosedFormTolerance * expected) << "zeta " << curve.zeta << " eps " << eps;
+        EXPECT_NEAR(curve.value[e], expected, kClosedFormTolerance * expected)
+            << "zeta " << curve.zeta << " eps " << eps;
         EXPECT_LT(curve.std_error[e], 1e-9);  // F is the same at every theta
       }
     }

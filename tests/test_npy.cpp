@@ -64,8 +64,7 @@ std::string f4_bytes(const std::vector<float>& v) {
   return out;
 }
 
-std::string header_for(const std::string& descr, const std::string& shape,
-                       const std::string& fortran = "False") {
+std::string header_for(const std::string& descr, const std::string& shape, const std::string& fortran = "False") {
   return "{'descr': '" + descr + "', 'fortran_order': " + fortran + ", 'shape': " + shape + ", }\n";
 }
 
@@ -206,28 +205,27 @@ TEST(NpyErrors, UnsupportedDtypes) {
 TEST(NpyErrors, FortranOrder) {
   const std::string path = temp_path("fortran.npy");
   write_bytes(path, make_npy(1, header_for("<f8", "(1, 2)", "True"), f8_bytes({1, 2})));
-  expect_data_error([&] { twosed::read_npy(path); },
-                    {path + ": Fortran-order arrays are not supported"});
+  expect_data_error([&] { twosed::read_npy(path); }, {path + ": Fortran-order arrays are not supported"});
 }
 
 TEST(NpyErrors, TruncatedData) {
   const std::string path = temp_path("trunc.npy");
   write_bytes(path, make_npy(1, header_for("<f8", "(3, 4)"), f8_bytes({1, 2, 3, 4, 5, 6, 7}) + "abc"));
-  expect_data_error([&] { twosed::read_npy(path); },
-                    {path + ": truncated: header says 12 values, file holds 7"});
+  expect_data_error([&] { twosed::read_npy(path); }, {path + ": truncated: header says 12 values, file holds 7"});
 }
 
 TEST(NpyErrors, TruncatedHeader) {
   const std::string full = make_npy(1, header_for("<f8", "(1,)"), f8_bytes({1}));
   expect_data_error([&] { twosed::parse_npy(full.substr(0, 7), "x.npy"); }, {"x.npy", "truncated"});
   expect_data_error([&] { twosed::parse_npy(full.substr(0, 9), "x.npy"); }, {"x.npy", "truncated"});
-  expect_data_error([&] { twosed::parse_npy(full.substr(0, 30), "x.npy"); },
-                    {"x.npy", "truncated", "header length"});
+  expect_data_error([&] { twosed::parse_npy(full.substr(0, 30), "x.npy"); }, {"x.npy", "truncated", "header length"});
 }
 
 TEST(NpyErrors, TrailingBytes) {
   expect_data_error(
-      [&] { twosed::parse_npy(make_npy(1, header_for("<f8", "(1,)"), f8_bytes({1, 2})), "x.npy"); },
+      [&] {
+        twosed::parse_npy(make_npy(1, header_for("<f8", "(1,)"), f8_bytes({1, 2})), "x.npy");
+      },
       {"x.npy", "8 unexpected bytes after the data"});
 }
 
@@ -259,10 +257,7 @@ TEST(NpyErrors, AbsurdShapesDoNotAllocate) {
   // comparison with the bytes actually present.
   const std::string data = f8_bytes({1, 2});
   expect_data_error(
-      [&] {
-        twosed::parse_npy(make_npy(1, header_for("<f8", "(4294967296, 4294967296, 4294967296)"), data),
-                          "x.npy");
-      },
+      [&] { twosed::parse_npy(make_npy(1, header_for("<f8", "(4294967296, 4294967296, 4294967296)"), data), "x.npy"); },
       {"x.npy", "overflows"});
   expect_data_error(
       [&] { twosed::parse_npy(make_npy(1, header_for("<f8", "(1000000000, 1000000000)"), data), "x.npy"); },
@@ -274,16 +269,14 @@ TEST(NpyErrors, AbsurdShapesDoNotAllocate) {
   EXPECT_EQ(a.numel(), 0);
   expect_data_error(
       [&] {
-        twosed::parse_npy(make_npy(1, header_for("<f8", "(4294967296, 4294967296, 4294967296, 0)"), ""),
-                          "x.npy");
+        twosed::parse_npy(make_npy(1, header_for("<f8", "(4294967296, 4294967296, 4294967296, 0)"), ""), "x.npy");
       },
       {"x.npy", "overflows"});
 }
 
 TEST(NpyErrors, WriteShapeMismatchAndUnwritablePath) {
   const std::string path = temp_path("mismatch.npy");
-  expect_data_error([&] { twosed::write_npy(path, {2, 3}, {1, 2, 3}); },
-                    {path, "holds 6 values but 3 were given"});
+  expect_data_error([&] { twosed::write_npy(path, {2, 3}, {1, 2, 3}); }, {path, "holds 6 values but 3 were given"});
   expect_data_error([&] { twosed::write_npy(path, {-1}, {}); }, {path, "negative dimension"});
   const std::string bad = temp_path("no_such_dir/x.npy");
   expect_data_error([&] { twosed::write_npy(bad, {1}, {1}); }, {bad, "cannot open file for writing"});

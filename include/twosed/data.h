@@ -33,14 +33,14 @@ struct Dataset {
 struct DataSpec {
   enum class Kind { Csv, Idx, Blobs, Teacher };
   Kind kind = Kind::Csv;
-  std::string path;         ///< Csv: the file; Idx: a directory or the images file
-  std::string labels_path;  ///< Idx with explicit files: the labels file (may be empty)
-  std::string label_column; ///< Csv: the label= value (may be empty: last column)
-  int64_t classes = 0;      ///< Blobs: K
-  int64_t dim = 0;          ///< Blobs: DIM
-  int64_t count = 1000;     ///< Blobs/Teacher: N
-  std::string model_spec;   ///< Teacher: the network spec string (e.g. "mlp:20-32-5")
-  bool real_targets = false;///< Csv: the label column holds real regression targets, not classes
+  std::string path;           ///< Csv: the file; Idx: a directory or the images file
+  std::string labels_path;    ///< Idx with explicit files: the labels file (may be empty)
+  std::string label_column;   ///< Csv: the label= value (may be empty: last column)
+  int64_t classes = 0;        ///< Blobs: K
+  int64_t dim = 0;            ///< Blobs: DIM
+  int64_t count = 1000;       ///< Blobs/Teacher: N
+  std::string model_spec;     ///< Teacher: the network spec string (e.g. "mlp:20-32-5")
+  bool real_targets = false;  ///< Csv: the label column holds real regression targets, not classes
 };
 
 /// Parses a data-source string. Throws UsageError naming the string and the expected form.
@@ -48,9 +48,9 @@ DataSpec parse_data_spec(const std::string& text);
 
 /// Options shared by the loaders.
 struct CsvOptions {
-  std::string label_column;  ///< header name or 0-based index; empty: the last column
-  bool has_labels = true;    ///< false: every column is a feature
-  bool integer_labels = true;///< false: the label column is a real regression target (Dataset::targets)
+  std::string label_column;    ///< header name or 0-based index; empty: the last column
+  bool has_labels = true;      ///< false: every column is a feature
+  bool integer_labels = true;  ///< false: the label column is a real regression target (Dataset::targets)
 };
 
 /// Reads a CSV file: optional header row (detected: a first row with any non-numeric field),
@@ -70,8 +70,7 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path)
 /// idx:DIR: finds train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] in DIR.
 Dataset load_idx_dir(const std::string& dir);
 /// Parses IDX bytes (already decompressed) for tests and fuzzing.
-Dataset parse_idx(const std::string& image_bytes, const std::string& label_bytes,
-                  const std::string& name);
+Dataset parse_idx(const std::string& image_bytes, const std::string& label_bytes, const std::string& name);
 
 /// K isotropic Gaussian blobs (unit variance) around centres drawn from N(0, 4 I) in DIM
 /// dimensions, n points, labels 0..K-1 in round-robin order; deterministic for a seed.

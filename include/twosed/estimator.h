@@ -38,13 +38,13 @@ enum class Cover {
 
 /// Options of estimate_two_scale.
 struct EstimatorOptions {
-  std::vector<double> eps;           ///< covering radii, each in (0,1); empty: default_eps_grid()
-  std::vector<double> zetas = {0.0}; ///< scale mixes, each in [0,1)
+  std::vector<double> eps;            ///< covering radii, each in (0,1); empty: default_eps_grid()
+  std::vector<double> zetas = {0.0};  ///< scale mixes, each in [0,1)
   Cover cover = Cover::Box;
-  std::vector<double> ed_n;          ///< n values for the Abbas ED (gamma = 1); each needs kappa(n) > 1
-  std::vector<double> at_n;          ///< n values at which to evaluate d_zeta(eps_zeta(n)) for every zeta
-  int64_t bootstrap = 1000;          ///< bootstrap resamples B (>= 2); spec asks B >= 500
-  uint64_t seed = 0;                 ///< seeds the bootstrap (Stream::Bootstrap)
+  std::vector<double> ed_n;  ///< n values for the Abbas ED (gamma = 1); each needs kappa(n) > 1
+  std::vector<double> at_n;  ///< n values at which to evaluate d_zeta(eps_zeta(n)) for every zeta
+  int64_t bootstrap = 1000;  ///< bootstrap resamples B (>= 2); spec asks B >= 500
+  uint64_t seed = 0;         ///< seeds the bootstrap (Stream::Bootstrap)
 };
 
 /// One 2sED curve over the eps grid at a fixed zeta.
@@ -71,9 +71,9 @@ struct TwoScaleResult {
   double mean_trace = 0.0;        ///< t = (1/M) sum_j tr F(theta^(j))
   int64_t num_cut = 0;            ///< sum over samples of SampleSpectrum::num_cut
   Cover cover = Cover::Box;
-  std::vector<Curve> curves;      ///< one per zeta, in the order of EstimatorOptions::zetas
-  std::vector<PointEstimate> ed;  ///< Abbas ED, one per ed_n (zeta = 0, eps = kappa^(-1/2))
-  std::vector<PointEstimate> at_n;///< d_zeta(eps_zeta(n)), zeta-major then n
+  std::vector<Curve> curves;        ///< one per zeta, in the order of EstimatorOptions::zetas
+  std::vector<PointEstimate> ed;    ///< Abbas ED, one per ed_n (zeta = 0, eps = kappa^(-1/2))
+  std::vector<PointEstimate> at_n;  ///< d_zeta(eps_zeta(n)), zeta-major then n
 };
 
 /// The spec's default grid: 25 values log-spaced over [1e-6, 1e-1], both ends included.

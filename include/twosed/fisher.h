@@ -21,11 +21,11 @@ namespace twosed {
 
 /// The spectrum of one F_N(theta) with how it was obtained.
 struct FisherSpectrum {
-  SampleSpectrum spectrum;          ///< kept eigenvalues (ascending), trace, number cut
-  double largest = 0.0;             ///< largest eigenvalue before the cutoff
-  double most_negative = 0.0;       ///< most negative raw eigenvalue (round-off), 0 if none
-  int64_t matrix_size = 0;          ///< size of the matrix that was diagonalised
-  GramSide side = GramSide::Samples;///< side actually used
+  SampleSpectrum spectrum;            ///< kept eigenvalues (ascending), trace, number cut
+  double largest = 0.0;               ///< largest eigenvalue before the cutoff
+  double most_negative = 0.0;         ///< most negative raw eigenvalue (round-off), 0 if none
+  int64_t matrix_size = 0;            ///< size of the matrix that was diagonalised
+  GramSide side = GramSide::Samples;  ///< side actually used
   double seconds_forward_backward = 0, seconds_gram = 0, seconds_eigen = 0;
 };
 

@@ -21,42 +21,42 @@
 namespace twosed {
 
 struct MeasureOptions {
-  std::string model;                  ///< model spec (model_spec.h); required
-  ModelOptions model_options;         ///< --act, --no-bias
-  std::string data;                   ///< data source (data.h); ignored when inputs_file is set
-  std::string inputs_file;            ///< .npy of inputs (N x features or N x C x H x W): all rows, in order
-  bool standardize = false;           ///< z-score the features over the whole data set first
-  int64_t num_inputs = 100;           ///< N: size of the seeded input subset
-  std::string space = "init";         ///< init | box:A | local:CKPT:R
-  std::string thetas_file;            ///< .npy of parameter samples (M x d): evaluate at these
-  int64_t num_param_samples = 100;    ///< M (ignored with thetas_file)
-  FisherOptions fisher;               ///< task, output noise, exact/sampled, side
-  EstimatorOptions estimator;         ///< eps grid, zetas, cover, ED n values, bootstrap
-  uint64_t seed = 0;                  ///< seeds theta draws, the input subset, bootstrap, labels
-  std::string spectra_out;            ///< write each sample's spectrum here as soon as it is done (spectra_file.h)
-  std::string spectra_in;             ///< skip the network: curves from the spectra in this file
+  std::string model;                ///< model spec (model_spec.h); required
+  ModelOptions model_options;       ///< --act, --no-bias
+  std::string data;                 ///< data source (data.h); ignored when inputs_file is set
+  std::string inputs_file;          ///< .npy of inputs (N x features or N x C x H x W): all rows, in order
+  bool standardize = false;         ///< z-score the features over the whole data set first
+  int64_t num_inputs = 100;         ///< N: size of the seeded input subset
+  std::string space = "init";       ///< init | box:A | local:CKPT:R
+  std::string thetas_file;          ///< .npy of parameter samples (M x d): evaluate at these
+  int64_t num_param_samples = 100;  ///< M (ignored with thetas_file)
+  FisherOptions fisher;             ///< task, output noise, exact/sampled, side
+  EstimatorOptions estimator;       ///< eps grid, zetas, cover, ED n values, bootstrap
+  uint64_t seed = 0;                ///< seeds theta draws, the input subset, bootstrap, labels
+  std::string spectra_out;          ///< write each sample's spectrum here as soon as it is done (spectra_file.h)
+  std::string spectra_in;           ///< skip the network: curves from the spectra in this file
   /// Called after each parameter sample: (done, total). May be empty.
   std::function<void(int64_t, int64_t)> progress;
 };
 
 /// What one parameter sample's spectrum looked like (for reports; curves use the spectra).
 struct SampleSummary {
-  int64_t matrix_size = 0;   ///< size of the matrix diagonalised
-  int64_t kept = 0;          ///< eigenvalues kept
-  int64_t cut = 0;           ///< eigenvalues removed by the zero cutoff
+  int64_t matrix_size = 0;  ///< size of the matrix diagonalised
+  int64_t kept = 0;         ///< eigenvalues kept
+  int64_t cut = 0;          ///< eigenvalues removed by the zero cutoff
   double trace = 0, largest = 0, most_negative = 0;
   double seconds_forward_backward = 0, seconds_gram = 0, seconds_eigen = 0;
 };
 
 struct MeasureResult {
   ModelSpec spec;
-  int64_t num_inputs = 0;           ///< N
-  int64_t num_outputs = 0;          ///< k
-  int64_t rows_per_example = 0;     ///< R: k (exact) or 1 (sampled)
-  GramSide side = GramSide::Samples;///< side used (of the first sample)
-  FisherOptions fisher;             ///< effective Fisher options (from the spectra file with spectra_in)
-  std::string data_description;     ///< what the inputs are
-  std::string space_description;    ///< what Theta is
+  int64_t num_inputs = 0;             ///< N
+  int64_t num_outputs = 0;            ///< k
+  int64_t rows_per_example = 0;       ///< R: k (exact) or 1 (sampled)
+  GramSide side = GramSide::Samples;  ///< side used (of the first sample)
+  FisherOptions fisher;               ///< effective Fisher options (from the spectra file with spectra_in)
+  std::string data_description;       ///< what the inputs are
+  std::string space_description;      ///< what Theta is
   std::vector<SampleSummary> samples;
   TwoScaleResult estimate;
   double seconds_total = 0;

@@ -32,15 +32,15 @@ enum class LayerKind { Linear, Conv2d, Activation, MaxPool, AvgPool, Flatten };
 /// One operation of the network with its resolved shapes.
 struct LayerSpec {
   LayerKind kind = LayerKind::Linear;
-  std::string token;              ///< the spec token it came from, e.g. "c32k3"
-  int64_t out = 0;                ///< Linear: out features; Conv2d: out channels
-  int64_t kernel = 0;             ///< Conv2d / pooling: kernel size
-  int64_t stride = 1;             ///< Conv2d / pooling
-  int64_t padding = 0;            ///< Conv2d
+  std::string token;                         ///< the spec token it came from, e.g. "c32k3"
+  int64_t out = 0;                           ///< Linear: out features; Conv2d: out channels
+  int64_t kernel = 0;                        ///< Conv2d / pooling: kernel size
+  int64_t stride = 1;                        ///< Conv2d / pooling
+  int64_t padding = 0;                       ///< Conv2d
   Activation activation = Activation::ReLU;  ///< Activation layers
-  bool bias = true;               ///< Linear / Conv2d
-  std::vector<int64_t> in_shape;  ///< shape of one example entering the layer
-  std::vector<int64_t> out_shape; ///< shape of one example leaving it
+  bool bias = true;                          ///< Linear / Conv2d
+  std::vector<int64_t> in_shape;             ///< shape of one example entering the layer
+  std::vector<int64_t> out_shape;            ///< shape of one example leaving it
 
   bool is_parametric() const { return kind == LayerKind::Linear || kind == LayerKind::Conv2d; }
   int64_t fan_in() const;        ///< inputs of a Linear, C*k*k of a Conv2d (0 otherwise)

@@ -52,13 +52,13 @@ class Network {
 
   /// Called for each parametric layer during backward(): the layer, its index, its input and
   /// the rows backpropagated to its output, (N, R, out_shape...).
-  using LayerVisitor = std::function<void(const layers::Layer&, int64_t layer_index,
-                                          const torch::Tensor& input, const torch::Tensor& g_out)>;
+  using LayerVisitor = std::function<void(const layers::Layer&, int64_t layer_index, const torch::Tensor& input,
+                                          const torch::Tensor& g_out)>;
 
   /// Backpropagates R rows per example from the output: g_out (N, R, k) holds, for each
   /// example, R covectors on the outputs. Visits parametric layers from last to first.
-  void backward(const torch::Tensor& theta, const std::vector<torch::Tensor>& acts,
-                const torch::Tensor& g_out, const LayerVisitor& visit) const;
+  void backward(const torch::Tensor& theta, const std::vector<torch::Tensor>& acts, const torch::Tensor& g_out,
+                const LayerVisitor& visit) const;
 
   /// Per-example gradients of every row of g_out with respect to theta: (N*R, d). Memory N*R*d.
   torch::Tensor jacobian_rows(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& g_out) const;

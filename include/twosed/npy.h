@@ -29,7 +29,6 @@ NpyArray parse_npy(const std::string& bytes, const std::string& name);
 
 /// Writes a float64 ('<f8') C-order array. Throws DataError if the file cannot be written or
 /// prod(shape) != data.size().
-void write_npy(const std::string& path, const std::vector<int64_t>& shape,
-               const std::vector<double>& data);
+void write_npy(const std::string& path, const std::vector<int64_t>& shape, const std::vector<double>& data);
 
 }  // namespace twosed

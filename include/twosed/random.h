@@ -57,7 +57,8 @@ class Rng {
   uint64_t below(uint64_t n) {
     const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
     uint64_t r;
-    do r = next(); while (r >= limit);
+    do r = next();
+    while (r >= limit);
     return r % n;
   }
 
@@ -65,7 +66,8 @@ class Rng {
   /// stream position does not depend on call history).
   double normal() {
     double u1;
-    do u1 = uniform(); while (u1 <= 0.0);
+    do u1 = uniform();
+    while (u1 <= 0.0);
     const double u2 = uniform();
     return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586476925 * u2);
   }

@@ -28,7 +28,7 @@ constexpr double kZeroCutoff = 1e-12;
 
 struct FisherOptions {
   Task task = Task::Classify;
-  double out_noise = 1.0;               ///< s_out for Task::Regress (> 0)
+  double out_noise = 1.0;  ///< s_out for Task::Regress (> 0)
   FisherKind kind = FisherKind::Exact;
   GramSide side = GramSide::Auto;
   double cutoff = kZeroCutoff;          ///< relative zero cutoff

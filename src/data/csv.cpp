@@ -33,8 +33,7 @@ std::string trim(const std::string& s) {
 }
 
 bool is_blank(const std::string& line) {
-  return std::all_of(line.begin(), line.end(),
-                     [](char c) { return c == ' ' || c == '\t' || c == '\r'; });
+  return std::all_of(line.begin(), line.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r'; });
 }
 
 // Limits a field quoted in a message, so that one garbage field cannot make a huge message.
@@ -45,8 +44,7 @@ std::string shown(const std::string& s) {
 
 // Splits one line at `sep`. A field may be enclosed in double quotes (with "" for a literal
 // quote), in which case separators inside it do not split.
-std::vector<std::string> split_fields(const std::string& line, char sep, const std::string& name,
-                                      size_t line_no) {
+std::vector<std::string> split_fields(const std::string& line, char sep, const std::string& name, size_t line_no) {
   std::vector<std::string> fields;
   std::string cur;
   size_t i = 0;
@@ -60,19 +58,22 @@ std::vector<std::string> split_fields(const std::string& line, char sep, const s
       bool closed = false;
       while (k < line.size()) {
         if (line[k] == '"') {
-          if (k + 1 < line.size() && line[k + 1] == '"') { cur += '"'; k += 2; continue; }
+          if (k + 1 < line.size() && line[k + 1] == '"') {
+            cur += '"';
+            k += 2;
+            continue;
+          }
           closed = true;
           ++k;
           break;
         }
         cur += line[k++];
       }
-      if (!closed)
-        throw DataError(fmt::format("{}:{}: unterminated quoted field", name, line_no));
+      if (!closed) throw DataError(fmt::format("{}:{}: unterminated quoted field", name, line_no));
       while (k < line.size() && line[k] != sep) {
         if (line[k] != ' ' && line[k] != '\t')
-          throw DataError(fmt::format("{}:{}:{}: unexpected text after a quoted field", name,
-                                      line_no, fields.size() + 1));
+          throw DataError(
+              fmt::format("{}:{}:{}: unexpected text after a quoted field", name, line_no, fields.size() + 1));
         ++k;
       }
       fields.push_back(cur);
@@ -120,14 +121,14 @@ bool all_digits(const std::string& s) {
 double field_value(const std::string& s, const std::string& name, size_t line, size_t col) {
   double v = 0;
   switch (parse_number(s, v)) {
-    case NumStatus::Ok: return v;
+    case NumStatus::Ok:
+      return v;
     case NumStatus::NotANumber:
       throw DataError(fmt::format("{}:{}:{}: '{}' is not a number", name, line, col, shown(s)));
     case NumStatus::NonFinite:
       throw DataError(fmt::format("{}:{}:{}: NaN or Inf is not allowed", name, line, col));
     case NumStatus::OutOfRange:
-      throw DataError(fmt::format("{}:{}:{}: '{}' is out of the float64 range", name, line, col,
-                                  shown(s)));
+      throw DataError(fmt::format("{}:{}:{}: '{}' is out of the float64 range", name, line, col, shown(s)));
   }
   return v;
 }
@@ -150,8 +151,8 @@ Dataset parse_csv(const std::string& text, const std::string& name, const CsvOpt
     if (is_blank(line)) continue;
     if (sep == 0) {
       // Separator from the first non-blank line: the first of ',', ';', tab that occurs.
-      sep = line.find(',') != std::string::npos   ? ','
-            : line.find(';') != std::string::npos ? ';'
+      sep = line.find(',') != std::string::npos    ? ','
+            : line.find(';') != std::string::npos  ? ';'
             : line.find('\t') != std::string::npos ? '\t'
                                                    : ',';
     }
@@ -161,8 +162,7 @@ Dataset parse_csv(const std::string& text, const std::string& name, const CsvOpt
 
   // Header: the first row, if any of its fields is not a number.
   std::vector<std::string> header;
-  if (std::any_of(rows[0].fields.begin(), rows[0].fields.end(),
-                  [](const std::string& f) { return !is_number(f); })) {
+  if (std::any_of(rows[0].fields.begin(), rows[0].fields.end(), [](const std::string& f) { return !is_number(f); })) {
     header = rows[0].fields;
     rows.erase(rows.begin());
   }
@@ -179,28 +179,27 @@ Dataset parse_csv(const std::string& text, const std::string& name, const CsvOpt
     } else if (all_digits(want)) {
       // A plain integer is always an index, even when the header has a column of that name.
       if (want.size() > 9 || std::stoul(want) >= ncols)
-        throw DataError(fmt::format("{}: label column {} out of range (the file has {} columns, "
-                                    "indices 0..{})",
-                                    name, shown(want), ncols, ncols - 1));
+        throw DataError(
+            fmt::format("{}: label column {} out of range (the file has {} columns, "
+                        "indices 0..{})",
+                        name, shown(want), ncols, ncols - 1));
       label_col = std::stoul(want);
     } else if (header.empty()) {
-      throw DataError(fmt::format("{}: label column '{}' given by name but the file has no header row",
-                                  name, shown(want)));
+      throw DataError(
+          fmt::format("{}: label column '{}' given by name but the file has no header row", name, shown(want)));
     } else {
       const auto it = std::find(header.begin(), header.end(), want);
       if (it == header.end()) {
         std::string cols;
         for (size_t i = 0; i < header.size() && i < 20; ++i) cols += (i ? ", " : "") + shown(header[i]);
         if (header.size() > 20) cols += ", ...";
-        throw DataError(fmt::format("{}: label column '{}' not in header (columns: {})", name,
-                                    shown(want), cols));
+        throw DataError(fmt::format("{}: label column '{}' not in header (columns: {})", name, shown(want), cols));
       }
       label_col = static_cast<size_t>(it - header.begin());
     }
   }
   const size_t nfeat = has_label ? ncols - 1 : ncols;
-  if (nfeat < 1)
-    throw DataError(fmt::format("{}: no feature columns (the only column is the label)", name));
+  if (nfeat < 1) throw DataError(fmt::format("{}: no feature columns (the only column is the label)", name));
 
   Dataset out;
   out.source = name;
@@ -210,8 +209,7 @@ Dataset parse_csv(const std::string& text, const std::string& name, const CsvOpt
   if (has_label) raw_labels.reserve(rows.size());
   for (const Row& r : rows) {
     if (r.fields.size() != ncols)
-      throw DataError(fmt::format("{}:{}: expected {} fields, found {}", name, r.line, ncols,
-                                  r.fields.size()));
+      throw DataError(fmt::format("{}:{}: expected {} fields, found {}", name, r.line, ncols, r.fields.size()));
     for (size_t c = 0; c < ncols; ++c) {
       const double v = field_value(r.fields[c], name, r.line, c + 1);
       if (has_label && c == label_col && !opts.integer_labels) {
@@ -219,11 +217,9 @@ Dataset parse_csv(const std::string& text, const std::string& name, const CsvOpt
       } else if (has_label && c == label_col) {
         // Labels must be exact integers; 2^53 keeps every accepted value exactly representable.
         if (v != std::floor(v))
-          throw DataError(fmt::format("{}:{}: label '{}' is not an integer", name, r.line,
-                                      shown(r.fields[c])));
+          throw DataError(fmt::format("{}:{}: label '{}' is not an integer", name, r.line, shown(r.fields[c])));
         if (std::fabs(v) > 9007199254740992.0)
-          throw DataError(fmt::format("{}:{}: label '{}' is out of range", name, r.line,
-                                      shown(r.fields[c])));
+          throw DataError(fmt::format("{}:{}: label '{}' is out of range", name, r.line, shown(r.fields[c])));
         raw_labels.push_back(static_cast<int64_t>(v));
       } else {
         out.x.push_back(v);
@@ -235,12 +231,10 @@ Dataset parse_csv(const std::string& text, const std::string& name, const CsvOpt
     std::vector<int64_t> distinct = raw_labels;
     std::sort(distinct.begin(), distinct.end());
     distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
-    const bool dense = distinct.front() == 0 &&
-                       distinct.back() == static_cast<int64_t>(distinct.size()) - 1;
+    const bool dense = distinct.front() == 0 && distinct.back() == static_cast<int64_t>(distinct.size()) - 1;
     out.labels.reserve(raw_labels.size());
     for (int64_t l : raw_labels) {
-      out.labels.push_back(
-          dense ? l : std::lower_bound(distinct.begin(), distinct.end(), l) - distinct.begin());
+      out.labels.push_back(dense ? l : std::lower_bound(distinct.begin(), distinct.end(), l) - distinct.begin());
     }
     out.num_classes = static_cast<int64_t>(distinct.size());
   }

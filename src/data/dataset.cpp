@@ -45,16 +45,14 @@ bool all_digits(const std::string& s) {
 // A positive integer field of a data-source string; `what` names it in the message.
 int64_t positive_int(const std::string& field, const std::string& text, const char* what) {
   if (!all_digits(field))
-    throw UsageError(fmt::format("data source '{}': {} '{}' is not a positive integer", shown(text),
-                                 what, shown(field)));
+    throw UsageError(
+        fmt::format("data source '{}': {} '{}' is not a positive integer", shown(text), what, shown(field)));
   // 18 digits always fit in int64.
   const size_t first = field.find_first_not_of('0');
   if (first != std::string::npos && field.size() - first > 18)
-    throw UsageError(fmt::format("data source '{}': {} '{}' is too large", shown(text), what,
-                                 shown(field)));
+    throw UsageError(fmt::format("data source '{}': {} '{}' is too large", shown(text), what, shown(field)));
   const int64_t v = first == std::string::npos ? 0 : std::stoll(field.substr(first));
-  if (v < 1)
-    throw UsageError(fmt::format("data source '{}': {} must be >= 1 (got {})", shown(text), what, v));
+  if (v < 1) throw UsageError(fmt::format("data source '{}': {} must be >= 1 (got {})", shown(text), what, v));
   return v;
 }
 
@@ -77,8 +75,7 @@ int64_t Dataset::size() const {
 
 DataSpec parse_data_spec(const std::string& text) {
   DataSpec spec;
-  if (text.empty())
-    throw UsageError(fmt::format("data source '': empty ({})", kExpectedForms));
+  if (text.empty()) throw UsageError(fmt::format("data source '': empty ({})", kExpectedForms));
 
   if (starts_with(text, "csv:")) {
     spec.kind = DataSpec::Kind::Csv;
@@ -89,12 +86,11 @@ DataSpec parse_data_spec(const std::string& text) {
       spec.label_column = rest.substr(at + 7);
       rest = rest.substr(0, at);
       if (spec.label_column.empty())
-        throw UsageError(fmt::format("data source '{}': empty label column (expected csv:PATH:label=COL)",
-                                     shown(text)));
+        throw UsageError(
+            fmt::format("data source '{}': empty label column (expected csv:PATH:label=COL)", shown(text)));
     }
     if (rest.empty())
-      throw UsageError(fmt::format("data source '{}': empty path (expected csv:PATH[:label=COL])",
-                                   shown(text)));
+      throw UsageError(fmt::format("data source '{}': empty path (expected csv:PATH[:label=COL])", shown(text)));
     spec.path = rest;
     return spec;
   }
@@ -109,12 +105,11 @@ DataSpec parse_data_spec(const std::string& text) {
       spec.path = rest.substr(0, comma);
       spec.labels_path = rest.substr(comma + 1);
       if (spec.labels_path.empty())
-        throw UsageError(fmt::format("data source '{}': empty labels path (expected idx:IMAGES,LABELS)",
-                                     shown(text)));
+        throw UsageError(fmt::format("data source '{}': empty labels path (expected idx:IMAGES,LABELS)", shown(text)));
     }
     if (spec.path.empty())
-      throw UsageError(fmt::format("data source '{}': empty path (expected idx:DIR or idx:IMAGES,LABELS)",
-                                   shown(text)));
+      throw UsageError(
+          fmt::format("data source '{}': empty path (expected idx:DIR or idx:IMAGES,LABELS)", shown(text)));
     return spec;
   }
 
@@ -141,33 +136,33 @@ DataSpec parse_data_spec(const std::string& text) {
       rest = rest.substr(0, last);
     }
     if (rest.empty())
-      throw UsageError(fmt::format("data source '{}': empty model spec (expected synthetic:teacher:SPEC[:N])",
-                                   shown(text)));
+      throw UsageError(
+          fmt::format("data source '{}': empty model spec (expected synthetic:teacher:SPEC[:N])", shown(text)));
     spec.model_spec = rest;
     return spec;
   }
 
   if (starts_with(text, "synthetic:")) {
     const std::string kind = split(text.substr(10), ':')[0];
-    throw UsageError(fmt::format("data source '{}': unknown synthetic kind '{}' (expected "
-                                 "synthetic:blobs:K:DIM[:N] or synthetic:teacher:SPEC[:N])",
-                                 shown(text), shown(kind)));
+    throw UsageError(
+        fmt::format("data source '{}': unknown synthetic kind '{}' (expected "
+                    "synthetic:blobs:K:DIM[:N] or synthetic:teacher:SPEC[:N])",
+                    shown(text), shown(kind)));
   }
   const std::string kind = split(text, ':')[0];
-  throw UsageError(fmt::format("data source '{}': unknown kind '{}' ({})", shown(text), shown(kind),
-                               kExpectedForms));
+  throw UsageError(fmt::format("data source '{}': unknown kind '{}' ({})", shown(text), shown(kind), kExpectedForms));
 }
 
 Dataset make_blobs(int64_t classes, int64_t dim, int64_t n, uint64_t seed) {
   if (classes < 1 || dim < 1 || n < 1)
-    throw UsageError(fmt::format("synthetic blobs: K, DIM and N must be >= 1 (got K={}, DIM={}, N={})",
-                                 classes, dim, n));
+    throw UsageError(
+        fmt::format("synthetic blobs: K, DIM and N must be >= 1 (got K={}, DIM={}, N={})", classes, dim, n));
   // A bound on the values allocated (16 GiB of float64), so that a typo in N or DIM fails
   // with a message instead of exhausting memory.
   constexpr int64_t kMaxValues = int64_t{1} << 31;
   if (dim > kMaxValues / n || dim > kMaxValues / classes)
-    throw UsageError(fmt::format("synthetic blobs: N x DIM = {} x {} is too large (at most {} values)", n,
-                                 dim, kMaxValues));
+    throw UsageError(
+        fmt::format("synthetic blobs: N x DIM = {} x {} is too large (at most {} values)", n, dim, kMaxValues));
   Rng rng(seed, Stream::Data);
   // Draw order (documented so results are reproducible): all centres, class by class, then
   // the points in order.
@@ -198,16 +193,16 @@ Dataset load_dataset(const DataSpec& spec, uint64_t seed) {
     }
     case DataSpec::Kind::Idx: {
       std::error_code ec;
-      if (spec.labels_path.empty() && std::filesystem::is_directory(spec.path, ec))
-        return load_idx_dir(spec.path);
+      if (spec.labels_path.empty() && std::filesystem::is_directory(spec.path, ec)) return load_idx_dir(spec.path);
       return load_idx(spec.path, spec.labels_path);
     }
     case DataSpec::Kind::Blobs:
       return make_blobs(spec.classes, spec.dim, spec.count, seed);
     case DataSpec::Kind::Teacher:
-      throw UsageError(fmt::format("synthetic:teacher:{}: teacher data sets need a network and are "
-                                   "made by the network code, not load_dataset",
-                                   shown(spec.model_spec)));
+      throw UsageError(
+          fmt::format("synthetic:teacher:{}: teacher data sets need a network and are "
+                      "made by the network code, not load_dataset",
+                      shown(spec.model_spec)));
   }
   throw UsageError("load_dataset: unknown data source kind");
 }
@@ -277,9 +272,9 @@ void check_finite(const Dataset& data) {
   for (size_t k = 0; k < data.x.size(); ++k) {
     const double v = data.x[k];
     if (!std::isfinite(v))
-      throw DataError(fmt::format("{}: example {}, feature {} is {} (expected finite values)",
-                                  data.source, f > 0 ? static_cast<int64_t>(k) / f : 0,
-                                  f > 0 ? static_cast<int64_t>(k) % f : 0, std::isnan(v) ? "NaN" : "Inf"));
+      throw DataError(fmt::format("{}: example {}, feature {} is {} (expected finite values)", data.source,
+                                  f > 0 ? static_cast<int64_t>(k) / f : 0, f > 0 ? static_cast<int64_t>(k) % f : 0,
+                                  std::isnan(v) ? "NaN" : "Inf"));
   }
 }
 

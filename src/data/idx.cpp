@@ -38,66 +38,61 @@ Images check_images(const std::string& b, const std::string& name) {
   // The magic number is checked first: a wrong kind of file is the likelier mistake.
   const uint32_t magic = b.size() >= 4 ? read_be32(b, 0) : 0;
   if (b.size() >= 4 && magic != kImagesMagic)
-    throw DataError(fmt::format("{}: bad magic number 0x{:08x} (expected 0x{:08x} for an IDX image file{})",
-                                name, magic, kImagesMagic,
-                                magic == kLabelsMagic ? "; this looks like a label file" : ""));
+    throw DataError(fmt::format("{}: bad magic number 0x{:08x} (expected 0x{:08x} for an IDX image file{})", name,
+                                magic, kImagesMagic, magic == kLabelsMagic ? "; this looks like a label file" : ""));
   if (b.size() < 16)
-    throw DataError(fmt::format("{}: truncated IDX image header ({} bytes, expected at least 16)",
-                                name, b.size()));
+    throw DataError(fmt::format("{}: truncated IDX image header ({} bytes, expected at least 16)", name, b.size()));
   Images im{read_be32(b, 4), read_be32(b, 8), read_be32(b, 12)};
   if (im.count == 0) throw DataError(fmt::format("{}: the IDX file holds no images (count 0)", name));
   if (im.rows == 0 || im.cols == 0)
-    throw DataError(fmt::format("{}: image size {}x{} is empty (expected rows, cols >= 1)", name,
-                                im.rows, im.cols));
+    throw DataError(fmt::format("{}: image size {}x{} is empty (expected rows, cols >= 1)", name, im.rows, im.cols));
   // Each factor is < 2^32: rows*cols fits in 64 bits; the product with count may not.
   const uint64_t per_image = im.rows * im.cols;
   const uint64_t have = b.size() - 16;
   if (im.count > have / per_image)
-    throw DataError(fmt::format("{}: truncated: header says {} images of {}x{}, file holds {} pixel bytes",
-                                name, im.count, im.rows, im.cols, have));
+    throw DataError(fmt::format("{}: truncated: header says {} images of {}x{}, file holds {} pixel bytes", name,
+                                im.count, im.rows, im.cols, have));
   const uint64_t need = im.count * per_image;
   if (have != need)
-    throw DataError(fmt::format("{}: {} unexpected bytes after the data (header says {} images of {}x{})",
-                                name, have - need, im.count, im.rows, im.cols));
+    throw DataError(fmt::format("{}: {} unexpected bytes after the data (header says {} images of {}x{})", name,
+                                have - need, im.count, im.rows, im.cols));
   return im;
 }
 
 uint64_t check_labels(const std::string& b, const std::string& name) {
   const uint32_t magic = b.size() >= 4 ? read_be32(b, 0) : 0;
   if (b.size() >= 4 && magic != kLabelsMagic)
-    throw DataError(fmt::format("{}: bad magic number 0x{:08x} (expected 0x{:08x} for an IDX label file{})",
-                                name, magic, kLabelsMagic,
-                                magic == kImagesMagic ? "; this looks like an image file" : ""));
+    throw DataError(fmt::format("{}: bad magic number 0x{:08x} (expected 0x{:08x} for an IDX label file{})", name,
+                                magic, kLabelsMagic, magic == kImagesMagic ? "; this looks like an image file" : ""));
   if (b.size() < 8)
-    throw DataError(fmt::format("{}: truncated IDX label header ({} bytes, expected at least 8)",
-                                name, b.size()));
+    throw DataError(fmt::format("{}: truncated IDX label header ({} bytes, expected at least 8)", name, b.size()));
   const uint64_t count = read_be32(b, 4);
   const uint64_t have = b.size() - 8;
   if (count > have)
     throw DataError(fmt::format("{}: truncated: header says {} labels, file holds {}", name, count, have));
   if (count < have)
-    throw DataError(fmt::format("{}: {} unexpected bytes after the data (header says {} labels)", name,
-                                have - count, count));
+    throw DataError(
+        fmt::format("{}: {} unexpected bytes after the data (header says {} labels)", name, have - count, count));
   return count;
 }
 
-Dataset build(const std::string& image_bytes, const std::string& image_name,
-              const std::string& label_bytes, const std::string& label_name, bool with_labels) {
+Dataset build(const std::string& image_bytes, const std::string& image_name, const std::string& label_bytes,
+              const std::string& label_name, bool with_labels) {
   const Images im = check_images(image_bytes, image_name);
   Dataset out;
   out.sample_shape = {1, static_cast<int64_t>(im.rows), static_cast<int64_t>(im.cols)};
   if (with_labels) {
     const uint64_t n = check_labels(label_bytes, label_name);
     if (n != im.count)
-      throw DataError(fmt::format("{}: label count {} differs from the image count {} in {}", label_name,
-                                  n, im.count, image_name));
+      throw DataError(
+          fmt::format("{}: label count {} differs from the image count {} in {}", label_name, n, im.count, image_name));
     out.labels.resize(n);
     int64_t max_label = 0;
     for (uint64_t i = 0; i < n; ++i) {
       const int l = static_cast<unsigned char>(label_bytes[8 + i]);
       if (l > kMaxLabel)
-        throw DataError(fmt::format("{}: label {} at index {} is out of range (expected 0..{})",
-                                    label_name, l, i, kMaxLabel));
+        throw DataError(
+            fmt::format("{}: label {} at index {} is out of range (expected 0..{})", label_name, l, i, kMaxLabel));
       out.labels[i] = l;
       if (l > max_label) max_label = l;
     }
@@ -105,8 +100,7 @@ Dataset build(const std::string& image_bytes, const std::string& image_name,
   }
   const size_t total = image_bytes.size() - 16;
   out.x.resize(total);
-  for (size_t i = 0; i < total; ++i)
-    out.x[i] = static_cast<unsigned char>(image_bytes[16 + i]) / 255.0;
+  for (size_t i = 0; i < total; ++i) out.x[i] = static_cast<unsigned char>(image_bytes[16 + i]) / 255.0;
   return out;
 }
 
@@ -135,8 +129,8 @@ std::string read_gz(const std::string& path) {
   const std::string msg = gzerror(f, &errnum);
   gzclose(f);
   if (errnum != Z_OK)
-    throw DataError(fmt::format("{}: read error: {}{}", path, msg,
-                                errnum == Z_BUF_ERROR ? " (truncated gzip file?)" : ""));
+    throw DataError(
+        fmt::format("{}: read error: {}{}", path, msg, errnum == Z_BUF_ERROR ? " (truncated gzip file?)" : ""));
   return out;
 }
 
@@ -151,8 +145,7 @@ std::string find_first(const std::filesystem::path& dir, const char* base) {
 
 }  // namespace
 
-Dataset parse_idx(const std::string& image_bytes, const std::string& label_bytes,
-                  const std::string& name) {
+Dataset parse_idx(const std::string& image_bytes, const std::string& label_bytes, const std::string& name) {
   // With one name for both byte strings, label problems are told apart by a suffix.
   Dataset out = build(image_bytes, name, label_bytes, name + " (labels)", !label_bytes.empty());
   out.source = name;
@@ -170,11 +163,9 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path)
 Dataset load_idx_dir(const std::string& dir) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec))
-    throw DataError(fmt::format("{}: not a directory (expected one holding train-images-idx3-ubyte[.gz])",
-                                dir));
+    throw DataError(fmt::format("{}: not a directory (expected one holding train-images-idx3-ubyte[.gz])", dir));
   const std::string images = find_first(dir, "train-images-idx3-ubyte");
-  if (images.empty())
-    throw DataError(fmt::format("{}: no train-images-idx3-ubyte[.gz] found", dir));
+  if (images.empty()) throw DataError(fmt::format("{}: no train-images-idx3-ubyte[.gz] found", dir));
   const std::string labels = find_first(dir, "train-labels-idx1-ubyte");
   Dataset out = load_idx(images, labels);
   out.source = dir;

@@ -17,8 +17,7 @@ class Conv2d final : public Layer {
   int64_t patch() const { return spec_.fan_in(); }  // C*k*k
 
   torch::Tensor weight(const torch::Tensor& p) const {
-    return p.narrow(0, 0, spec_.weight_count())
-        .view({spec_.out, spec_.in_shape[0], spec_.kernel, spec_.kernel});
+    return p.narrow(0, 0, spec_.weight_count()).view({spec_.out, spec_.in_shape[0], spec_.kernel, spec_.kernel});
   }
   torch::Tensor bias(const torch::Tensor& p) const {
     return spec_.bias ? p.narrow(0, spec_.weight_count(), spec_.out) : torch::Tensor();
@@ -36,22 +35,21 @@ class Conv2d final : public Layer {
     // columns that the stride skipped.
     const int64_t oph = x.size(2) + 2 * spec_.padding - ((ho - 1) * spec_.stride + spec_.kernel);
     const int64_t opw = x.size(3) + 2 * spec_.padding - ((wo - 1) * spec_.stride + spec_.kernel);
-    auto g = torch::conv_transpose2d(g_out.reshape({n * r, spec_.out, ho, wo}), weight(p), {},
-                                     spec_.stride, spec_.padding, {oph, opw});
+    auto g = torch::conv_transpose2d(g_out.reshape({n * r, spec_.out, ho, wo}), weight(p), {}, spec_.stride,
+                                     spec_.padding, {oph, opw});
     return split_rows(g, n, r);
   }
 
   // Unfolded input: (N, C*k*k, L) with L = Ho*Wo output positions.
   torch::Tensor unfold(const torch::Tensor& x) const {
-    return torch::nn::functional::unfold(
-        x, torch::nn::functional::UnfoldFuncOptions({spec_.kernel, spec_.kernel})
-               .padding(spec_.padding)
-               .stride(spec_.stride));
+    return torch::nn::functional::unfold(x, torch::nn::functional::UnfoldFuncOptions({spec_.kernel, spec_.kernel})
+                                                .padding(spec_.padding)
+                                                .stride(spec_.stride));
   }
 
   // Per-example gradients of output channels [o0, o0+oc): weights (N*R, oc*C*k*k), biases (N*R, oc).
-  std::pair<torch::Tensor, torch::Tensor> channel_grads(const torch::Tensor& u, const torch::Tensor& g_out,
-                                                        int64_t o0, int64_t oc) const {
+  std::pair<torch::Tensor, torch::Tensor> channel_grads(const torch::Tensor& u, const torch::Tensor& g_out, int64_t o0,
+                                                        int64_t oc) const {
     const int64_t n = g_out.size(0), r = g_out.size(1);
     const int64_t l = spec_.out_shape[1] * spec_.out_shape[2];
     auto b = g_out.reshape({n, r, spec_.out, l}).narrow(2, o0, oc).reshape({n, r * oc, l});
@@ -84,6 +82,8 @@ class Conv2d final : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_conv2d(const LayerSpec& spec) { return std::make_unique<Conv2d>(spec); }
+std::unique_ptr<Layer> make_conv2d(const LayerSpec& spec) {
+  return std::make_unique<Conv2d>(spec);
+}
 
 }  // namespace twosed::layers

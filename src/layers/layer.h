@@ -30,8 +30,8 @@ class Layer {
 
   /// g_in = g_out * dy/dx for every row: g_out (N, R, out...), returns (N, R, in...).
   /// `x` and `y` are this layer's input and output from forward().
-  virtual torch::Tensor backward_input(const torch::Tensor& g_out, const torch::Tensor& x,
-                                       const torch::Tensor& y, const torch::Tensor& params) const = 0;
+  virtual torch::Tensor backward_input(const torch::Tensor& g_out, const torch::Tensor& x, const torch::Tensor& y,
+                                       const torch::Tensor& params) const = 0;
 
   /// Parametric layers: per-row parameter gradients, (N*R, num_params()), in the layer's
   /// parameter order (weight row-major, then bias).

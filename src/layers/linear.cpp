@@ -38,8 +38,7 @@ class Linear final : public Layer {
     return torch::cat({w, b.reshape({n * r, spec_.out})}, 1);
   }
 
-  void add_gram(const torch::Tensor& x, const torch::Tensor& g_out, torch::Tensor& gram,
-                int64_t) const override {
+  void add_gram(const torch::Tensor& x, const torch::Tensor& g_out, torch::Tensor& gram, int64_t) const override {
     const int64_t n = g_out.size(0), r = g_out.size(1);
     auto a = x.reshape({n, spec_.fan_in()});
     auto aa = torch::mm(a, a.t());
@@ -53,6 +52,8 @@ class Linear final : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_linear(const LayerSpec& spec) { return std::make_unique<Linear>(spec); }
+std::unique_ptr<Layer> make_linear(const LayerSpec& spec) {
+  return std::make_unique<Linear>(spec);
+}
 
 }  // namespace twosed::layers

@@ -22,10 +22,14 @@ class ActivationLayer final : public Layer {
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&) const override {
     switch (spec_.activation) {
-      case Activation::ReLU: return torch::relu(x);
-      case Activation::Tanh: return torch::tanh(x);
-      case Activation::Sigmoid: return torch::sigmoid(x);
-      case Activation::GELU: return torch::gelu(x);  // exact (erf) form, PyTorch's default
+      case Activation::ReLU:
+        return torch::relu(x);
+      case Activation::Tanh:
+        return torch::tanh(x);
+      case Activation::Sigmoid:
+        return torch::sigmoid(x);
+      case Activation::GELU:
+        return torch::gelu(x);  // exact (erf) form, PyTorch's default
     }
     return x;
   }
@@ -33,9 +37,12 @@ class ActivationLayer final : public Layer {
   // Derivative at the pre-activation x (using y where it is cheaper).
   torch::Tensor derivative(const torch::Tensor& x, const torch::Tensor& y) const {
     switch (spec_.activation) {
-      case Activation::ReLU: return (x > 0).to(x.dtype());
-      case Activation::Tanh: return 1.0 - y * y;
-      case Activation::Sigmoid: return y * (1.0 - y);
+      case Activation::ReLU:
+        return (x > 0).to(x.dtype());
+      case Activation::Tanh:
+        return 1.0 - y * y;
+      case Activation::Sigmoid:
+        return y * (1.0 - y);
       case Activation::GELU: {
         // d/dx [x Phi(x)] = Phi(x) + x phi(x)
         const double inv_sqrt2 = 1.0 / std::sqrt(2.0), inv_sqrt2pi = 1.0 / std::sqrt(2.0 * M_PI);
@@ -110,11 +117,16 @@ class Flatten final : public Layer {
 
 std::unique_ptr<Layer> make_nonparametric(const LayerSpec& spec) {
   switch (spec.kind) {
-    case LayerKind::Activation: return std::make_unique<ActivationLayer>(spec);
-    case LayerKind::MaxPool: return std::make_unique<MaxPool>(spec);
-    case LayerKind::AvgPool: return std::make_unique<AvgPool>(spec);
-    case LayerKind::Flatten: return std::make_unique<Flatten>(spec);
-    default: break;
+    case LayerKind::Activation:
+      return std::make_unique<ActivationLayer>(spec);
+    case LayerKind::MaxPool:
+      return std::make_unique<MaxPool>(spec);
+    case LayerKind::AvgPool:
+      return std::make_unique<AvgPool>(spec);
+    case LayerKind::Flatten:
+      return std::make_unique<Flatten>(spec);
+    default:
+      break;
   }
   TORCH_CHECK(false, "not a non-parametric layer: ", spec.token);
 }

@@ -14,8 +14,8 @@ void syrk_lower(const torch::Tensor& a, torch::Tensor& c, double alpha) {
   const int m = static_cast<int>(ac.size(0)), k = static_cast<int>(ac.size(1));
   if (m == 0 || k == 0) return;
   // Row-major lower triangle of C = column-major upper triangle of C^T.
-  cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, m, k, alpha, ac.data_ptr<double>(), k, 1.0,
-              c.data_ptr<double>(), m);
+  cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, m, k, alpha, ac.data_ptr<double>(), k, 1.0, c.data_ptr<double>(),
+              m);
 }
 
 torch::Tensor symmetrize_from_lower(const torch::Tensor& c) {

@@ -1,7 +1,7 @@
 // twosed: command-line front end. Parses options, calls the library, formats output.
 // Exit codes: 0 success, 1 data error (files, contents), 2 usage error (options, specs).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <exception>

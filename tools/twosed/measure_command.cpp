@@ -124,8 +124,12 @@ nlohmann::json to_json(const MeasureResult& r, const MeasureOptions& o) {
   };
   json samples = json::array();
   for (const auto& s : r.samples)
-    samples.push_back({{"matrix_size", s.matrix_size}, {"kept", s.kept}, {"cut", s.cut}, {"trace", s.trace},
-                       {"largest", s.largest}, {"most_negative", s.most_negative}});
+    samples.push_back({{"matrix_size", s.matrix_size},
+                       {"kept", s.kept},
+                       {"cut", s.cut},
+                       {"trace", s.trace},
+                       {"largest", s.largest},
+                       {"most_negative", s.most_negative}});
   int64_t cut = 0;
   for (const auto& s : r.samples) cut += s.cut;
   return {
@@ -173,15 +177,17 @@ std::string to_table(const MeasureResult& r, const MeasureOptions& o) {
   out += "twosed measure: two-scale effective dimension (2sED)\n";
   out += fmt::format("  model   {}  (d = {} parameters, k = {} outputs{})\n", r.spec.text, e.num_params, r.num_outputs,
                      r.spec.text.rfind("mlp:", 0) == 0 && o.spectra_in.empty()
-                         ? std::string(", ") + activation_name(o.model_options.activation) : "");
+                         ? std::string(", ") + activation_name(o.model_options.activation)
+                         : "");
   out += fmt::format("  data    {}\n", r.data_description);
   out += fmt::format("  Theta   {}\n", r.space_description);
   const int64_t size = r.samples.empty() ? 0 : r.samples.front().matrix_size;
-  out += fmt::format("  Fisher  {} ({}), {} x {} {} matrix per sample, M = {} samples, N = {} inputs\n",
-                     r.fisher.kind == FisherKind::Exact ? "exact" : "SAMPLED labels, one per input",
-                     r.fisher.task == Task::Classify ? "softmax" : fmt::format("Gaussian, s_out = {}", r.fisher.out_noise),
-                     size, size, r.side == GramSide::Samples ? "Gram (sample side)" : "Fisher (parameter side)",
-                     e.num_param_samples, r.num_inputs);
+  out +=
+      fmt::format("  Fisher  {} ({}), {} x {} {} matrix per sample, M = {} samples, N = {} inputs\n",
+                  r.fisher.kind == FisherKind::Exact ? "exact" : "SAMPLED labels, one per input",
+                  r.fisher.task == Task::Classify ? "softmax" : fmt::format("Gaussian, s_out = {}", r.fisher.out_noise),
+                  size, size, r.side == GramSide::Samples ? "Gram (sample side)" : "Fisher (parameter side)",
+                  e.num_param_samples, r.num_inputs);
   int64_t kept_min = INT64_MAX, kept_max = 0, cut = 0;
   double fb = 0, gram = 0, eig = 0;
   for (const auto& s : r.samples) {
@@ -194,7 +200,8 @@ std::string to_table(const MeasureResult& r, const MeasureOptions& o) {
   }
   out += fmt::format("  cutoff  {} eigenvalues <= {:g} x largest removed in all; {}..{} kept per sample\n", cut,
                      o.fisher.cutoff, kept_min, kept_max);
-  out += fmt::format("  time    {:.2f} s (passes {:.2f} s, Gram {:.2f} s, eigen {:.2f} s)\n\n", r.seconds_total, fb, gram, eig);
+  out += fmt::format("  time    {:.2f} s (passes {:.2f} s, Gram {:.2f} s, eigen {:.2f} s)\n\n", r.seconds_total, fb,
+                     gram, eig);
 
   out += fmt::format("  d_zeta(eps) +- bootstrap standard error (B = {}, {} cover)\n", o.estimator.bootstrap,
                      e.cover == Cover::Box ? "box" : "ellipsoid");
@@ -204,21 +211,25 @@ std::string to_table(const MeasureResult& r, const MeasureOptions& o) {
   const size_t rows = e.curves.empty() ? 0 : e.curves.front().eps.size();
   for (size_t i = 0; i < rows; ++i) {
     out += fmt::format("  {:>10.3e}", e.curves.front().eps[i]);
-    for (const auto& c : e.curves) out += fmt::format("  {:>24}", fmt::format("{:.3f} +- {:.3f}", c.value[i], c.std_error[i]));
+    for (const auto& c : e.curves)
+      out += fmt::format("  {:>24}", fmt::format("{:.3f} +- {:.3f}", c.value[i], c.std_error[i]));
     out += "\n";
   }
   if (!e.at_n.empty()) {
     out += "\n  at the scale of a training set of size n, eps_zeta(n) = (2 pi log n / n)^(1/(2(1-zeta)))\n";
     for (const auto& p : e.at_n)
-      out += fmt::format("    n = {:<10g} zeta = {:<5g} eps = {:.3e}   d = {:.3f} +- {:.3f}\n", p.n, p.zeta, p.eps, p.value, p.std_error);
+      out += fmt::format("    n = {:<10g} zeta = {:<5g} eps = {:.3e}   d = {:.3f} +- {:.3f}\n", p.n, p.zeta, p.eps,
+                         p.value, p.std_error);
   }
   if (!e.ed.empty()) {
     out += "\n  effective dimension of Abbas et al. (gamma = 1)\n";
     for (const auto& p : e.ed) out += fmt::format("    n = {:<10g} ED = {:.3f} +- {:.3f}\n", p.n, p.value, p.std_error);
   }
-  out += fmt::format("\n  As eps -> 0, d_zeta -> zeta*d + (1-zeta)*rank (d = {}; rank <= min(d, matrix size)).\n"
-                     "  Standard errors are bootstrap over the M samples; they cannot see the downward bias of\n"
-                     "  the log-mean-exp at finite M.\n", e.num_params);
+  out += fmt::format(
+      "\n  As eps -> 0, d_zeta -> zeta*d + (1-zeta)*rank (d = {}; rank <= min(d, matrix size)).\n"
+      "  Standard errors are bootstrap over the M samples; they cannot see the downward bias of\n"
+      "  the log-mean-exp at finite M.\n",
+      e.num_params);
   return out;
 }
 
@@ -240,20 +251,28 @@ Runner add_measure_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("measure", "The 2sED of a network on a data set (spec sections 2-5)");
   cmd->footer(kExamples);
   auto def = [](auto v) { return fmt::format("(default: {})", v); };
-  auto* model = cmd->add_option("--model", p->model, "Model spec, mlp:IN-H1-...-K or cnn:CxHxW-... " + def(kDefaults.model));
+  auto* model =
+      cmd->add_option("--model", p->model, "Model spec, mlp:IN-H1-...-K or cnn:CxHxW-... " + def(kDefaults.model));
   cmd->add_option("--act", p->act, "Activation between mlp layers: relu|tanh|sigmoid|gelu " + def(kDefaults.act));
   cmd->add_flag("--no-bias", p->no_bias, "Layers without bias (as in Abbas et al.)");
   cmd->add_option("--task", p->task, "Output model: classify (softmax) | regress (Gaussian) " + def(kDefaults.task));
   cmd->add_option("--out-noise", p->out_noise, "Output noise s_out for --task regress " + def(kDefaults.out_noise));
-  auto* data = cmd->add_option("--data", p->data, "Data source (see below) (default: Fashion-MNIST if installed and the model takes 784 inputs, else synthetic blobs)");
-  auto* inputs_file = cmd->add_option("--inputs-file", p->inputs_file, "Inputs as .npy (N x features): all rows, in order");
+  auto* data = cmd->add_option("--data", p->data,
+                               "Data source (see below) (default: Fashion-MNIST if installed and the model takes 784 "
+                               "inputs, else synthetic blobs)");
+  auto* inputs_file =
+      cmd->add_option("--inputs-file", p->inputs_file, "Inputs as .npy (N x features): all rows, in order");
   cmd->add_flag("--standardize", p->standardize, "z-score every feature over the data set");
-  auto* inputs = cmd->add_option("--inputs,-N", p->inputs, "N, size of the seeded input subset " + def(kDefaults.inputs));
+  auto* inputs =
+      cmd->add_option("--inputs,-N", p->inputs, "N, size of the seeded input subset " + def(kDefaults.inputs));
   auto* samples = cmd->add_option("--samples,-M", p->samples, "M, parameter samples " + def(kDefaults.samples));
-  auto* space = cmd->add_option("--space", p->space, "Parameter space: init | box:A | local:CKPT.npy:R " + def(kDefaults.space));
+  auto* space =
+      cmd->add_option("--space", p->space, "Parameter space: init | box:A | local:CKPT.npy:R " + def(kDefaults.space));
   auto* thetas = cmd->add_option("--thetas", p->thetas, "Evaluate at the parameter samples in this .npy (M x d)");
-  cmd->add_option("--fisher", p->fisher, "exact | sampled (one label per input; labelled in the output) " + def(kDefaults.fisher));
-  cmd->add_option("--side", p->side, "Eigen-problem side: auto | samples (Gram) | parameters (d x d) " + def(kDefaults.side));
+  cmd->add_option("--fisher", p->fisher,
+                  "exact | sampled (one label per input; labelled in the output) " + def(kDefaults.fisher));
+  cmd->add_option("--side", p->side,
+                  "Eigen-problem side: auto | samples (Gram) | parameters (d x d) " + def(kDefaults.side));
   cmd->add_option("--eps", p->eps, "eps grid: LO:HI:COUNT (log-spaced) or a list " + def(kDefaults.eps));
   cmd->add_option("--zeta", p->zeta, "zeta values in [0,1), comma-separated " + def(kDefaults.zeta));
   cmd->add_option("--cover", p->cover, "box | ellipsoid " + def(kDefaults.cover));
@@ -262,13 +281,22 @@ Runner add_measure_command(CLI::App& app) {
   cmd->add_option("--bootstrap", p->bootstrap, "Bootstrap resamples B for standard errors " + def(kDefaults.bootstrap));
   cmd->add_option("--seed", p->seed, "Seed for parameter draws, input subset, bootstrap " + def(kDefaults.seed));
   cmd->add_option("--threads", p->threads, "Threads for LibTorch and OpenBLAS (default: the number of cores)");
-  cmd->add_option("--memory-budget", p->memory_mb, "MiB for any one temporary (conv chunks) " + def(kDefaults.memory_mb));
+  cmd->add_option("--memory-budget", p->memory_mb,
+                  "MiB for any one temporary (conv chunks) " + def(kDefaults.memory_mb));
   cmd->add_option("--format", p->format, "table | json | csv " + def(kDefaults.format));
   cmd->add_option("--out", p->out, "Write the result to this file instead of stdout");
-  auto* spectra_out = cmd->add_option("--spectra-out", p->spectra_out, "Write each sample's spectrum to this file (JSON lines) as soon as it is done");
-  auto* spectra_in = cmd->add_option("--spectra-in", p->spectra_in, "Curves from a --spectra-out file (of a finished or stopped run) without recomputing spectra");
+  auto* spectra_out = cmd->add_option("--spectra-out", p->spectra_out,
+                                      "Write each sample's spectrum to this file (JSON lines) as soon as it is done");
+  auto* spectra_in =
+      cmd->add_option("--spectra-in", p->spectra_in,
+                      "Curves from a --spectra-out file (of a finished or stopped run) without recomputing spectra");
   cmd->add_flag("--quiet,-q", p->quiet, "No progress bar");
-  spectra_in->excludes(spectra_out)->excludes(data)->excludes(inputs_file)->excludes(thetas)->excludes(samples)->excludes(model);
+  spectra_in->excludes(spectra_out)
+      ->excludes(data)
+      ->excludes(inputs_file)
+      ->excludes(thetas)
+      ->excludes(samples)
+      ->excludes(model);
   inputs_file->excludes(data)->excludes(inputs);
   thetas->excludes(samples)->excludes(space);
   (void)model;
@@ -280,8 +308,11 @@ Runner add_measure_command(CLI::App& app) {
     o.model_options.bias = !p->no_bias;
     o.fisher.task = pick<Task>("--task", p->task, {{"classify", Task::Classify}, {"regress", Task::Regress}});
     o.fisher.out_noise = p->out_noise;
-    o.fisher.kind = pick<FisherKind>("--fisher", p->fisher, {{"exact", FisherKind::Exact}, {"sampled", FisherKind::Sampled}});
-    o.fisher.side = pick<GramSide>("--side", p->side, {{"auto", GramSide::Auto}, {"samples", GramSide::Samples}, {"parameters", GramSide::Parameters}});
+    o.fisher.kind =
+        pick<FisherKind>("--fisher", p->fisher, {{"exact", FisherKind::Exact}, {"sampled", FisherKind::Sampled}});
+    o.fisher.side = pick<GramSide>(
+        "--side", p->side,
+        {{"auto", GramSide::Auto}, {"samples", GramSide::Samples}, {"parameters", GramSide::Parameters}});
     if (p->memory_mb < 1) throw UsageError(fmt::format("--memory-budget must be >= 1 MiB, got {}", p->memory_mb));
     o.fisher.memory_budget = p->memory_mb << 20;
     o.data = p->data;
@@ -308,9 +339,11 @@ Runner add_measure_command(CLI::App& app) {
     check("--zeta", p->zeta, [&](EstimatorOptions& e) { e.zetas = o.estimator.zetas; });
     check("--ed-n", p->ed_n, [&](EstimatorOptions& e) { e.ed_n = o.estimator.ed_n; });
     check("--n", p->n, [&](EstimatorOptions& e) { e.at_n = o.estimator.at_n; });
-    check("--bootstrap", std::to_string(p->bootstrap), [&](EstimatorOptions& e) { e.bootstrap = o.estimator.bootstrap; });
+    check("--bootstrap", std::to_string(p->bootstrap),
+          [&](EstimatorOptions& e) { e.bootstrap = o.estimator.bootstrap; });
     o.seed = p->seed;
-    const auto format = pick<std::string>("--format", p->format, {{"table", "table"}, {"json", "json"}, {"csv", "csv"}});
+    const auto format =
+        pick<std::string>("--format", p->format, {{"table", "table"}, {"json", "json"}, {"csv", "csv"}});
     // LibTorch's own default can be a single thread; use every core unless told otherwise.
     set_num_threads(p->threads != 0 ? p->threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
     ProgressBar bar(!p->quiet);
