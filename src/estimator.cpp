@@ -427,6 +427,10 @@ Points make_points(const EstimatorOptions& opts, double d) {
   auto& points = out.points;
   auto& ed_eps = out.ed_eps;
   auto& at_eps = out.at_eps;
+  if (opts.bootstrap > 1'000'000) {
+    throw UsageError(
+        fmt::format("EstimatorOptions.bootstrap must satisfy bootstrap <= 1000000, got {}", opts.bootstrap));
+  }
   if (opts.bootstrap < 2) {
     throw UsageError(fmt::format("EstimatorOptions.bootstrap must satisfy bootstrap >= 2, got {}", opts.bootstrap));
   }

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -18,6 +19,42 @@
 
 namespace twosed {
 namespace {
+
+// Beyond this many parameter samples the bootstrap's index tables alone need gigabytes.
+constexpr int64_t kMaxParamSamples = 10'000'000;
+
+// A pre-flight estimate of the peak memory of one parameter sample, so that a model that cannot
+// fit fails at once with the reason, not after loading data with an allocator error.
+struct MemoryEstimate {
+  double theta = 0, matrix = 0, activations = 0, temporaries = 0;
+  double total() const { return theta + matrix + activations + temporaries; }
+};
+
+MemoryEstimate estimate_memory(const ModelSpec& spec, int64_t n, int64_t rows_per_example, GramSide side,
+                               int64_t memory_budget) {
+  MemoryEstimate m;
+  const double b = sizeof(double), d = static_cast<double>(spec.num_params());
+  const double rows = static_cast<double>(n) * static_cast<double>(rows_per_example);
+  m.theta = 2 * d * b;  // the sample and the space's bounds or checkpoint
+  const bool samples = side == GramSide::Samples || (side == GramSide::Auto && rows <= d);
+  // The matrix, its copy inside the eigen-solver, and (Gram) one layer's B B^T.
+  m.matrix = (samples ? 3 * rows * rows : 2 * d * d) * b;
+  double widest = static_cast<double>(spec.num_inputs());
+  for (const auto& l : spec.layers) {
+    double size = 1;
+    for (int64_t v : l.out_shape) size *= static_cast<double>(v);
+    m.activations += static_cast<double>(n) * size * b;
+    widest = std::max(widest, size);
+  }
+  // Backpropagated rows: a layer's input and output side at once, plus one elementwise temporary.
+  m.temporaries = 3 * rows * widest * b + static_cast<double>(memory_budget);
+  return m;
+}
+
+double physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+}
 
 bool is_file(const std::string& path) {
   struct stat st {};
@@ -144,20 +181,35 @@ MeasureResult run_measure(const MeasureOptions& opts) {
     return result;
   }
   if (opts.num_inputs < 1) throw UsageError(fmt::format("--inputs must be >= 1, got {}", opts.num_inputs));
-  if (opts.thetas_file.empty() && opts.num_param_samples < 1)
-    throw UsageError(fmt::format("--samples must be >= 1, got {}", opts.num_param_samples));
+  if (opts.thetas_file.empty() && (opts.num_param_samples < 1 || opts.num_param_samples > kMaxParamSamples))
+    throw UsageError(fmt::format("--samples must be in [1, {}], got {}", kMaxParamSamples, opts.num_param_samples));
   if (opts.fisher.task == Task::Regress && !(opts.fisher.out_noise > 0 && std::isfinite(opts.fisher.out_noise)))
     throw UsageError(fmt::format("--out-noise must be a finite number > 0, got {}", opts.fisher.out_noise));
   validate_estimator_options(opts.estimator);
 
   MeasureResult result;
-  Network net(parse_model_spec(opts.model, opts.model_options));
+  const auto spec = parse_model_spec(opts.model, opts.model_options);
+  Network net(spec);
   result.spec = net.spec();
   const int64_t d = net.num_params();
   const auto x = load_inputs(opts, net.spec(), result.data_description);
   result.num_inputs = x.size(0);
   result.num_outputs = net.num_outputs();
   result.rows_per_example = rows_per_example(result.num_outputs, opts.fisher);
+  {
+    const int64_t n = result.num_inputs;
+    const auto need = estimate_memory(spec, n, rows_per_example(spec.num_outputs(), opts.fisher), opts.fisher.side,
+                                      opts.fisher.memory_budget);
+    const double have = physical_memory_bytes();
+    if (have > 0 && need.total() > 0.9 * have)
+      throw UsageError(fmt::format(
+          "model '{}' (d = {}) with N = {} inputs needs about {:.1f} GB per parameter sample (parameters {:.1f} GB, "
+          "Fisher/Gram matrix {:.1f} GB, activations and temporaries {:.1f} GB), more than this machine's {:.1f} GB; "
+          "use fewer --inputs, a smaller model, or --fisher sampled",
+          opts.model, spec.num_params(), n, need.total() / 1e9, need.theta / 1e9, need.matrix / 1e9,
+          (need.activations + need.temporaries) / 1e9, have / 1e9));
+  }
+
   if (opts.fisher.task == Task::Classify && result.num_outputs < 2)
     throw UsageError(
         fmt::format("model '{}' has 1 output: --task classify needs at least 2 (softmax of one "

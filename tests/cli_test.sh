@@ -127,6 +127,11 @@ expect 2 "unknown kind 'foo'" measure --data foo:bar
 expect 2 "not expected: --bogus" measure --bogus
 expect 2 "excludes" measure --thetas "$WORK/thetas.npy" --samples 3
 expect 2 "--threads must be >= 1" measure --threads -2
+expect 2 "--samples must be in \[1, 10000000\]" measure --samples 99999999999
+expect 2 "--bootstrap 2000000: .*<= 1000000" measure --bootstrap 2000000
+expect 2 "--memory-budget must be in" measure --memory-budget 0
+# Pre-flight memory check: a model that cannot fit fails at once, saying what needs the memory.
+expect 2 "needs about [0-9.]+ GB per parameter sample \(parameters [0-9.]+ GB" measure --model mlp:784-100000-100000-10 --data synthetic:blobs:10:784:200
 expect 2 "needs at least 2" measure --model mlp:6-1 --data synthetic:blobs:1:6
 expect 1 "/nonexistent.csv: cannot open" measure --model mlp:4-3 --data csv:/nonexistent.csv
 expect 1 "has 6 features per example, but model 'mlp:5-3' takes 5" measure --model mlp:5-3 --data synthetic:blobs:3:6

@@ -313,7 +313,8 @@ Runner add_measure_command(CLI::App& app) {
     o.fisher.side = pick<GramSide>(
         "--side", p->side,
         {{"auto", GramSide::Auto}, {"samples", GramSide::Samples}, {"parameters", GramSide::Parameters}});
-    if (p->memory_mb < 1) throw UsageError(fmt::format("--memory-budget must be >= 1 MiB, got {}", p->memory_mb));
+    if (p->memory_mb < 1 || p->memory_mb > (1 << 20))
+      throw UsageError(fmt::format("--memory-budget must be in [1, 1048576] MiB, got {}", p->memory_mb));
     o.fisher.memory_budget = p->memory_mb << 20;
     o.data = p->data;
     o.inputs_file = p->inputs_file;
