@@ -113,7 +113,7 @@ expect 2 "^twosed: error: --zeta 1.2" measure --zeta 1.2
 expect 2 "^twosed: error: --zeta abc" measure --zeta abc
 expect 2 "^twosed: error: --eps" measure --eps 0:1:3
 expect 2 "^twosed: error: --eps 2" measure --eps 2
-expect 2 "--samples must be >= 1" measure --samples 0
+expect 2 "--samples must be in \[1, 10000000\], got 0" measure --samples 0
 expect 2 "--inputs must be >= 1" measure --inputs 0
 expect 2 "^twosed: error: --ed-n 5" measure --ed-n 5
 expect 2 "^twosed: error: --n 2" measure --n 2
