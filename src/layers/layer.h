@@ -57,9 +57,9 @@ std::unique_ptr<Layer> make_linear(const LayerSpec& spec);
 std::unique_ptr<Layer> make_conv2d(const LayerSpec& spec);
 std::unique_ptr<Layer> make_nonparametric(const LayerSpec& spec);
 
-/// C += alpha * A A^T on the lower triangle of C (BLAS dsyrk: half the flops of A A^T).
-/// A (m, n) and C (m, m) float64; C must be contiguous.
-void syrk_lower(const torch::Tensor& a, torch::Tensor& c, double alpha = 1.0);
+/// C = alpha * A A^T + beta * C on the lower triangle of C (BLAS dsyrk: half the flops of
+/// A A^T); the upper triangle is not touched. A (m, n) and C (m, m) float64; C contiguous.
+void syrk_lower(const torch::Tensor& a, torch::Tensor& c, double alpha = 1.0, double beta = 1.0);
 
 /// tril(C) + tril(C, -1)^T: the symmetric matrix whose lower triangle is C's.
 torch::Tensor symmetrize_from_lower(const torch::Tensor& c);

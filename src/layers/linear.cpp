@@ -43,10 +43,27 @@ class Linear final : public Layer {
     auto a = x.reshape({n, spec_.fan_in()});
     auto aa = torch::mm(a, a.t());
     if (spec_.bias) aa.add_(1.0);
-    auto b = g_out.reshape({n * r, spec_.out});
-    auto bb = torch::zeros({n * r, n * r}, b.options());
-    syrk_lower(b, bb);
-    gram.view({n, r, n, r}).addcmul_(bb.view({n, r, n, r}), aa.view({n, 1, n, 1}));
+    const int64_t m = n * r;
+    auto b = g_out.reshape({m, spec_.out});
+    // B B^T into an uninitialised buffer (beta = 0): only its lower triangle is written and read.
+    auto bb = torch::empty({m, m}, b.options());
+    syrk_lower(b, bb, 1.0, 0.0);
+    // K[(i,c),(j,c')] += (B B^T)[(i,c),(j,c')] * (A A^T)[i,j] on the lower triangle, in one pass:
+    // half the memory traffic of a broadcast addcmul over the whole matrix, which dominated the
+    // Gram stage of narrow layers.
+    TORCH_CHECK(gram.is_contiguous() && aa.is_contiguous(), "add_gram: contiguous matrices expected");
+    const double* pb = bb.data_ptr<double>();
+    const double* pa = aa.data_ptr<double>();
+    double* pk = gram.data_ptr<double>();
+    for (int64_t row = 0; row < m; ++row) {
+      const double* arow = pa + (row / r) * n;
+      const double* brow = pb + row * m;
+      double* krow = pk + row * m;
+      for (int64_t j = 0, col = 0; j < n && col <= row; ++j) {
+        const double a_ij = arow[j];
+        for (int64_t c = 0; c < r && col <= row; ++c, ++col) krow[col] += brow[col] * a_ij;
+      }
+    }
   }
 };
 
