@@ -56,6 +56,23 @@ double physical_memory_bytes() {
   return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
 }
 
+MemoryEstimate estimate_memory(const ModelSpec& spec, int64_t n, const MeasureOptions& opts) {
+  return estimate_memory(spec, n, rows_per_example(spec.num_outputs(), opts.fisher), opts.fisher.side,
+                         opts.fisher.memory_budget);
+}
+
+void check_memory(const ModelSpec& spec, int64_t n, const MeasureOptions& opts) {
+  const auto need = estimate_memory(spec, n, opts);
+  const double have = physical_memory_bytes();
+  if (have > 0 && need.total() > 0.9 * have)
+    throw UsageError(fmt::format(
+        "model '{}' (d = {}) with N = {} inputs needs about {:.1f} GB per parameter sample (parameters {:.1f} GB, "
+        "Fisher/Gram matrix {:.1f} GB, activations and temporaries {:.1f} GB), more than this machine's {:.1f} GB; "
+        "use fewer --inputs, a smaller model, or --fisher sampled (see --plan)",
+        spec.text, spec.num_params(), n, need.total() / 1e9, need.theta / 1e9, need.matrix / 1e9,
+        (need.activations + need.temporaries) / 1e9, have / 1e9));
+}
+
 bool is_file(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
@@ -131,6 +148,26 @@ torch::Tensor load_inputs(const MeasureOptions& opts, const ModelSpec& spec, std
 
 }  // namespace
 
+std::string plan_measure(const MeasureOptions& opts) {
+  if (opts.num_inputs < 1) throw UsageError(fmt::format("--inputs must be >= 1, got {}", opts.num_inputs));
+  const auto spec = parse_model_spec(opts.model, opts.model_options);
+  const int64_t n = opts.num_inputs, d = spec.num_params();
+  const int64_t rows = n * rows_per_example(spec.num_outputs(), opts.fisher);
+  const bool samples = opts.fisher.side == GramSide::Samples || (opts.fisher.side == GramSide::Auto && rows <= d);
+  const auto need = estimate_memory(spec, n, opts);
+  std::string out = spec.describe();
+  out += fmt::format("\nper parameter sample, N = {} inputs ({} rows of the Fisher factor each):\n", n,
+                     rows_per_example(spec.num_outputs(), opts.fisher));
+  out += fmt::format("  matrix    {} x {} ({})\n", samples ? rows : d, samples ? rows : d,
+                     samples ? "Gram, sample side" : "Fisher, parameter side");
+  out += fmt::format(
+      "  memory    about {:.3f} GB: parameters {:.3f}, matrix {:.3f}, activations {:.3f}, temporaries {:.3f}\n",
+      need.total() / 1e9, need.theta / 1e9, need.matrix / 1e9, need.activations / 1e9, need.temporaries / 1e9);
+  out += fmt::format("  machine   {:.1f} GB of memory: {}\n", physical_memory_bytes() / 1e9,
+                     need.total() <= 0.9 * physical_memory_bytes() ? "fits" : "does NOT fit");
+  return out;
+}
+
 std::string default_data_source(const ModelSpec& spec) {
   if (spec.num_inputs() == 784 && (is_file(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz") ||
                                    is_file(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte")))
@@ -196,19 +233,7 @@ MeasureResult run_measure(const MeasureOptions& opts) {
   result.num_inputs = x.size(0);
   result.num_outputs = net.num_outputs();
   result.rows_per_example = rows_per_example(result.num_outputs, opts.fisher);
-  {
-    const int64_t n = result.num_inputs;
-    const auto need = estimate_memory(spec, n, rows_per_example(spec.num_outputs(), opts.fisher), opts.fisher.side,
-                                      opts.fisher.memory_budget);
-    const double have = physical_memory_bytes();
-    if (have > 0 && need.total() > 0.9 * have)
-      throw UsageError(fmt::format(
-          "model '{}' (d = {}) with N = {} inputs needs about {:.1f} GB per parameter sample (parameters {:.1f} GB, "
-          "Fisher/Gram matrix {:.1f} GB, activations and temporaries {:.1f} GB), more than this machine's {:.1f} GB; "
-          "use fewer --inputs, a smaller model, or --fisher sampled",
-          opts.model, spec.num_params(), n, need.total() / 1e9, need.theta / 1e9, need.matrix / 1e9,
-          (need.activations + need.temporaries) / 1e9, have / 1e9));
-  }
+  check_memory(spec, result.num_inputs, opts);
 
   if (opts.fisher.task == Task::Classify && result.num_outputs < 2)
     throw UsageError(

@@ -53,6 +53,11 @@ expect 0 "Examples:" measure --help
 expect 0 "twosed measure" --help
 expect 0 "twosed [0-9]" --version
 
+# --- Plan: layers, matrix size and memory, without computing anything
+expect 0 "f256 +2304 -> 256 +590080 params" measure --plan --model cnn:3x32x32-c32k3-relu-p2-c64k3-relu-p2-f256-relu-f10
+expect 0 "matrix +900 x 900 \(Gram, sample side\)" measure --plan --model mlp:784-64-10
+expect 0 "does NOT fit" measure --plan --model mlp:784-100000-100000-10
+
 # --- Formats
 SMALL=(measure -q --model mlp:6-5-3 --data synthetic:blobs:3:6:200 --inputs 20 --samples 4 --bootstrap 100)
 expect 0 "zeta = 0\.5" "${SMALL[@]}"

@@ -66,6 +66,11 @@ struct MeasureResult {
 /// do not fit the model).
 MeasureResult run_measure(const MeasureOptions& opts);
 
+/// What run_measure would do, without doing it: the layers and parameter counts, the side and
+/// size of the matrix diagonalised per sample, and the estimated peak memory per sample against
+/// this machine's (N taken from opts.num_inputs). Throws UsageError for a bad spec.
+std::string plan_measure(const MeasureOptions& opts);
+
 /// The data source used when none is given: Fashion-MNIST (Debian's dataset-fashion-mnist)
 /// when installed and the model takes 784 inputs, else synthetic blobs shaped for the model.
 std::string default_data_source(const ModelSpec& spec);

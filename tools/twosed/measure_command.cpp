@@ -48,6 +48,7 @@ struct MeasureParams {
   std::string spectra_out;
   std::string spectra_in;
   bool quiet = false;
+  bool plan = false;
 };
 const MeasureParams kDefaults;
 
@@ -291,6 +292,8 @@ Runner add_measure_command(CLI::App& app) {
       cmd->add_option("--spectra-in", p->spectra_in,
                       "Curves from a --spectra-out file (of a finished or stopped run) without recomputing spectra");
   cmd->add_flag("--quiet,-q", p->quiet, "No progress bar");
+  cmd->add_flag("--plan", p->plan,
+                "Print the layers, the matrix size and the memory needed per parameter sample, then exit");
   spectra_in->excludes(spectra_out)
       ->excludes(data)
       ->excludes(inputs_file)
@@ -350,6 +353,10 @@ Runner add_measure_command(CLI::App& app) {
     ProgressBar bar(!p->quiet);
     o.progress = [&bar](int64_t done, int64_t total) { bar.update(done, total); };
 
+    if (p->plan) {
+      write_output(plan_measure(o), p->out);
+      return 0;
+    }
     const auto result = run_measure(o);
     if (format == "json")
       write_output(to_json(result, o).dump(2) + "\n", p->out);
