@@ -302,7 +302,6 @@ Runner add_measure_command(CLI::App& app) {
       ->excludes(model);
   inputs_file->excludes(data)->excludes(inputs);
   thetas->excludes(samples)->excludes(space);
-  (void)model;
 
   return [p]() {
     MeasureOptions o;
