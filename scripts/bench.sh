@@ -40,6 +40,14 @@ QUIET_CPUS="${QUIET_CPUS:-0.2}"
 ROUNDS="${ROUNDS:-3}"  # twosed/numpy alternations per thread count
 PY=/usr/bin/python3  # Debian's python3-numpy; the pyenv python3 on PATH has no numpy
 
+echo "== packages"
+bash scripts/setup.sh
+# The numpy comparison needs Debian's numpy (for /usr/bin/python3); only the benchmarks use it.
+if ! dpkg-query -W -f='${Status}' python3-numpy 2>/dev/null | grep -q "install ok installed"; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-numpy
+fi
+
 echo "== build (build-bench/, Release)"
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DTWOSED_BUILD_BENCH=ON -DTWOSED_BUILD_TESTS=OFF > "$OUT/cmake.log"
 cmake --build build-bench -j 2 --target bench_fisher twosed_cli > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }

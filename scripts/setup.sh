@@ -11,10 +11,11 @@ PACKAGES=(
   nlohmann-json3-dev    # JSON output
   libfmt-dev            # formatting
   libgtest-dev          # tests
-  libbenchmark-dev      # bench/
+  libbenchmark-dev      # Google Benchmark (bench/ currently times with its own harness)
   zlib1g-dev            # gzip-compressed IDX files
   dataset-fashion-mnist # the embedded default job's data
   clang-format          # the format check among the tests
+  python3               # the CLI and reference tests (standard library only)
 )
 
 missing=()
