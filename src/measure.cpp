@@ -126,8 +126,16 @@ torch::Tensor load_inputs(const MeasureOptions& opts, const ModelSpec& spec, std
     const std::string source = opts.data.empty() ? default_data_source(spec) : opts.data;
     auto ds = parse_data_spec(source);
     ds.real_targets = opts.fisher.task == Task::Regress;
-    data = ds.kind == DataSpec::Kind::Teacher ? make_teacher_data(ds, opts.model_options, opts.seed)
-                                              : load_dataset(ds, opts.seed);
+    // Without --standardize only the chosen images are needed: IDX files are subset before
+    // their pixels become float64 (same examples as select_subset, a fraction of the memory).
+    const bool subset_first = ds.kind == DataSpec::Kind::Idx && !opts.standardize;
+    int64_t available = 0;
+    if (subset_first)
+      data = load_idx_subset(ds.path, ds.labels_path, opts.num_inputs, opts.seed, &available);
+    else if (ds.kind == DataSpec::Kind::Teacher)
+      data = make_teacher_data(ds, opts.model_options, opts.seed);
+    else
+      data = load_dataset(ds, opts.seed);
     if (data.num_features() != features)
       throw DataError(fmt::format("data '{}' has {} features per example, but model '{}' takes {}", source,
                                   data.num_features(), spec.text, features));
@@ -135,9 +143,11 @@ torch::Tensor load_inputs(const MeasureOptions& opts, const ModelSpec& spec, std
       throw DataError(fmt::format("data '{}' has {} classes, but model '{}' has only {} outputs", source,
                                   data.num_classes, spec.text, spec.num_outputs()));
     check_finite(data);
-    if (opts.standardize) standardize(data);
-    const int64_t available = data.size();
-    data = select_subset(data, opts.num_inputs, opts.seed);
+    if (!subset_first) {
+      if (opts.standardize) standardize(data);
+      available = data.size();
+      data = select_subset(data, opts.num_inputs, opts.seed);
+    }
     description = fmt::format("{} ({} of {} examples, seeded subset{})", source, data.size(), available,
                               opts.standardize ? ", standardized" : "");
   }

@@ -582,3 +582,35 @@ TEST(CsvTest, RealTargetsForRegression) {
     EXPECT_NE(std::string(e.what()).find("reg.csv:2: label '0.5' is not an integer"), std::string::npos) << e.what();
   }
 }
+
+// load_idx_subset converts only the chosen images, and must choose exactly what
+// select_subset(load_idx(...)) chooses.
+TEST(IdxTest, SubsetFirstEqualsLoadThenSelect) {
+  const std::string dir = ::testing::TempDir() + "idx_subset/";
+  std::filesystem::create_directories(dir);
+  // 7 images of 2x3 pixels with distinct values, labels 0..2.
+  std::string images =
+      std::string("\x00\x00\x08\x03", 4) + std::string("\x00\x00\x00\x07\x00\x00\x00\x02\x00\x00\x00\x03", 12);
+  std::string labels = std::string("\x00\x00\x08\x01\x00\x00\x00\x07", 8);
+  for (int i = 0; i < 7; ++i) {
+    for (int p = 0; p < 6; ++p) images += static_cast<char>(i * 30 + p);
+    labels += static_cast<char>(i % 3);
+  }
+  std::ofstream(dir + "train-images-idx3-ubyte", std::ios::binary) << images;
+  std::ofstream(dir + "train-labels-idx1-ubyte", std::ios::binary) << labels;
+  for (int64_t n : {1, 3, 7, 20}) {
+    for (uint64_t seed : {0u, 5u}) {
+      const auto expected = twosed::select_subset(twosed::load_idx_dir(dir), n, seed);
+      int64_t total = 0;
+      const auto got = twosed::load_idx_subset(dir, "", n, seed, &total);
+      EXPECT_EQ(total, 7);
+      EXPECT_EQ(got.x, expected.x) << "n=" << n << " seed=" << seed;
+      EXPECT_EQ(got.labels, expected.labels);
+      EXPECT_EQ(got.num_classes, 3);
+      EXPECT_EQ(got.sample_shape, expected.sample_shape);
+    }
+  }
+  // Explicit files give the same as the directory.
+  const auto by_files = twosed::load_idx_subset(dir + "train-images-idx3-ubyte", dir + "train-labels-idx1-ubyte", 3, 1);
+  EXPECT_EQ(by_files.x, twosed::load_idx_subset(dir, "", 3, 1).x);
+}

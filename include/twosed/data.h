@@ -86,6 +86,17 @@ void standardize(Dataset& data);
 /// Throws UsageError if n < 1.
 Dataset select_subset(const Dataset& data, int64_t n, uint64_t seed);
 
+/// The indices select_subset picks from `total` examples, in its order (min(n, total) of them).
+std::vector<int64_t> subset_order(int64_t total, int64_t n, uint64_t seed);
+
+/// select_subset(load_idx(...) or load_idx_dir(...), n, seed), converting only the chosen
+/// images to float64 (Fashion-MNIST in full is 376 MB as float64; its raw bytes are 47 MB).
+/// `path` is a directory (as load_idx_dir) or an images file (then `labels_path` may be
+/// given). num_classes is still taken from all labels. `total`, if given, receives the number
+/// of examples in the file.
+Dataset load_idx_subset(const std::string& path, const std::string& labels_path, int64_t n, uint64_t seed,
+                        int64_t* total = nullptr);
+
 /// Throws DataError if any feature is NaN or Inf (names the example and feature index).
 void check_finite(const Dataset& data);
 

@@ -236,9 +236,8 @@ void standardize(Dataset& data) {
   }
 }
 
-Dataset select_subset(const Dataset& data, int64_t n, uint64_t seed) {
+std::vector<int64_t> subset_order(int64_t total, int64_t n, uint64_t seed) {
   if (n < 1) throw UsageError(fmt::format("input subset size must be >= 1 (got {})", n));
-  const int64_t total = data.size();
   const int64_t m = std::min(n, total);
   std::vector<int64_t> order(static_cast<size_t>(total));
   std::iota(order.begin(), order.end(), int64_t{0});
@@ -249,6 +248,13 @@ Dataset select_subset(const Dataset& data, int64_t n, uint64_t seed) {
     const int64_t j = i + static_cast<int64_t>(rng.below(static_cast<uint64_t>(total - i)));
     std::swap(order[i], order[j]);
   }
+  order.resize(static_cast<size_t>(m));
+  return order;
+}
+
+Dataset select_subset(const Dataset& data, int64_t n, uint64_t seed) {
+  const auto order = subset_order(data.size(), n, seed);
+  const int64_t m = static_cast<int64_t>(order.size());
 
   const int64_t f = data.num_features();
   Dataset out;

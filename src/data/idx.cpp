@@ -76,8 +76,9 @@ uint64_t check_labels(const std::string& b, const std::string& name) {
   return count;
 }
 
+// Decodes the files; with `rows`, only those examples, in that order.
 Dataset build(const std::string& image_bytes, const std::string& image_name, const std::string& label_bytes,
-              const std::string& label_name, bool with_labels) {
+              const std::string& label_name, bool with_labels, const std::vector<int64_t>* rows = nullptr) {
   const Images im = check_images(image_bytes, image_name);
   Dataset out;
   out.sample_shape = {1, static_cast<int64_t>(im.rows), static_cast<int64_t>(im.cols)};
@@ -98,9 +99,22 @@ Dataset build(const std::string& image_bytes, const std::string& image_name, con
     }
     out.num_classes = max_label + 1;
   }
-  const size_t total = image_bytes.size() - 16;
-  out.x.resize(total);
-  for (size_t i = 0; i < total; ++i) out.x[i] = static_cast<unsigned char>(image_bytes[16 + i]) / 255.0;
+  if (rows == nullptr) {
+    const size_t total = image_bytes.size() - 16;
+    out.x.resize(total);
+    for (size_t i = 0; i < total; ++i) out.x[i] = static_cast<unsigned char>(image_bytes[16 + i]) / 255.0;
+    return out;
+  }
+  const size_t pixels = static_cast<size_t>(im.rows * im.cols);
+  out.x.resize(rows->size() * pixels);
+  std::vector<int64_t> labels;
+  for (size_t r = 0; r < rows->size(); ++r) {
+    const size_t i = static_cast<size_t>((*rows)[r]);
+    for (size_t p = 0; p < pixels; ++p)
+      out.x[r * pixels + p] = static_cast<unsigned char>(image_bytes[16 + i * pixels + p]) / 255.0;
+    if (with_labels) labels.push_back(out.labels[i]);
+  }
+  if (with_labels) out.labels = std::move(labels);
   return out;
 }
 
@@ -157,6 +171,27 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path)
   const std::string labels = labels_path.empty() ? std::string() : read_gz(labels_path);
   Dataset out = build(images, images_path, labels, labels_path, !labels_path.empty());
   out.source = labels_path.empty() ? images_path : images_path + "," + labels_path;
+  return out;
+}
+
+Dataset load_idx_subset(const std::string& path, const std::string& labels_path, int64_t n, uint64_t seed,
+                        int64_t* total) {
+  std::error_code ec;
+  std::string images_path = path, labels = labels_path, source = path;
+  if (labels_path.empty() && std::filesystem::is_directory(path, ec)) {
+    images_path = find_first(path, "train-images-idx3-ubyte");
+    if (images_path.empty()) throw DataError(fmt::format("{}: no train-images-idx3-ubyte[.gz] found", path));
+    labels = find_first(path, "train-labels-idx1-ubyte");
+  } else if (!labels_path.empty()) {
+    source = path + "," + labels_path;
+  }
+  const std::string image_bytes = read_gz(images_path);
+  const std::string label_bytes = labels.empty() ? std::string() : read_gz(labels);
+  const int64_t count = static_cast<int64_t>(check_images(image_bytes, images_path).count);
+  if (total) *total = count;
+  const auto order = subset_order(count, n, seed);
+  Dataset out = build(image_bytes, images_path, label_bytes, labels, !labels.empty(), &order);
+  out.source = source;
   return out;
 }
 
