@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -111,6 +112,19 @@ class ProgressBar {
   Clock::time_point start_;
 };
 
+// Where and when a result was made: enough to tell two runs' environments apart.
+nlohmann::json run_context() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const std::time_t now = std::time(nullptr);
+  char date[32] = {};
+  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return {{"date", date},
+          {"host", host},
+          {"threads", num_threads()},
+          {"hardware_concurrency", std::thread::hardware_concurrency()}};
+}
+
 nlohmann::json to_json(const MeasureResult& r, const MeasureOptions& o) {
   using nlohmann::json;
   const auto& e = r.estimate;
@@ -136,6 +150,7 @@ nlohmann::json to_json(const MeasureResult& r, const MeasureOptions& o) {
   return {
       {"schema_version", 1},
       {"twosed_version", TWOSED_VERSION},
+      {"context", run_context()},
       {"model", r.spec.text},
       {"d", e.num_params},
       {"M", e.num_param_samples},
