@@ -16,6 +16,7 @@ PACKAGES=(
   dataset-fashion-mnist # the embedded default job's data
   clang-format          # the format check among the tests
   python3               # the CLI and reference tests (standard library only)
+  gnuplot-nox           # --plot figures (PNG, SVG) without a display
 )
 
 missing=()

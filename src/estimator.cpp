@@ -158,6 +158,17 @@ double log_mean_exp(const double* s, const uint32_t* idx, std::size_t n) {
   return max + std::log(sum) - std::log(static_cast<double>(n));
 }
 
+// (1/n) sum_m s[idx[m]]: the Mean aggregate (lower 2sED).
+double plain_mean(const double* s, const uint32_t* idx, std::size_t n) {
+  double sum = 0.0;
+  for (std::size_t m = 0; m < n; ++m) sum += s[idx[m]];
+  return sum / static_cast<double>(n);
+}
+
+double aggregate_of(Aggregate aggregate, const double* s, const uint32_t* idx, std::size_t n) {
+  return aggregate == Aggregate::Mean ? plain_mean(s, idx, n) : log_mean_exp(s, idx, n);
+}
+
 // The mean trace of a (re)sample. Summing then dividing is the plain definition of t (spec
 // section 3); dividing first is only needed when the sum of finite traces overflows.
 double mean_trace_of(const std::vector<double>& trace, const uint32_t* idx, std::size_t n) {
@@ -284,6 +295,7 @@ ChebyshevGrid make_grid(const std::vector<double>& x, double strip_half_width) {
 // One place where dhat is evaluated: value = zeta_d + [LSE_j S_j(u) - log M] / abs_log_eps.
 struct EvalPoint {
   Cover cover = Cover::Box;
+  Aggregate aggregate = Aggregate::LogMeanExp;
   double a = 1.0;            // eps^(zeta-1), or sqrt(kappa) for the Abbas ED
   double log_a = 0.0;        // log a, for overflow-safe terms
   double zeta_d = 0.0;       // zeta*d
@@ -307,7 +319,7 @@ struct Problem {
 double exact_value(const Problem& pr, const EvalPoint& pt) {
   std::vector<double> s(pr.num_samples);
   sample_sums(pr.flat, pt.cover, pt.a * pr.scale, pt.log_a + pr.log_scale, s.data());
-  return pt.zeta_d + log_mean_exp(s.data(), pr.all.data(), pr.num_samples) / pt.abs_log_eps;
+  return pt.zeta_d + aggregate_of(pt.aggregate, s.data(), pr.all.data(), pr.num_samples) / pt.abs_log_eps;
 }
 
 // Sample standard deviation (divide by B-1). Deviations are taken from the first value, so
@@ -343,7 +355,7 @@ double bootstrap_std_error(const Problem& pr, const ChebyshevGrid& grid, const E
       const double* row = rows + k * M;
       for (std::size_t j = 0; j < M; ++j) s[j] += wk * row[j];
     }
-    values[b] = pt.zeta_d + log_mean_exp(s.data(), &pr.resample[b * M], M) / pt.abs_log_eps;
+    values[b] = pt.zeta_d + aggregate_of(pt.aggregate, s.data(), &pr.resample[b * M], M) / pt.abs_log_eps;
   }
   return sample_std(values);
 }
@@ -422,7 +434,8 @@ struct Points {
   std::vector<double> ed_eps, at_eps;
 };
 
-Points make_points(const EstimatorOptions& opts, double d) {
+// `share`: estimate_group_share's points (Mean aggregate, no zeta*d term).
+Points make_points(const EstimatorOptions& opts, double d, bool share = false) {
   Points out;
   auto& points = out.points;
   auto& ed_eps = out.ed_eps;
@@ -479,6 +492,10 @@ Points make_points(const EstimatorOptions& opts, double d) {
       points.push_back(make_eps_point(opts.cover, zeta, eps, d, "EstimatorOptions.at_n eps"));
       at_eps.push_back(eps);
     }
+  }
+  for (EvalPoint& pt : points) {
+    pt.aggregate = share ? Aggregate::Mean : opts.aggregate;
+    if (share) pt.zeta_d = 0.0;
   }
 
   return out;
@@ -572,8 +589,9 @@ void validate_estimator_options(const EstimatorOptions& opts) {
   make_points(opts, 1.0);
 }
 
-TwoScaleResult estimate_two_scale(const std::vector<SampleSpectrum>& spectra, int64_t num_params,
-                                  const EstimatorOptions& opts) {
+namespace {
+TwoScaleResult estimate(const std::vector<SampleSpectrum>& spectra, int64_t num_params, const EstimatorOptions& opts,
+                        bool share) {
   // --- Validate the options (field, rule, value), then the spectra.
   if (num_params < 1) {
     throw UsageError(fmt::format("num_params must satisfy num_params >= 1, got {}", num_params));
@@ -586,7 +604,7 @@ TwoScaleResult estimate_two_scale(const std::vector<SampleSpectrum>& spectra, in
                                  spectra.size()));
   }
   const double d = static_cast<double>(num_params);
-  const Points pts = make_points(opts, d);
+  const Points pts = make_points(opts, d, share);
   const auto& eps_grid = pts.eps_grid;
   const auto& points = pts.points;
   const auto& ed_eps = pts.ed_eps;
@@ -678,6 +696,17 @@ TwoScaleResult estimate_two_scale(const std::vector<SampleSpectrum>& spectra, in
     }
   }
   return result;
+}
+}  // namespace
+
+TwoScaleResult estimate_two_scale(const std::vector<SampleSpectrum>& spectra, int64_t num_params,
+                                  const EstimatorOptions& opts) {
+  return estimate(spectra, num_params, opts, /*share=*/false);
+}
+
+TwoScaleResult estimate_group_share(const std::vector<SampleSpectrum>& group_spectra, int64_t num_params,
+                                    const EstimatorOptions& opts) {
+  return estimate(group_spectra, num_params, opts, /*share=*/true);
 }
 
 }  // namespace twosed

@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 
 #include "twosed/data.h"
 #include "twosed/error.h"
 #include "twosed/fisher.h"
+#include "twosed/markov.h"
 #include "twosed/network.h"
 #include "twosed/npy.h"
 #include "twosed/parameter_space.h"
@@ -156,6 +158,101 @@ torch::Tensor load_inputs(const MeasureOptions& opts, const ModelSpec& spec, std
   return to_tensor(data.x, shape);
 }
 
+// The noise of every sample from --noise: (M, N*R, H) or (M, N, R, H), standard normals.
+std::vector<double> read_noise(const std::string& path, int64_t m, int64_t n, int64_t r, int64_t h) {
+  auto arr = read_npy(path);
+  const auto& sh = arr.shape;
+  const bool flat = sh.size() == 3 && sh[0] == m && sh[1] == n * r && sh[2] == h;
+  const bool split = sh.size() == 4 && sh[0] == m && sh[1] == n && sh[2] == r && sh[3] == h;
+  if (!flat && !split)
+    throw DataError(fmt::format(
+        "{}: expected noise of shape (M, N*R, H) = ({}, {}, {}) or (M, N, R, H) = ({}, {}, {}, {}) for M = {} "
+        "samples, N = {} inputs, R = {} draws, H = {} hidden outputs; got ({})",
+        path, m, n * r, h, m, n, r, h, m, n, r, h, fmt::join(sh, ", ")));
+  for (size_t i = 0; i < arr.data.size(); ++i)
+    if (!std::isfinite(arr.data[i])) {
+      const auto k = static_cast<int64_t>(i);
+      throw DataError(
+          fmt::format("{}: NaN or Inf at sample {}, row {}, column {}", path, k / (n * r * h), k / h % (n * r), k % h));
+    }
+  return std::move(arr.data);
+}
+
+// The Markov chain model: block spectra per sample, then the chain 2sED (log-mean-exp), the
+// lower 2sED (mean) and each layer's share of it, all with the same t and bootstrap resamples.
+void run_markov(const MeasureOptions& opts, const Network& net, const torch::Tensor& x, int64_t m,
+                const std::function<void(int64_t)>& theta_j, const torch::Tensor& theta, const FisherOptions& fopts,
+                const EstimatorOptions& eopts, MeasureResult& result) {
+  MarkovChainModel chain(net, MarkovOptions{opts.sigma, opts.noise_draws, fopts});
+  const int64_t n = x.size(0), rows = chain.noise_rows(n), h = chain.noise_width(), d = net.num_params();
+  auto& report = result.markov;
+  report.enabled = true;
+  report.sigma = opts.sigma;
+  report.noise_draws = opts.noise_draws;
+  report.noise_width = h;
+  std::vector<double> given_noise;
+  if (!opts.noise_file.empty()) {
+    given_noise = read_noise(opts.noise_file, m, n, opts.noise_draws, h);
+    report.noise_description = fmt::format("{} ({} x {} x {})", opts.noise_file, m, rows, h);
+  } else {
+    report.noise_description = fmt::format("drawn: Rng(seed {}, parameters, j) after theta^(j)", opts.seed);
+  }
+  const size_t num_layers = chain.layers().size();
+  for (const auto& ml : chain.layers()) {
+    MarkovLayerReport lr;
+    lr.name = ml.name;
+    lr.description = ml.description;
+    lr.params = ml.params;
+    lr.units = ml.units;
+    lr.hidden = ml.hidden;
+    report.layers.push_back(lr);
+  }
+  std::vector<std::vector<SampleSpectrum>> per_layer(num_layers);
+  std::vector<SampleSpectrum> merged;
+  for (int64_t j = 0; j < m; ++j) {
+    theta_j(j);
+    torch::Tensor noise = given_noise.empty()
+                              ? draw_noise(opts.seed, static_cast<uint64_t>(j), d, rows, h)
+                              : torch::from_blob(given_noise.data() + j * rows * h, {rows, h}, torch::kFloat64);
+    auto ms = chain.spectrum(theta, x, noise, static_cast<uint64_t>(j));
+    merged.push_back(ms.merged());
+    SampleSummary summary;
+    report.sample_traces.emplace_back();
+    for (size_t l = 0; l < num_layers; ++l) {
+      auto& b = ms.layers[l];
+      report.sample_traces.back().push_back(b.spectrum.trace);
+      auto& lr = report.layers[l];
+      lr.blocks_samples_side += b.blocks_samples_side;
+      lr.blocks_parameter_side += b.blocks_parameter_side;
+      lr.largest_block = std::max(lr.largest_block, b.largest_block);
+      lr.num_cut += b.spectrum.num_cut;
+      lr.mean_trace += b.spectrum.trace / static_cast<double>(m);
+      lr.seconds += b.seconds;
+      summary.matrix_size = std::max(summary.matrix_size, b.largest_block);
+      summary.seconds_gram += b.seconds;
+      per_layer[l].push_back(std::move(b.spectrum));
+    }
+    const auto& all = merged.back();
+    summary.kept = static_cast<int64_t>(all.eigenvalues.size());
+    summary.cut = all.num_cut;
+    summary.trace = all.trace;
+    for (double e : all.eigenvalues) summary.largest = std::max(summary.largest, e);
+    result.samples.push_back(summary);
+    if (opts.progress) opts.progress(j + 1, m);
+  }
+  if (std::all_of(merged.begin(), merged.end(), [](const SampleSpectrum& s) { return s.trace == 0.0; }))
+    throw DataError(fmt::format(
+        "the Markov chain's Fisher information is exactly zero at all {} parameter samples; try a smaller --space", m));
+  result.estimate = estimate_two_scale(merged, d, eopts);
+  EstimatorOptions lower_opts = eopts;
+  lower_opts.aggregate = Aggregate::Mean;
+  report.lower = estimate_two_scale(merged, d, lower_opts);
+  for (size_t l = 0; l < num_layers; ++l) {
+    // The layer's eigenvalues with the whole Fisher's trace: t is the model's (spec section 4).
+    for (size_t j = 0; j < per_layer[l].size(); ++j) per_layer[l][j].trace = merged[j].trace;
+    report.layers[l].share = estimate_group_share(per_layer[l], d, eopts);
+  }
+}
 }  // namespace
 
 std::string plan_measure(const MeasureOptions& opts) {
@@ -237,6 +334,13 @@ MeasureResult run_measure(const MeasureOptions& opts) {
   MeasureResult result;
   const auto spec = parse_model_spec(opts.model, opts.model_options);
   Network net(spec);
+  if (opts.markov) {
+    if (!opts.spectra_out.empty())
+      throw UsageError("--spectra-out is not supported with --markov yet (the per-layer spectra have no file format)");
+    MarkovChainModel(net, MarkovOptions{opts.sigma, opts.noise_draws, opts.fisher});  // checks sigma and R
+  } else if (!opts.noise_file.empty()) {
+    throw UsageError("--noise needs --markov (noise is only added in the Markov chain model)");
+  }
   result.spec = net.spec();
   const int64_t d = net.num_params();
   const auto x = load_inputs(opts, net.spec(), result.data_description);
@@ -282,14 +386,24 @@ MeasureResult run_measure(const MeasureOptions& opts) {
         opts.spectra_out, SpectraHeader{opts.model, d, result.num_inputs, result.num_outputs,
                                         fopts.task == Task::Classify ? "classify" : "regress",
                                         fopts.kind == FisherKind::Exact ? "exact" : "sampled", opts.seed});
-  std::vector<SampleSpectrum> spectra;
-  spectra.reserve(static_cast<size_t>(m));
+  EstimatorOptions eopts = opts.estimator;
+  eopts.seed = opts.seed;
   auto theta = torch::empty({d}, torch::kFloat64);
-  for (int64_t j = 0; j < m; ++j) {
+  auto theta_j = [&](int64_t j) {
     if (given.empty())
       space.sample(opts.seed, j, theta.data_ptr<double>());
     else
       std::copy_n(given.data() + j * d, d, theta.data_ptr<double>());
+  };
+  if (opts.markov) {
+    run_markov(opts, net, x, m, theta_j, theta, fopts, eopts, result);
+    result.seconds_total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return result;
+  }
+  std::vector<SampleSpectrum> spectra;
+  spectra.reserve(static_cast<size_t>(m));
+  for (int64_t j = 0; j < m; ++j) {
+    theta_j(j);
     auto fs = fisher_spectrum(net, theta, x, fopts, static_cast<uint64_t>(j));
     if (j == 0) result.side = fs.side;
     result.samples.push_back({fs.matrix_size, static_cast<int64_t>(fs.spectrum.eigenvalues.size()), fs.spectrum.num_cut,
@@ -304,8 +418,6 @@ MeasureResult run_measure(const MeasureOptions& opts) {
         "the Fisher information is exactly zero at all {} parameter samples (the network's outputs do not move "
         "on these inputs: saturated softmax or dead ReLUs?); try a smaller --space or other inputs",
         m));
-  EstimatorOptions eopts = opts.estimator;
-  eopts.seed = opts.seed;
   result.estimate = estimate_two_scale(spectra, d, eopts);
   result.seconds_total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;

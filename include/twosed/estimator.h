@@ -36,11 +36,18 @@ enum class Cover {
   Ellipsoid,  ///< prod_i sqrt(1 + a^2*lambda_i) = det(I + a^2 Fhat)^(1/2)
 };
 
+/// How the M per-sample log-determinant sums S_j are averaged (spec sections 4 and 5).
+enum class Aggregate {
+  LogMeanExp,  ///< log((1/M) sum_j exp S_j): the 2sED (and, for M_sigma, the chain 2sED)
+  Mean,        ///< (1/M) sum_j S_j: the lower 2sED of a Markov chain model (<= LogMeanExp by Jensen)
+};
+
 /// Options of estimate_two_scale.
 struct EstimatorOptions {
   std::vector<double> eps;            ///< covering radii, each in (0,1); empty: default_eps_grid()
   std::vector<double> zetas = {0.0};  ///< scale mixes, each in [0,1)
   Cover cover = Cover::Box;
+  Aggregate aggregate = Aggregate::LogMeanExp;
   std::vector<double> ed_n;  ///< n values for the Abbas ED (gamma = 1); each needs kappa(n) > 1
   std::vector<double> at_n;  ///< n values at which to evaluate d_zeta(eps_zeta(n)) for every zeta
   int64_t bootstrap = 1000;  ///< bootstrap resamples B (>= 2); spec asks B >= 500
@@ -105,5 +112,14 @@ void validate_estimator_options(const EstimatorOptions& opts);
 /// every eps in (0,1), zeta in [0,1), positive mean trace, bootstrap >= 2; throws UsageError.
 TwoScaleResult estimate_two_scale(const std::vector<SampleSpectrum>& spectra, int64_t num_params,
                                   const EstimatorOptions& opts);
+
+/// One group's share of a Mean-aggregated estimate (the layer breakdown of the lower 2sED):
+///     (1/M) sum_j sum_{i in group} T(a*sqrt(d/t), lambda_i^(j)) / |log eps|,
+/// without the zeta*d term, so that the groups' shares add up to value - zeta*d. Each
+/// `group_spectra[j]` holds the group's eigenvalues of sample j but the trace of sample j's
+/// *whole* Fisher, so that t (and every bootstrap t_b) is the whole model's. Curves, ED and
+/// at_n as in estimate_two_scale, with bootstrap standard errors; opts.aggregate is ignored.
+TwoScaleResult estimate_group_share(const std::vector<SampleSpectrum>& group_spectra, int64_t num_params,
+                                    const EstimatorOptions& opts);
 
 }  // namespace twosed

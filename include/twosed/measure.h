@@ -35,6 +35,11 @@ struct MeasureOptions {
   uint64_t seed = 0;                ///< seeds theta draws, the input subset, bootstrap, labels
   std::string spectra_out;          ///< write each sample's spectrum here as soon as it is done (spectra_file.h)
   std::string spectra_in;           ///< skip the network: curves from the spectra in this file
+  // The Markov chain model M_sigma (markov.h): lower 2sED, chain 2sED and the layer breakdown.
+  bool markov = false;      ///< measure M_sigma instead of the standard model
+  double sigma = 0.0;       ///< noise standard deviation (required with markov; > 0)
+  int64_t noise_draws = 1;  ///< R noise draws per input
+  std::string noise_file;   ///< .npy of standard-normal noise (M x N*R x H or M x N x R x H), else drawn
   /// Called after each parameter sample: (done, total). May be empty.
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -48,6 +53,33 @@ struct SampleSummary {
   double seconds_forward_backward = 0, seconds_gram = 0, seconds_eigen = 0;
 };
 
+/// One Markov layer over all parameter samples (markov.h).
+struct MarkovLayerReport {
+  std::string name;         ///< module index of the parametric layer, e.g. "0"
+  std::string description;  ///< tokens and shapes
+  int64_t params = 0;
+  int64_t units = 0;  ///< per-unit blocks (hidden) or 1 (output)
+  bool hidden = true;
+  int64_t blocks_samples_side = 0;    ///< blocks solved on the sample side, summed over samples
+  int64_t blocks_parameter_side = 0;  ///< ... on the parameter side
+  int64_t largest_block = 0;          ///< largest matrix diagonalised
+  int64_t num_cut = 0;                ///< eigenvalues cut, summed over samples
+  double mean_trace = 0.0;            ///< (1/M) sum_j tr F_l(theta^(j))
+  double seconds = 0.0;               ///< summed over samples
+  TwoScaleResult share;               ///< the layer's contribution to the lower 2sED (no zeta*d)
+};
+
+struct MarkovReport {
+  bool enabled = false;
+  double sigma = 0.0;
+  int64_t noise_draws = 1;
+  int64_t noise_width = 0;                         ///< H
+  std::string noise_description;                   ///< drawn (seed) or the file
+  TwoScaleResult lower;                            ///< lower 2sED (MeasureResult::estimate holds the chain 2sED)
+  std::vector<std::vector<double>> sample_traces;  ///< [j][l]: tr F_l(theta^(j))
+  std::vector<MarkovLayerReport> layers;
+};
+
 struct MeasureResult {
   ModelSpec spec;
   int64_t num_inputs = 0;             ///< N
@@ -58,7 +90,8 @@ struct MeasureResult {
   std::string data_description;       ///< what the inputs are
   std::string space_description;      ///< what Theta is
   std::vector<SampleSummary> samples;
-  TwoScaleResult estimate;
+  TwoScaleResult estimate;  ///< the 2sED (standard model) or the chain 2sED (markov)
+  MarkovReport markov;      ///< markov only
   double seconds_total = 0;
 };
 

@@ -63,6 +63,11 @@ class Network {
   /// Per-example gradients of every row of g_out with respect to theta: (N*R, d). Memory N*R*d.
   torch::Tensor jacobian_rows(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& g_out) const;
 
+  /// Layer l's implementation (forward pass and Jacobians; src/layers/layer.h).
+  const layers::Layer& layer(int64_t l) const { return *layers_[static_cast<size_t>(l)]; }
+  /// Index in theta of layer l's first parameter.
+  int64_t param_offset(int64_t l) const { return offsets_[static_cast<size_t>(l)]; }
+
   /// This layer's slice of theta (empty tensor for non-parametric layers).
   torch::Tensor layer_params(const torch::Tensor& theta, int64_t layer_index) const;
 

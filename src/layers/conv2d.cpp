@@ -59,6 +59,12 @@ class Conv2d final : public Layer {
     return {w, bias_grad};
   }
 
+  torch::Tensor design_rows(const torch::Tensor& x) const override {
+    auto rows = unfold(x).transpose(1, 2);  // (N, L, C*k*k), channel-major like the weight
+    if (spec_.bias) rows = torch::cat({rows, torch::ones({rows.size(0), rows.size(1), 1}, rows.options())}, 2);
+    return rows.contiguous();
+  }
+
   torch::Tensor per_example_grads(const torch::Tensor& x, const torch::Tensor& g_out) const override {
     auto [w, b] = channel_grads(unfold(x), g_out, 0, spec_.out);
     return spec_.bias ? torch::cat({w, b}, 1) : w;

@@ -18,6 +18,18 @@
 
 namespace twosed::layers {
 
+/// The Jacobian of a Markov layer's non-parametric tail, channel by channel (spec section 2,
+/// per-unit split). z is the parametric layer's output, (N, C, Q positions); y the tail's
+/// output, (N, C, P positions). Because the tail acts channel by channel, y[i,c,p] depends on
+/// z[i,c,:] only:  d y[i,c,p] / d z[i,c,:] = sum_k weight[i,c,p,k] * e_{index[i,c,p,k]}.
+/// For a Linear layer C is the number of output units and Q = P = 1.
+struct ChannelMap {
+  torch::Tensor index;   ///< (N, C, P, K) int64: positions within channel c of z
+  torch::Tensor weight;  ///< (N, C, P, K) float64
+  /// The identity on z (N, C, Q...): K = 1.
+  static ChannelMap identity(const torch::Tensor& z);
+};
+
 class Layer {
  public:
   explicit Layer(LayerSpec spec) : spec_(std::move(spec)) {}
@@ -43,6 +55,17 @@ class Layer {
   /// is (see symmetrize_from_lower). `memory_budget` bounds the bytes of any temporary.
   virtual void add_gram(const torch::Tensor& x, const torch::Tensor& g_out, torch::Tensor& gram,
                         int64_t memory_budget) const;
+
+  /// Parametric layers: the design rows of every example, (N, Q, D). Row q holds what the
+  /// pre-activation of any channel at output position q is linear in: a Linear layer's input
+  /// (Q = 1), a Conv2d layer's input patch at q (C*k*k values in weight order); then a 1 for the
+  /// bias. Channel c's parameters (its weight row or filter, then its bias) dotted with row q
+  /// give z[i,c,q], so d z[i,c,q] / d theta_c = row q (spec section 2, P_iu).
+  virtual torch::Tensor design_rows(const torch::Tensor& x) const;
+
+  /// Non-parametric layers that act channel by channel (activations, pooling, flatten): the map
+  /// of this layer's output from `in`, the map of its input `x` (forward output `y`).
+  virtual ChannelMap map_channels(const ChannelMap& in, const torch::Tensor& x, const torch::Tensor& y) const;
 
   int64_t num_params() const { return spec_.num_params(); }
 

@@ -38,6 +38,12 @@ class Linear final : public Layer {
     return torch::cat({w, b.reshape({n * r, spec_.out})}, 1);
   }
 
+  torch::Tensor design_rows(const torch::Tensor& x) const override {
+    auto a = x.flatten(1);
+    if (spec_.bias) a = torch::cat({a, torch::ones({a.size(0), 1}, a.options())}, 1);
+    return a.unsqueeze(1).contiguous();
+  }
+
   void add_gram(const torch::Tensor& x, const torch::Tensor& g_out, torch::Tensor& gram, int64_t) const override {
     const int64_t n = g_out.size(0), r = g_out.size(1);
     auto a = x.reshape({n, spec_.fan_in()});

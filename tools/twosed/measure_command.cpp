@@ -2,6 +2,8 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +15,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "reports.h"
 #include "twosed/error.h"
 #include "twosed/measure.h"
 
@@ -50,6 +53,12 @@ struct MeasureParams {
   std::string spectra_in;
   bool quiet = false;
   bool plan = false;
+  bool markov = false;
+  double sigma = 0.0;
+  int64_t noise_draws = 1;
+  std::string noise;
+  std::string plot;
+  double breakdown_eps = 0.0;
 };
 const MeasureParams kDefaults;
 
@@ -62,6 +71,10 @@ const char* kExamples = R"(Examples:
   twosed measure --model mlp:54-32-7 --data csv:train.csv:label=Cover_Type --standardize --ed-n 1e4,1e5
   twosed measure --model mlp:10-1 --no-bias --task regress --out-noise 0.5 --data synthetic:blobs:2:10
   twosed measure --model mlp:20-16-3 --thetas thetas.npy --inputs-file x.npy --format json --out r.json
+  twosed measure --model mlp:784-256-128-10 --markov --sigma 0.1 --plot markov.png
+      the Markov chain model: lower and chain 2sED, the layer breakdown, a figure
+  twosed measure --model cnn:3x32x32-c16k3-relu-p2-c32k3-relu-p2-f64-relu-f10 --markov --sigma 0.5 \
+                 --noise-draws 2 --breakdown-eps 1e-3 --format json --out cnn.json
 
 Data sources: csv:PATH[:label=COL]  idx:DIR  idx:IMAGES,LABELS  synthetic:blobs:K:DIM[:N]
               synthetic:teacher:SPEC[:N]
@@ -187,16 +200,18 @@ std::string to_csv(const MeasureResult& r) {
   return out;
 }
 
-std::string to_table(const MeasureResult& r, const MeasureOptions& o) {
+std::string to_table(const MeasureResult& r, const MeasureOptions& o, size_t breakdown) {
   const auto& e = r.estimate;
   std::string out;
-  out += "twosed measure: two-scale effective dimension (2sED)\n";
+  out += r.markov.enabled ? "twosed measure: Markov chain model, lower 2sED (layer by layer) and chain 2sED\n"
+                          : "twosed measure: two-scale effective dimension (2sED)\n";
   out += fmt::format("  model   {}  (d = {} parameters, k = {} outputs{})\n", r.spec.text, e.num_params, r.num_outputs,
                      r.spec.text.rfind("mlp:", 0) == 0 && o.spectra_in.empty()
                          ? std::string(", ") + activation_name(o.model_options.activation)
                          : "");
   out += fmt::format("  data    {}\n", r.data_description);
   out += fmt::format("  Theta   {}\n", r.space_description);
+  if (r.markov.enabled) return out + markov_table(r, o, breakdown);
   const int64_t size = r.samples.empty() ? 0 : r.samples.front().matrix_size;
   out +=
       fmt::format("  Fisher  {} ({}), {} x {} {} matrix per sample, M = {} samples, N = {} inputs\n",
@@ -306,6 +321,25 @@ Runner add_measure_command(CLI::App& app) {
   auto* spectra_in =
       cmd->add_option("--spectra-in", p->spectra_in,
                       "Curves from a --spectra-out file (of a finished or stopped run) without recomputing spectra");
+  auto* markov = cmd->add_flag("--markov", p->markov,
+                               "The Markov chain model: Gaussian noise after every hidden layer; lower 2sED layer by "
+                               "layer, chain 2sED, layer breakdown (needs --sigma)");
+  auto* sigma = cmd->add_option("--sigma", p->sigma, "Noise standard deviation of --markov (> 0)");
+  auto* draws = cmd->add_option("--noise-draws", p->noise_draws,
+                                "R, noise draws per input for --markov " + def(kDefaults.noise_draws));
+  auto* noise = cmd->add_option("--noise", p->noise,
+                                "--markov noise from this .npy of standard normals, M x N*R x H (or M x N x R x H), "
+                                "row i*R+r, hidden layers' outputs in layer order");
+  auto* breakdown = cmd->add_option("--breakdown-eps", p->breakdown_eps,
+                                    "eps of the layer breakdown table and bars (nearest grid value; default: the "
+                                    "grid's middle)");
+  cmd->add_option("--plot", p->plot,
+                  "Also draw the curves (and for --markov the layer breakdown) to this .png or .svg (gnuplot)");
+  sigma->needs(markov);
+  draws->needs(markov);
+  noise->needs(markov);
+  breakdown->needs(markov);
+  markov->excludes(spectra_in);
   cmd->add_flag("--quiet,-q", p->quiet, "No progress bar");
   cmd->add_flag("--plan", p->plan,
                 "Print the layers, the matrix size and the memory needed per parameter sample, then exit");
@@ -318,7 +352,7 @@ Runner add_measure_command(CLI::App& app) {
   inputs_file->excludes(data)->excludes(inputs);
   thetas->excludes(samples)->excludes(space);
 
-  return [p]() {
+  return [p, sigma, breakdown]() {
     MeasureOptions o;
     o.model = p->model;
     o.model_options.activation = parse_activation(p->act, "--act");
@@ -360,6 +394,25 @@ Runner add_measure_command(CLI::App& app) {
     check("--bootstrap", std::to_string(p->bootstrap),
           [&](EstimatorOptions& e) { e.bootstrap = o.estimator.bootstrap; });
     o.seed = p->seed;
+    o.markov = p->markov;
+    o.sigma = p->sigma;
+    o.noise_draws = p->noise_draws;
+    o.noise_file = p->noise;
+    if (p->markov && sigma->count() == 0)
+      throw UsageError("--markov needs --sigma (the noise standard deviation, > 0)");
+    if (p->markov && !(p->sigma > 0 && std::isfinite(p->sigma)))
+      throw UsageError(fmt::format("--sigma must be a finite number > 0, got {}", p->sigma));
+    if (p->noise_draws < 1 || p->noise_draws > 1000000)
+      throw UsageError(fmt::format("--noise-draws must be in [1, 1000000], got {}", p->noise_draws));
+    if (breakdown->count() > 0 && !(p->breakdown_eps > 0 && p->breakdown_eps < 1))
+      throw UsageError(fmt::format("--breakdown-eps must be in (0,1), got {}", p->breakdown_eps));
+    if (!p->plot.empty()) {
+      // Fail on a bad file name before a long run, not after it.
+      std::string ext = p->plot.size() >= 4 ? p->plot.substr(p->plot.size() - 4) : "";
+      std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+      if (ext != ".png" && ext != ".svg")
+        throw UsageError(fmt::format("--plot {}: expected a .png or .svg file name", p->plot));
+    }
     const auto format =
         pick<std::string>("--format", p->format, {{"table", "table"}, {"json", "json"}, {"csv", "csv"}});
     // LibTorch's own default can be a single thread; use every core unless told otherwise.
@@ -372,12 +425,18 @@ Runner add_measure_command(CLI::App& app) {
       return 0;
     }
     const auto result = run_measure(o);
-    if (format == "json")
-      write_output(to_json(result, o).dump(2) + "\n", p->out);
-    else if (format == "csv")
-      write_output(to_csv(result), p->out);
-    else
-      write_output(to_table(result, o), p->out);
+    const size_t breakdown = breakdown_index(
+        result.estimate.curves.empty() ? std::vector<double>{} : result.estimate.curves.front().eps, p->breakdown_eps);
+    if (format == "json") {
+      auto j = to_json(result, o);
+      if (result.markov.enabled) add_markov_json(j, result);
+      write_output(j.dump(2) + "\n", p->out);
+    } else if (format == "csv") {
+      write_output(result.markov.enabled ? markov_csv(result) : to_csv(result), p->out);
+    } else {
+      write_output(to_table(result, o, breakdown), p->out);
+    }
+    if (!p->plot.empty()) write_plot(result, p->plot, breakdown);
     return 0;
   };
 }

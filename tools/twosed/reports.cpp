@@ -1,0 +1,231 @@
+// Markov chain tables, JSON, CSV and the --plot figures of `twosed measure`.
+#include "reports.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "twosed/plot.h"
+
+namespace twosed::cli {
+
+size_t breakdown_index(const std::vector<double>& eps, double wanted) {
+  if (eps.empty()) return 0;
+  if (!(wanted > 0)) return eps.size() / 2;
+  size_t best = 0;
+  for (size_t i = 1; i < eps.size(); ++i)
+    if (std::abs(std::log(eps[i] / wanted)) < std::abs(std::log(eps[best] / wanted))) best = i;
+  return best;
+}
+
+void add_markov_json(nlohmann::json& j, const MeasureResult& r) {
+  using nlohmann::json;
+  const auto& mk = r.markov;
+  const double d = static_cast<double>(r.estimate.num_params);
+  json curves = json::array();
+  for (size_t z = 0; z < r.estimate.curves.size(); ++z) {
+    const auto& chain = r.estimate.curves[z];
+    const auto& lower = mk.lower.curves[z];
+    json layers = json::array();
+    for (const auto& l : mk.layers)
+      layers.push_back({{"name", l.name},
+                        {"params", l.params},
+                        {"contribution", l.share.curves[z].value},
+                        {"contribution_stderr", l.share.curves[z].std_error}});
+    std::vector<double> gap(chain.value.size());
+    for (size_t e = 0; e < gap.size(); ++e) gap[e] = chain.value[e] - lower.value[e];
+    curves.push_back({{"zeta", chain.zeta},
+                      {"eps", chain.eps},
+                      {"lower", lower.value},
+                      {"lower_stderr", lower.std_error},
+                      {"chain", chain.value},
+                      {"chain_stderr", chain.std_error},
+                      {"gap", gap},
+                      {"layers", layers}});
+  }
+  json at_n = json::array();
+  for (size_t i = 0; i < r.estimate.at_n.size(); ++i) {
+    const auto& c = r.estimate.at_n[i];
+    const auto& l = mk.lower.at_n[i];
+    at_n.push_back({{"zeta", c.zeta},
+                    {"n", c.n},
+                    {"eps", c.eps},
+                    {"lower", l.value},
+                    {"lower_stderr", l.std_error},
+                    {"chain", c.value},
+                    {"chain_stderr", c.std_error}});
+  }
+  json layers = json::array();
+  for (const auto& l : mk.layers) {
+    const double m = static_cast<double>(std::max<int64_t>(r.estimate.num_param_samples, 1));
+    layers.push_back({{"name", l.name},
+                      {"layers", l.description},
+                      {"params", l.params},
+                      {"param_share", static_cast<double>(l.params) / d},
+                      {"hidden", l.hidden},
+                      {"units", l.units},
+                      {"blocks_samples_side", l.blocks_samples_side},
+                      {"blocks_parameter_side", l.blocks_parameter_side},
+                      {"largest_block", l.largest_block},
+                      {"cut", l.num_cut},
+                      {"mean_trace", l.mean_trace},
+                      {"seconds_per_sample", l.seconds / m}});
+  }
+  j["model_kind"] = "markov";
+  j["markov"] = {{"sigma", mk.sigma},
+                 {"noise_draws", mk.noise_draws},
+                 {"noise_width", mk.noise_width},
+                 {"noise", mk.noise_description}};
+  j["curves"] = curves;
+  j["at_n"] = at_n;
+  j["layers"] = layers;
+  j["sample_traces"] = mk.sample_traces;
+  j.erase("gram_side");
+}
+
+std::string markov_csv(const MeasureResult& r) {
+  std::string out = "kind,zeta,eps,n,layer,value,stderr\n";
+  const auto& mk = r.markov;
+  for (size_t z = 0; z < r.estimate.curves.size(); ++z) {
+    const auto& c = r.estimate.curves[z];
+    const auto& lo = mk.lower.curves[z];
+    for (size_t e = 0; e < c.eps.size(); ++e) {
+      out += fmt::format("lower,{},{:.17g},,,{:.17g},{:.17g}\n", c.zeta, c.eps[e], lo.value[e], lo.std_error[e]);
+      out += fmt::format("chain,{},{:.17g},,,{:.17g},{:.17g}\n", c.zeta, c.eps[e], c.value[e], c.std_error[e]);
+      for (const auto& l : mk.layers)
+        out += fmt::format("layer,{},{:.17g},,{},{:.17g},{:.17g}\n", c.zeta, c.eps[e], l.name,
+                           l.share.curves[z].value[e], l.share.curves[z].std_error[e]);
+    }
+  }
+  for (size_t i = 0; i < r.estimate.at_n.size(); ++i) {
+    const auto& c = r.estimate.at_n[i];
+    const auto& l = mk.lower.at_n[i];
+    out += fmt::format("at_n_lower,{},{:.17g},{},,{:.17g},{:.17g}\n", l.zeta, l.eps, l.n, l.value, l.std_error);
+    out += fmt::format("at_n_chain,{},{:.17g},{},,{:.17g},{:.17g}\n", c.zeta, c.eps, c.n, c.value, c.std_error);
+  }
+  for (const auto& p : r.estimate.ed)
+    out += fmt::format("ed_chain,0,{:.17g},{},,{:.17g},{:.17g}\n", p.eps, p.n, p.value, p.std_error);
+  return out;
+}
+
+std::string markov_table(const MeasureResult& r, const MeasureOptions& o, size_t breakdown) {
+  const auto& mk = r.markov;
+  const double d = static_cast<double>(r.estimate.num_params);
+  const double m = static_cast<double>(std::max<int64_t>(r.estimate.num_param_samples, 1));
+  std::string out;
+  out += fmt::format(
+      "  noise   sigma = {:g} after every hidden layer, R = {} draw{} per input, H = {} values per row ({})\n",
+      mk.sigma, mk.noise_draws, mk.noise_draws == 1 ? "" : "s", mk.noise_width, mk.noise_description);
+  out +=
+      fmt::format("  output  {} ({}), M = {} samples, N = {} inputs; time {:.2f} s\n\n",
+                  r.fisher.kind == FisherKind::Exact ? "exact" : "SAMPLED labels, one per input",
+                  r.fisher.task == Task::Classify ? "softmax" : fmt::format("Gaussian, s_out = {}", r.fisher.out_noise),
+                  r.estimate.num_param_samples, r.num_inputs, r.seconds_total);
+  out += "  Markov layers (blocks of the Fisher; per-unit blocks for hidden layers; time per parameter sample)\n";
+  out += fmt::format("  {:>5}  {:<34} {:>10} {:>6}  {:>7}  {:<22} {:>9}  {:>11}  {:>6}\n", "name", "layers", "params",
+                     "share", "blocks", "side (samples/params)", "max size", "s / sample", "cut");
+  for (const auto& l : mk.layers) {
+    const double per = static_cast<double>(l.blocks_samples_side + l.blocks_parameter_side) / m;
+    out += fmt::format("  {:>5}  {:<34} {:>10} {:>5.1f}%  {:>7.1f}  {:<22} {:>9}  {:>11.4f}  {:>6}\n", l.name,
+                       l.description, l.params, 100.0 * static_cast<double>(l.params) / d, per,
+                       fmt::format("{} / {}", l.blocks_samples_side, l.blocks_parameter_side), l.largest_block,
+                       l.seconds / m, l.num_cut);
+  }
+  out += fmt::format("\n  lower and chain 2sED +- bootstrap standard error (B = {}, {} cover)\n", o.estimator.bootstrap,
+                     r.estimate.cover == Cover::Box ? "box" : "ellipsoid");
+  for (size_t z = 0; z < r.estimate.curves.size(); ++z) {
+    const auto& c = r.estimate.curves[z];
+    const auto& lo = mk.lower.curves[z];
+    out += fmt::format("  zeta = {:g}\n  {:>10}  {:>24}  {:>24}  {:>10}\n", c.zeta, "eps", "lower", "chain", "gap");
+    for (size_t e = 0; e < c.eps.size(); ++e)
+      out += fmt::format("  {:>10.3e}  {:>24}  {:>24}  {:>10.3f}\n", c.eps[e],
+                         fmt::format("{:.3f} +- {:.3f}", lo.value[e], lo.std_error[e]),
+                         fmt::format("{:.3f} +- {:.3f}", c.value[e], c.std_error[e]), c.value[e] - lo.value[e]);
+  }
+  if (!r.estimate.curves.empty()) {
+    const double eps = r.estimate.curves.front().eps[breakdown];
+    out += fmt::format(
+        "\n  layer breakdown of the lower 2sED at eps = {:.3e} (contribution +- stderr; share of lower - zeta*d)\n",
+        eps);
+    out += fmt::format("  {:>5}  {:>10}", "name", "params");
+    for (const auto& c : r.estimate.curves) out += fmt::format("  {:>30}", fmt::format("zeta = {:g}", c.zeta));
+    out += "\n";
+    for (const auto& l : mk.layers) {
+      out += fmt::format("  {:>5}  {:>10}", l.name, l.params);
+      for (size_t z = 0; z < r.estimate.curves.size(); ++z) {
+        const double total = mk.lower.curves[z].value[breakdown] - r.estimate.curves[z].zeta * d;
+        const double v = l.share.curves[z].value[breakdown];
+        out +=
+            fmt::format("  {:>30}", fmt::format("{:.3f} +- {:.3f} ({:.1f}%)", v, l.share.curves[z].std_error[breakdown],
+                                                total > 0 ? 100.0 * v / total : 0.0));
+      }
+      out += "\n";
+    }
+  }
+  for (size_t i = 0; i < r.estimate.at_n.size(); ++i) {
+    if (i == 0) out += "\n  at the scale of a training set of size n, eps_zeta(n) = (2 pi log n / n)^(1/(2(1-zeta)))\n";
+    const auto& c = r.estimate.at_n[i];
+    const auto& l = mk.lower.at_n[i];
+    out += fmt::format(
+        "    n = {:<10g} zeta = {:<5g} eps = {:.3e}   lower = {:.3f} +- {:.3f}   chain = {:.3f} +- {:.3f}\n", c.n,
+        c.zeta, c.eps, l.value, l.std_error, c.value, c.std_error);
+  }
+  if (!r.estimate.ed.empty()) {
+    out += "\n  effective dimension of Abbas et al. of the chain's Fisher (gamma = 1)\n";
+    for (const auto& p : r.estimate.ed)
+      out += fmt::format("    n = {:<10g} ED = {:.3f} +- {:.3f}\n", p.n, p.value, p.std_error);
+  }
+  out +=
+      "\n  lower = zeta*d + mean_j sum_l log det-term(F_l) / |log eps| (Jensen: lower <= chain, spec section 4);\n"
+      "  chain = the 2sED of the Markov chain model (log-mean-exp). Standard errors are bootstrap over the M\n"
+      "  samples; they cannot see the downward bias of the log-mean-exp at finite M.\n";
+  return out;
+}
+
+namespace {
+std::string zeta_label(double zeta) {
+  return fmt::format("zeta = {:g}", zeta);
+}
+}  // namespace
+
+void write_plot(const MeasureResult& r, const std::string& path, size_t breakdown) {
+  Figure fig;
+  fig.title = fmt::format("{}  (d = {}, M = {}, N = {})", r.spec.text, r.estimate.num_params,
+                          r.estimate.num_param_samples, r.num_inputs);
+  LinePanel curves;
+  curves.log_x = true;
+  curves.x_label = "eps";
+  if (!r.markov.enabled) {
+    curves.title = "2sED +- bootstrap standard error";
+    curves.y_label = "d_zeta(eps)";
+    for (const auto& c : r.estimate.curves) curves.series.push_back({zeta_label(c.zeta), c.eps, c.value, c.std_error});
+    fig.panels.push_back(curves);
+    write_figure(fig, path);
+    return;
+  }
+  fig.title += fmt::format(", Markov sigma = {:g}", r.markov.sigma);
+  curves.title = "lower 2sED +- standard error (chain 2sED: no band)";
+  curves.y_label = "dimension";
+  for (size_t z = 0; z < r.estimate.curves.size(); ++z) {
+    const auto& lo = r.markov.lower.curves[z];
+    curves.series.push_back({"lower, " + zeta_label(lo.zeta), lo.eps, lo.value, lo.std_error});
+  }
+  for (const auto& c : r.estimate.curves) curves.series.push_back({"chain, " + zeta_label(c.zeta), c.eps, c.value, {}});
+  fig.panels.push_back(curves);
+  StackedBarPanel bars;
+  const double eps = r.estimate.curves.empty() ? 0.0 : r.estimate.curves.front().eps[breakdown];
+  bars.title = fmt::format("layer breakdown at eps = {:.3g} (lower - zeta*d)", eps);
+  bars.y_label = "contribution";
+  for (const auto& c : r.estimate.curves) bars.categories.push_back(zeta_label(c.zeta));
+  for (const auto& l : r.markov.layers) {
+    BarStack stack;
+    stack.label = fmt::format("{} ({})", l.name, l.description);
+    for (const auto& c : l.share.curves) stack.values.push_back(c.value[breakdown]);
+    bars.stacks.push_back(stack);
+  }
+  fig.panels.push_back(bars);
+  write_figure(fig, path);
+}
+
+}  // namespace twosed::cli
