@@ -121,16 +121,123 @@ inline double term(double u, double log_u, double sqrt_lambda) {
 
 // The spectra flattened: sqrt(lambda) of all samples back to back (computed once, not once per
 // point and node), sample j in [offset[j], offset[j+1]).
+// ---------------------------------------------------------------------------------------------
+// Large spectra: binned Taylor expansion in log sqrt(lambda)
+// ---------------------------------------------------------------------------------------------
+//
+// A Markov model of 1e7 parameters has ~3e5 eigenvalues per sample; summing log1p over all of
+// them at every point and Chebyshev node costs ~1e10 calls for M = 100. Both terms are smooth
+// functions of y = log u + log sqrt(lambda): T(y) = g(y) (box) or 0.5*g(2y) (ellipsoid), with
+// g(y) = log(1 + e^y) the softplus, whose derivatives (the sigmoid's) are bounded. So each
+// sample's eigenvalues are binned on a fixed grid of width h in log sqrt(lambda), and per bin
+// only the moments m_k = sum_i delta_i^k / k! (delta_i = offset from the bin centre) are kept:
+//     S(u) = sum_bins sum_{k<=P} T^(k)(log u + centre) * m_k,
+// exact but for the Taylor remainder, at most max|T^(P+1)| (h/2)^(P+1) / (P+1)! per eigenvalue:
+// with h = 0.5 and P = 16, below 2e-15 for both covers (the ellipsoid's 2^k factor included).
+// The cost per point no longer depends on the number of eigenvalues, only on the bins (~100).
+constexpr int kTaylorOrder = 16;
+constexpr int kTaylorTerms = kTaylorOrder + 1;
+constexpr double kBinWidth = 0.5;
+
+// Coefficients of the sigmoid's derivatives as polynomials in s = sigmoid(z):
+// sigma^(n)(z) = sum_i c[n][i] s^i, from sigma' = s(1-s) and d/dz s^i = i s^i (1 - s).
+struct SigmoidPolynomials {
+  double c[kTaylorTerms][kTaylorTerms + 1] = {};
+  SigmoidPolynomials() {
+    c[0][1] = 1.0;
+    for (int n = 0; n + 1 < kTaylorTerms; ++n)
+      for (int i = 1; i <= n + 1; ++i) {
+        c[n + 1][i] += i * c[n][i];
+        c[n + 1][i + 1] -= i * c[n][i];
+      }
+  }
+};
+
+// d^k/dy^k softplus(y), k = 0..P. The sigmoid's derivatives are evaluated at z = -|y|, where
+// s <= 1/2 and the polynomials keep relative accuracy, then mapped back by symmetry:
+// sigma(y) = 1 - sigma(-y), sigma^(n)(y) = (-1)^(n+1) sigma^(n)(-y) for n >= 1.
+void softplus_derivatives(double y, double* out) {
+  static const SigmoidPolynomials poly;
+  const double z = -std::abs(y);
+  const double ez = std::exp(z);
+  const double s = ez / (1.0 + ez);
+  out[0] = std::max(y, 0.0) + std::log1p(ez);
+  out[1] = y <= 0 ? s : 1.0 - s;  // sigma(y) = g'(y)
+  for (int n = 1; n + 1 < kTaylorTerms; ++n) {
+    double v = 0.0;
+    for (int i = n + 1; i >= 1; --i) v = v * s + poly.c[n][i];
+    v *= s;
+    out[n + 1] = (y > 0 && n % 2 == 0) ? -v : v;  // n even: odd function, sign flips for y > 0
+  }
+}
+
+// T^(k)(y), k = 0..P, of the cover's term as a function of y = log u + log sqrt(lambda).
+void term_derivatives(Cover cover, double y, double* out) {
+  if (cover == Cover::Box) {
+    softplus_derivatives(y, out);
+    return;
+  }
+  softplus_derivatives(2.0 * y, out);
+  double scale = 0.5;
+  for (int k = 0; k < kTaylorTerms; ++k, scale *= 2.0) out[k] *= scale;
+}
+
+// The spectra flattened: sqrt(lambda) of all samples back to back (computed once, not once per
+// point and node), sample j in [offset[j], offset[j+1]). Samples with more than
+// EstimatorOptions::exact_limit eigenvalues are also binned (bins of sample j in
+// [bin_offset[j], bin_offset[j+1]); bin index b has centre (b + 1/2) h).
 struct FlatSpectra {
   std::vector<double> sqrt_lambda;
   std::vector<std::size_t> offset;
   std::vector<double> trace;
+  std::vector<bool> binned;
+  std::vector<int64_t> bin;     // bin index of each stored bin
+  std::vector<double> moments;  // kTaylorTerms per stored bin
+  std::vector<std::size_t> bin_offset;
+  int64_t bin_lo = 0, bin_hi = -1;  // range of bin indices in use
 };
+
+void bin_sample(FlatSpectra& flat, std::size_t j) {
+  const std::size_t begin = flat.offset[j], end = flat.offset[j + 1];
+  int64_t lo = INT64_MAX, hi = INT64_MIN;
+  std::vector<int64_t> index(end - begin);
+  for (std::size_t i = begin; i < end; ++i) {
+    const double b = std::floor(std::log(flat.sqrt_lambda[i]) / kBinWidth);
+    index[i - begin] = static_cast<int64_t>(b);
+    lo = std::min(lo, index[i - begin]);
+    hi = std::max(hi, index[i - begin]);
+  }
+  std::vector<double> dense(static_cast<std::size_t>(hi - lo + 1) * kTaylorTerms, 0.0);
+  for (std::size_t i = begin; i < end; ++i) {
+    const int64_t b = index[i - begin];
+    const double delta = std::log(flat.sqrt_lambda[i]) - (static_cast<double>(b) + 0.5) * kBinWidth;
+    double* m = &dense[static_cast<std::size_t>(b - lo) * kTaylorTerms];
+    double p = 1.0;
+    for (int k = 0; k < kTaylorTerms; ++k) {
+      m[k] += p;
+      p *= delta / static_cast<double>(k + 1);
+    }
+  }
+  for (int64_t b = lo; b <= hi; ++b) {
+    const double* m = &dense[static_cast<std::size_t>(b - lo) * kTaylorTerms];
+    if (m[0] == 0.0) continue;  // empty bin
+    flat.bin.push_back(b);
+    flat.moments.insert(flat.moments.end(), m, m + kTaylorTerms);
+  }
+  if (flat.bin_hi < flat.bin_lo) {
+    flat.bin_lo = lo;
+    flat.bin_hi = hi;
+  } else {
+    flat.bin_lo = std::min(flat.bin_lo, lo);
+    flat.bin_hi = std::max(flat.bin_hi, hi);
+  }
+}
 
 template <Cover kCover>
 void sample_sums_impl(const FlatSpectra& flat, double u, double log_u, double* out) {
   const std::size_t num_samples = flat.trace.size();
   for (std::size_t j = 0; j < num_samples; ++j) {
+    if (flat.binned[j]) continue;
     double sum = 0.0;
     for (std::size_t i = flat.offset[j]; i < flat.offset[j + 1]; ++i) {
       sum += term<kCover>(u, log_u, flat.sqrt_lambda[i]);
@@ -145,6 +252,24 @@ void sample_sums(const FlatSpectra& flat, Cover cover, double u, double log_u, d
     sample_sums_impl<Cover::Box>(flat, u, log_u, out);
   } else {
     sample_sums_impl<Cover::Ellipsoid>(flat, u, log_u, out);
+  }
+  if (flat.bin.empty()) return;
+  // Binned samples: the term's derivatives at every bin centre in use, shared by all samples.
+  const std::size_t range = static_cast<std::size_t>(flat.bin_hi - flat.bin_lo + 1);
+  std::vector<double> deriv(range * kTaylorTerms);
+  for (std::size_t r = 0; r < range; ++r) {
+    const double centre = (static_cast<double>(flat.bin_lo + static_cast<int64_t>(r)) + 0.5) * kBinWidth;
+    term_derivatives(cover, log_u + centre, &deriv[r * kTaylorTerms]);
+  }
+  for (std::size_t j = 0; j < flat.trace.size(); ++j) {
+    if (!flat.binned[j]) continue;
+    double sum = 0.0;
+    for (std::size_t b = flat.bin_offset[j]; b < flat.bin_offset[j + 1]; ++b) {
+      const double* d = &deriv[static_cast<std::size_t>(flat.bin[b] - flat.bin_lo) * kTaylorTerms];
+      const double* m = &flat.moments[b * kTaylorTerms];
+      for (int k = kTaylorOrder; k >= 0; --k) sum += d[k] * m[k];
+    }
+    out[j] = sum;
   }
 }
 
@@ -392,7 +517,7 @@ void check_eps(double eps, const char* field) {
   }
 }
 
-FlatSpectra flatten_and_check(const std::vector<SampleSpectrum>& spectra) {
+FlatSpectra flatten_and_check(const std::vector<SampleSpectrum>& spectra, int64_t exact_limit) {
   FlatSpectra flat;
   std::size_t total = 0;
   for (const auto& s : spectra) total += s.eigenvalues.size();
@@ -422,6 +547,13 @@ FlatSpectra flatten_and_check(const std::vector<SampleSpectrum>& spectra) {
     }
     flat.trace.push_back(s.trace);
     flat.offset.push_back(flat.sqrt_lambda.size());
+  }
+  flat.bin_offset.push_back(0);
+  for (std::size_t j = 0; j < spectra.size(); ++j) {
+    const bool bin = static_cast<int64_t>(spectra[j].eigenvalues.size()) > exact_limit;
+    flat.binned.push_back(bin);
+    if (bin) bin_sample(flat, j);
+    flat.bin_offset.push_back(flat.bin.size());
   }
   return flat;
 }
@@ -611,7 +743,7 @@ TwoScaleResult estimate(const std::vector<SampleSpectrum>& spectra, int64_t num_
   const auto& at_eps = pts.at_eps;
 
   Problem pr;
-  pr.flat = flatten_and_check(spectra);
+  pr.flat = flatten_and_check(spectra, opts.exact_limit);
   pr.num_samples = spectra.size();
   const std::size_t M = pr.num_samples;
   pr.all.resize(M);

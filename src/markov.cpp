@@ -52,6 +52,7 @@ struct UnitResult {
   double trace = 0.0;
   int64_t cut = 0, size = 0;
   bool solved = false, samples_side = false;
+  double seconds_products = 0.0, seconds_eigen = 0.0;
 };
 
 // Eigenvalues of the symmetric m x m matrix whose row-major lower triangle is in `a`
@@ -91,6 +92,7 @@ class UnitBlocks {
 
   UnitResult solve(int64_t c) const {
     UnitResult out;
+    const auto t0 = Clock::now();
     // Rows (i, p) of P_c that are not identically zero (e.g. inactive ReLU units): dropping
     // them removes exact zero eigenvalues only.
     const int64_t* idx = idx_.data_ptr<int64_t>();
@@ -141,8 +143,11 @@ class UnitBlocks {
       }
     }
     for (int64_t r = 0; r < m; ++r) out.trace += a[r * m + r];
+    const auto t1 = Clock::now();
+    out.seconds_products = std::chrono::duration<double>(t1 - t0).count();
     std::vector<double> ev;
     symmetric_eigenvalues(a, static_cast<int>(m), ev);
+    out.seconds_eigen = seconds_since(t1);
     // Spec section 5's zero cutoff, relative to this block's largest eigenvalue.
     const double threshold = opts_.cutoff * std::max(ev.back(), 0.0);
     for (double e : ev)
@@ -190,6 +195,8 @@ LayerBlockSpectrum solve_units(const UnitBlocks& blocks) {
   LayerBlockSpectrum out;
   for (const auto& r : results) {
     out.spectrum.trace += r.trace;
+    out.cpu_seconds_products += r.seconds_products;
+    out.cpu_seconds_eigen += r.seconds_eigen;
     if (!r.solved) continue;
     out.spectrum.eigenvalues.insert(out.spectrum.eigenvalues.end(), r.kept.begin(), r.kept.end());
     out.spectrum.num_cut += r.cut;

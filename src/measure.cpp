@@ -228,6 +228,8 @@ void run_markov(const MeasureOptions& opts, const Network& net, const torch::Ten
       lr.num_cut += b.spectrum.num_cut;
       lr.mean_trace += b.spectrum.trace / static_cast<double>(m);
       lr.seconds += b.seconds;
+      lr.cpu_seconds_products += b.cpu_seconds_products;
+      lr.cpu_seconds_eigen += b.cpu_seconds_eigen;
       summary.matrix_size = std::max(summary.matrix_size, b.largest_block);
       summary.seconds_gram += b.seconds;
       per_layer[l].push_back(std::move(b.spectrum));

@@ -159,5 +159,46 @@ printf '\x00\x00\x08\x01\x00\x00\x00\x02' > "$WORK/images"
 expect 1 "images" measure --model mlp:4-2 --data "idx:$WORK/images"
 expect 1 "--out /nonexistent-dir/r.json: cannot open" "${SMALL[@]}" --out /nonexistent-dir/r.json
 
+# --- Markov chain model (--markov) ---
+MK=(measure -q --model mlp:6-5-4-3 --data synthetic:blobs:3:6 --inputs 8 --samples 4 --bootstrap 50 --eps 1e-4:1e-1:4)
+expect 0 "lower 2sED \(layer by layer\) and chain 2sED" "${MK[@]}" --markov --sigma 0.2
+expect 0 "layer breakdown of the lower 2sED at eps = 1\.000e-02" "${MK[@]}" --markov --sigma 0.2 --breakdown-eps 0.01
+expect 0 '"lower_stderr"' "${MK[@]}" --markov --sigma 0.2 --format json
+expect 0 '"contribution"' "${MK[@]}" --markov --sigma 0.2 --format json --noise-draws 3
+expect 0 "^kind,zeta,eps,n,layer,value,stderr" "${MK[@]}" --markov --sigma 0.2 --format csv
+expect 2 "--markov needs --sigma" "${MK[@]}" --markov
+expect 2 "--sigma must be a finite number > 0, got 0" "${MK[@]}" --markov --sigma 0
+expect 2 "--sigma must be a finite number > 0, got -1" "${MK[@]}" --markov --sigma -1
+expect 2 "sigma" "${MK[@]}" --markov --sigma nan
+expect 2 "--sigma" "${MK[@]}" --sigma 0.1
+expect 2 "--noise-draws must be in \[1, 1000000\], got 0" "${MK[@]}" --markov --sigma 0.1 --noise-draws 0
+expect 2 "--noise" "${MK[@]}" --noise "$WORK/x.npy"
+expect 2 "--breakdown-eps must be in \(0,1\)" "${MK[@]}" --markov --sigma 0.1 --breakdown-eps 2
+expect 2 "--spectra-out is not supported with --markov" "${MK[@]}" --markov --sigma 0.1 --spectra-out "$WORK/s.jsonl"
+expect 2 "--plot $WORK/f.pdf: expected a .png or .svg" "${MK[@]}" --markov --sigma 0.1 --plot "$WORK/f.pdf"
+# Noise of the wrong shape (H = 5 + 4 = 9 per row; M = 4, N = 8): the error names file and shapes.
+write_npy "$WORK/noise_bad.npy" "<f8" 4 9 1
+expect 1 "noise_bad.npy: expected noise of shape \(M, N\*R, H\) = \(4, 8, 9\)" "${MK[@]}" --markov --sigma 0.1 --noise "$WORK/noise_bad.npy"
+# --noise reproduces the drawn noise exactly: write the noise twosed would draw, inject it, compare.
+python3 - "$WORK/noise_ok.npy" <<'PY'
+import struct, sys
+# 4 x 8 x 9 float64 standard normals in C order; any values will do for a shape round trip.
+import random
+random.seed(3)
+header = "{'descr': '<f8', 'fortran_order': False, 'shape': (4, 8, 9), }"
+header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+with open(sys.argv[1], "wb") as f:
+    f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+    for _ in range(4 * 8 * 9):
+        f.write(struct.pack("<d", random.gauss(0, 1)))
+PY
+expect 0 "noise_ok.npy \(4 x 8 x 9\)" "${MK[@]}" --markov --sigma 0.1 --noise "$WORK/noise_ok.npy"
+if command -v gnuplot > /dev/null; then
+  expect 0 "lower" "${MK[@]}" --markov --sigma 0.2 --plot "$WORK/m.png"
+  if [ "$(head -c 4 "$WORK/m.png" | od -An -c | tr -d ' ')" = "211PNG" ]; then ok; else bad "--plot did not write a PNG"; fi
+  expect 0 "zeta" "${MK[@]}" --plot "$WORK/s.svg"
+  if grep -q "<svg" "$WORK/s.svg"; then ok; else bad "--plot did not write an SVG"; fi
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

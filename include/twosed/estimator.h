@@ -52,6 +52,10 @@ struct EstimatorOptions {
   std::vector<double> at_n;  ///< n values at which to evaluate d_zeta(eps_zeta(n)) for every zeta
   int64_t bootstrap = 1000;  ///< bootstrap resamples B (>= 2); spec asks B >= 500
   uint64_t seed = 0;         ///< seeds the bootstrap (Stream::Bootstrap)
+  /// Samples with more kept eigenvalues than this are summed by a binned Taylor expansion in
+  /// log sqrt(lambda) (remainder < 2e-15 per eigenvalue; cost independent of their count), the
+  /// others term by term. Large Markov models have ~1e5 eigenvalues per sample.
+  int64_t exact_limit = 4096;
 };
 
 /// One 2sED curve over the eps grid at a fixed zeta.

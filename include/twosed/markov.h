@@ -61,6 +61,8 @@ struct LayerBlockSpectrum {
   int64_t blocks_parameter_side = 0;  ///< of which on the parameter side
   int64_t largest_block = 0;          ///< size of the largest matrix diagonalised
   double seconds = 0.0;               ///< wall time for this layer (forward, blocks, eigen-solves)
+  double cpu_seconds_products = 0.0;  ///< hidden: thread time forming the unit blocks (rows, products)
+  double cpu_seconds_eigen = 0.0;     ///< hidden: thread time in the unit blocks' eigen-solves
 };
 
 /// The spectrum of F(theta) = diag(F_1..F_L) of one parameter sample, by layer.

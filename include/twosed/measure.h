@@ -65,7 +65,9 @@ struct MarkovLayerReport {
   int64_t largest_block = 0;          ///< largest matrix diagonalised
   int64_t num_cut = 0;                ///< eigenvalues cut, summed over samples
   double mean_trace = 0.0;            ///< (1/M) sum_j tr F_l(theta^(j))
-  double seconds = 0.0;               ///< summed over samples
+  double seconds = 0.0;               ///< wall time, summed over samples
+  double cpu_seconds_products = 0.0;  ///< thread time forming unit blocks, summed over samples (hidden)
+  double cpu_seconds_eigen = 0.0;     ///< thread time in unit blocks' eigen-solves, summed over samples (hidden)
   TwoScaleResult share;               ///< the layer's contribution to the lower 2sED (no zeta*d)
 };
 

@@ -70,7 +70,9 @@ void add_markov_json(nlohmann::json& j, const MeasureResult& r) {
                       {"largest_block", l.largest_block},
                       {"cut", l.num_cut},
                       {"mean_trace", l.mean_trace},
-                      {"seconds_per_sample", l.seconds / m}});
+                      {"seconds_per_sample", l.seconds / m},
+                      {"cpu_seconds_products_per_sample", l.cpu_seconds_products / m},
+                      {"cpu_seconds_eigen_per_sample", l.cpu_seconds_eigen / m}});
   }
   j["model_kind"] = "markov";
   j["markov"] = {{"sigma", mk.sigma},
@@ -122,15 +124,20 @@ std::string markov_table(const MeasureResult& r, const MeasureOptions& o, size_t
                   r.fisher.kind == FisherKind::Exact ? "exact" : "SAMPLED labels, one per input",
                   r.fisher.task == Task::Classify ? "softmax" : fmt::format("Gaussian, s_out = {}", r.fisher.out_noise),
                   r.estimate.num_param_samples, r.num_inputs, r.seconds_total);
-  out += "  Markov layers (blocks of the Fisher; per-unit blocks for hidden layers; time per parameter sample)\n";
-  out += fmt::format("  {:>5}  {:<34} {:>10} {:>6}  {:>7}  {:<22} {:>9}  {:>11}  {:>6}\n", "name", "layers", "params",
-                     "share", "blocks", "side (samples/params)", "max size", "s / sample", "cut");
+  out +=
+      "  Markov layers: blocks of the Fisher per parameter sample (one per unit or channel of a hidden layer,\n"
+      "  all-zero units skipped), how many were solved on the sample / parameter side, the largest, wall time\n"
+      "  per sample and the thread time forming blocks / in eigen-solves (hidden layers)\n";
+  out += fmt::format("  {:>5} {:>10} {:>6} {:>8}  {:>15} {:>6} {:>9}  {:>15} {:>7}  {}\n", "name", "params", "share",
+                     "blocks", "samples/params", "max", "s/sample", "products/eigen", "cut", "layers");
   for (const auto& l : mk.layers) {
     const double per = static_cast<double>(l.blocks_samples_side + l.blocks_parameter_side) / m;
-    out += fmt::format("  {:>5}  {:<34} {:>10} {:>5.1f}%  {:>7.1f}  {:<22} {:>9}  {:>11.4f}  {:>6}\n", l.name,
-                       l.description, l.params, 100.0 * static_cast<double>(l.params) / d, per,
-                       fmt::format("{} / {}", l.blocks_samples_side, l.blocks_parameter_side), l.largest_block,
-                       l.seconds / m, l.num_cut);
+    out += fmt::format(
+        "  {:>5} {:>10} {:>5.1f}% {:>8.1f}  {:>15} {:>6} {:>9.4f}  {:>15} {:>7}  {}\n", l.name, l.params,
+        100.0 * static_cast<double>(l.params) / d, per,
+        fmt::format("{} / {}", l.blocks_samples_side, l.blocks_parameter_side), l.largest_block, l.seconds / m,
+        l.hidden ? fmt::format("{:.3f} / {:.3f}", l.cpu_seconds_products / m, l.cpu_seconds_eigen / m) : "-", l.num_cut,
+        l.description);
   }
   out += fmt::format("\n  lower and chain 2sED +- bootstrap standard error (B = {}, {} cover)\n", o.estimator.bootstrap,
                      r.estimate.cover == Cover::Box ? "box" : "ellipsoid");
