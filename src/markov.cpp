@@ -352,6 +352,63 @@ MarkovSpectrum MarkovChainModel::spectrum(const torch::Tensor& theta, const torc
   return out;
 }
 
+std::vector<MarkovLayerPlan> MarkovChainModel::plan(int64_t num_inputs, int threads) const {
+  const auto& spec = net_->spec();
+  const double b = sizeof(double);
+  std::vector<MarkovLayerPlan> out;
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    const auto& ml = layers_[li];
+    const auto& p = spec.layers[static_cast<size_t>(ml.first)];
+    MarkovLayerPlan lp;
+    lp.rows = li == 0 ? num_inputs : num_inputs * opts_.noise_draws;
+    const double rows = static_cast<double>(lp.rows);
+    double acts = 0;
+    for (int64_t l = ml.first; l < ml.last; ++l) {
+      double size = 1;
+      for (int64_t v : spec.layers[static_cast<size_t>(l)].out_shape) size *= static_cast<double>(v);
+      acts += rows * size * b;
+    }
+    if (!ml.hidden) {
+      const int64_t k = p.out;
+      const int64_t per =
+          opts_.fisher.kind == FisherKind::Sampled ? 1 : (opts_.fisher.task == Task::Classify ? k - 1 : k);
+      lp.blocks = 1;
+      lp.block_rows = lp.rows * per;
+      lp.block_params = ml.params;
+      lp.matrix = std::min(lp.block_rows, lp.block_params);
+      const double m = static_cast<double>(lp.matrix);
+      lp.bytes = acts + 3 * m * m * b + static_cast<double>(opts_.fisher.memory_budget);
+      out.push_back(lp);
+      continue;
+    }
+    // Positions of z (the parametric layer's output) and of the layer's output, per channel;
+    // average pooling multiplies the terms per output position.
+    const double q = static_cast<double>(p.out_shape.size() > 1 ? p.out_shape[1] * p.out_shape[2] : 1);
+    double out_size = 1, terms = 1;
+    for (int64_t v : spec.layers[static_cast<size_t>(ml.last - 1)].out_shape) out_size *= static_cast<double>(v);
+    for (int64_t l = ml.first + 1; l < ml.last; ++l) {
+      const auto& t = spec.layers[static_cast<size_t>(l)];
+      if (t.kind == LayerKind::AvgPool) terms *= static_cast<double>(t.kernel * t.kernel);
+    }
+    const double positions = out_size / static_cast<double>(p.out);
+    lp.blocks = p.out;
+    lp.block_rows = lp.rows * static_cast<int64_t>(positions);
+    lp.block_params = p.fan_in() + (p.bias ? 1 : 0);
+    lp.matrix = std::min(lp.block_rows, lp.block_params);
+    const double dim = static_cast<double>(lp.block_params), m = static_cast<double>(lp.matrix);
+    // The identity map and the composed map (index and weight), the design rows, and per thread
+    // one block with its rows (capped by the memory budget on the parameter side).
+    const double maps = 2 * rows * static_cast<double>(p.out) * std::max(q, positions * terms) * 2 * b;
+    const double design = rows * q * dim * b;
+    const double x_rows = std::min(static_cast<double>(lp.block_rows) * dim * b,
+                                   std::max(m * dim * b, static_cast<double>(opts_.fisher.memory_budget)));
+    lp.bytes = acts + maps + design + threads * (2 * m * m * b + x_rows);
+    if (p.kind == LayerKind::Linear) lp.bytes += rows * rows * b;  // the shared Gram
+    out.push_back(lp);
+  }
+  return out;
+}
+
 std::vector<torch::Tensor> MarkovChainModel::dense_blocks(const torch::Tensor& theta, const torch::Tensor& x,
                                                           const torch::Tensor& noise, uint64_t rng_index) const {
   std::vector<torch::Tensor> out;

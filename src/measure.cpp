@@ -63,9 +63,41 @@ MemoryEstimate estimate_memory(const ModelSpec& spec, int64_t n, const MeasureOp
                          opts.fisher.memory_budget);
 }
 
+// Markov: the parameters, the noise (drawn per sample, or the whole --noise file) and the
+// most demanding layer (markov.h, MarkovChainModel::plan).
+MemoryEstimate estimate_markov_memory(const ModelSpec& spec, int64_t n, const MeasureOptions& opts,
+                                      std::vector<MarkovLayerPlan>* plans = nullptr) {
+  Network net(spec);
+  MarkovChainModel chain(net, MarkovOptions{opts.sigma, opts.noise_draws, opts.fisher});
+  const auto layers = chain.plan(n, std::max(1, num_threads()));
+  MemoryEstimate m;
+  const double b = sizeof(double);
+  m.theta = 2 * static_cast<double>(spec.num_params()) * b;
+  m.activations = static_cast<double>(chain.noise_rows(n)) * static_cast<double>(chain.noise_width()) * b;
+  if (!opts.noise_file.empty()) m.activations *= static_cast<double>(opts.num_param_samples) + 1;
+  // Every sample's eigenvalues are kept for the estimator (t needs all traces first): at most
+  // blocks x matrix per layer, held about three times (per layer, merged, the estimator's copy).
+  double eigenvalues = 0;
+  for (const auto& l : layers) {
+    m.temporaries = std::max(m.temporaries, l.bytes);
+    eigenvalues += static_cast<double>(l.blocks) * static_cast<double>(l.matrix);
+  }
+  const double samples = opts.thetas_file.empty() ? static_cast<double>(opts.num_param_samples) : 1.0;
+  m.matrix = 3 * samples * eigenvalues * b;
+  if (plans) *plans = layers;
+  return m;
+}
+
 void check_memory(const ModelSpec& spec, int64_t n, const MeasureOptions& opts) {
-  const auto need = estimate_memory(spec, n, opts);
+  const auto need = opts.markov ? estimate_markov_memory(spec, n, opts) : estimate_memory(spec, n, opts);
   const double have = physical_memory_bytes();
+  if (opts.markov && have > 0 && need.total() > 0.9 * have)
+    throw UsageError(fmt::format(
+        "Markov model '{}' (d = {}) with N = {} inputs and M = {} samples needs about {:.1f} GB (parameters {:.1f} GB, "
+        "noise {:.1f} GB, largest layer {:.1f} GB, spectra {:.1f} GB), more than this machine's {:.1f} GB; use fewer "
+        "--inputs or --samples or a smaller model (see --plan)",
+        spec.text, spec.num_params(), n, opts.num_param_samples, need.total() / 1e9, need.theta / 1e9,
+        need.activations / 1e9, need.temporaries / 1e9, need.matrix / 1e9, have / 1e9));
   if (have > 0 && need.total() > 0.9 * have)
     throw UsageError(fmt::format(
         "model '{}' (d = {}) with N = {} inputs needs about {:.1f} GB per parameter sample (parameters {:.1f} GB, "
@@ -257,12 +289,45 @@ void run_markov(const MeasureOptions& opts, const Network& net, const torch::Ten
 }
 }  // namespace
 
+namespace {
+std::string plan_markov(const MeasureOptions& opts, const ModelSpec& spec) {
+  const int64_t n = opts.num_inputs;
+  std::vector<MarkovLayerPlan> plans;
+  const auto need = estimate_markov_memory(spec, n, opts, &plans);
+  Network net(spec);
+  MarkovChainModel chain(net, MarkovOptions{opts.sigma, opts.noise_draws, opts.fisher});
+  std::string out = spec.describe();
+  out += fmt::format(
+      "\nMarkov chain model, sigma = {:g}, R = {} noise draw(s) per input, H = {} noise values per row;\n"
+      "per parameter sample, N = {} inputs:\n",
+      opts.sigma, opts.noise_draws, chain.noise_width(), n);
+  out += fmt::format("  {:>5} {:>8} {:>7} {:>12} {:>12} {:>8} {:>10}  {}\n", "name", "rows", "blocks", "sample side",
+                     "param side", "matrix", "memory", "layers");
+  for (size_t l = 0; l < plans.size(); ++l) {
+    const auto& p = plans[l];
+    const auto& ml = chain.layers()[l];
+    out += fmt::format("  {:>5} {:>8} {:>7} {:>12} {:>12} {:>8} {:>7.3f} GB  {}\n", ml.name, p.rows, p.blocks,
+                       p.block_rows, p.block_params, p.matrix, p.bytes / 1e9, ml.description);
+  }
+  out += fmt::format(
+      "  (a block is solved on its smaller side, after dropping all-zero rows, e.g. inactive ReLU units)\n"
+      "  memory    about {:.3f} GB: parameters {:.3f}, noise {:.3f}, largest layer {:.3f}, spectra of M = {} "
+      "samples {:.3f} (at most)\n",
+      need.total() / 1e9, need.theta / 1e9, need.activations / 1e9, need.temporaries / 1e9, opts.num_param_samples,
+      need.matrix / 1e9);
+  out += fmt::format("  machine   {:.1f} GB of memory: {}\n", physical_memory_bytes() / 1e9,
+                     need.total() <= 0.9 * physical_memory_bytes() ? "fits" : "does NOT fit");
+  return out;
+}
+}  // namespace
+
 std::string plan_measure(const MeasureOptions& opts) {
   if (opts.num_inputs < 1) throw UsageError(fmt::format("--inputs must be >= 1, got {}", opts.num_inputs));
   const auto spec = parse_model_spec(opts.model, opts.model_options);
   const int64_t n = opts.num_inputs, d = spec.num_params();
   const int64_t rows = n * rows_per_example(spec.num_outputs(), opts.fisher);
   const bool samples = opts.fisher.side == GramSide::Samples || (opts.fisher.side == GramSide::Auto && rows <= d);
+  if (opts.markov) return plan_markov(opts, spec);
   const auto need = estimate_memory(spec, n, opts);
   std::string out = spec.describe();
   out += fmt::format("\nper parameter sample, N = {} inputs ({} rows of the Fisher factor each):\n", n,

@@ -166,6 +166,8 @@ expect 0 "layer breakdown of the lower 2sED at eps = 1\.000e-02" "${MK[@]}" --ma
 expect 0 '"lower_stderr"' "${MK[@]}" --markov --sigma 0.2 --format json
 expect 0 '"contribution"' "${MK[@]}" --markov --sigma 0.2 --format json --noise-draws 3
 expect 0 "^kind,zeta,eps,n,layer,value,stderr" "${MK[@]}" --markov --sigma 0.2 --format csv
+expect 0 "Markov chain model, sigma = 0.1" measure --plan --markov --sigma 0.1 --model cnn:3x32x32-c16k3-relu-p2-f10
+expect 2 "Markov model .* needs about .* GB" measure -q --markov --sigma 0.1 --model cnn:3x224x224-c64k3-relu-c64k3-relu-p2-f10
 expect 2 "--markov needs --sigma" "${MK[@]}" --markov
 expect 2 "--sigma must be a finite number > 0, got 0" "${MK[@]}" --markov --sigma 0
 expect 2 "--sigma must be a finite number > 0, got -1" "${MK[@]}" --markov --sigma -1

@@ -65,6 +65,17 @@ struct LayerBlockSpectrum {
   double cpu_seconds_eigen = 0.0;     ///< hidden: thread time in the unit blocks' eigen-solves
 };
 
+/// What one Markov layer will cost per parameter sample (MarkovChainModel::plan), before any
+/// tensor exists: for `measure --plan` and the pre-flight memory check.
+struct MarkovLayerPlan {
+  int64_t rows = 0;          ///< rows entering the layer (N for the first layer, N*R after)
+  int64_t blocks = 0;        ///< blocks (units or channels; 1 for the output layer)
+  int64_t block_rows = 0;    ///< sample side of a block before all-zero rows are dropped
+  int64_t block_params = 0;  ///< parameter side of a block
+  int64_t matrix = 0;        ///< the larger of the two sides that auto picks: min(block_rows, block_params)
+  double bytes = 0.0;        ///< peak bytes while the layer is processed (maps, design rows, blocks)
+};
+
 /// The spectrum of F(theta) = diag(F_1..F_L) of one parameter sample, by layer.
 struct MarkovSpectrum {
   std::vector<LayerBlockSpectrum> layers;
@@ -93,6 +104,9 @@ class MarkovChainModel {
   /// `rng_index` picks the sampled labels of the output block (use the sample index j).
   MarkovSpectrum spectrum(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& noise,
                           uint64_t rng_index = 0) const;
+
+  /// Per-layer sizes and peak memory for N inputs with `threads` worker threads.
+  std::vector<MarkovLayerPlan> plan(int64_t num_inputs, int threads) const;
 
   /// Brute-force oracle for tests: every F_l as a dense (params_l x params_l) matrix from
   /// autograd Jacobians of the layer's outputs, one backward pass per output value.
