@@ -198,40 +198,48 @@ std::string zeta_label(double zeta) {
 
 void write_plot(const MeasureResult& r, const std::string& path, size_t breakdown) {
   Figure fig;
-  fig.title = fmt::format("{}  (d = {}, M = {}, N = {})", r.spec.text, r.estimate.num_params,
-                          r.estimate.num_param_samples, r.num_inputs);
-  LinePanel curves;
-  curves.log_x = true;
-  curves.x_label = "eps";
-  if (!r.markov.enabled) {
-    curves.title = "2sED +- bootstrap standard error";
-    curves.y_label = "d_zeta(eps)";
-    for (const auto& c : r.estimate.curves) curves.series.push_back({zeta_label(c.zeta), c.eps, c.value, c.std_error});
-    fig.panels.push_back(curves);
-    write_figure(fig, path);
-    return;
+  fig.title =
+      fmt::format("{}  (d = {}, M = {}, N = {}{})", r.spec.text, r.estimate.num_params, r.estimate.num_param_samples,
+                  r.num_inputs, r.markov.enabled ? fmt::format(", Markov sigma = {:g}", r.markov.sigma) : "");
+  // zeta*d offsets the curves of different zetas by up to d, so each zeta gets its own panel
+  // (up to three; more share one panel).
+  const auto& curves = r.estimate.curves;
+  const bool one_panel = curves.size() > 3;
+  LinePanel shared;
+  for (size_t z = 0; z < curves.size(); ++z) {
+    LinePanel own;
+    LinePanel& panel = one_panel ? shared : own;
+    panel.log_x = true;
+    panel.x_label = "eps";
+    panel.y_label = "dimension";
+    const std::string suffix = one_panel ? ", " + zeta_label(curves[z].zeta) : "";
+    if (r.markov.enabled) {
+      const auto& lo = r.markov.lower.curves[z];
+      panel.title = one_panel ? "lower (band: +- stderr) and chain 2sED"
+                              : fmt::format("{}: lower (band: +- stderr) and chain 2sED", zeta_label(lo.zeta));
+      panel.series.push_back({"lower" + suffix, lo.eps, lo.value, lo.std_error});
+      panel.series.push_back({"chain" + suffix, curves[z].eps, curves[z].value, {}});
+    } else {
+      panel.title =
+          one_panel ? "2sED +- bootstrap standard error" : fmt::format("2sED at {}", zeta_label(curves[z].zeta));
+      panel.series.push_back({"d_zeta(eps)" + suffix, curves[z].eps, curves[z].value, curves[z].std_error});
+    }
+    if (!one_panel) fig.panels.push_back(own);
   }
-  fig.title += fmt::format(", Markov sigma = {:g}", r.markov.sigma);
-  curves.title = "lower 2sED +- standard error (chain 2sED: no band)";
-  curves.y_label = "dimension";
-  for (size_t z = 0; z < r.estimate.curves.size(); ++z) {
-    const auto& lo = r.markov.lower.curves[z];
-    curves.series.push_back({"lower, " + zeta_label(lo.zeta), lo.eps, lo.value, lo.std_error});
+  if (one_panel) fig.panels.push_back(shared);
+  if (r.markov.enabled && !curves.empty()) {
+    StackedBarPanel bars;
+    bars.title = fmt::format("layer breakdown at eps = {:.3g} (lower - zeta*d)", curves.front().eps[breakdown]);
+    bars.y_label = "contribution";
+    for (const auto& c : curves) bars.categories.push_back(zeta_label(c.zeta));
+    for (const auto& l : r.markov.layers) {
+      BarStack stack;
+      stack.label = fmt::format("{} ({})", l.name, l.description);
+      for (const auto& c : l.share.curves) stack.values.push_back(c.value[breakdown]);
+      bars.stacks.push_back(stack);
+    }
+    fig.panels.push_back(bars);
   }
-  for (const auto& c : r.estimate.curves) curves.series.push_back({"chain, " + zeta_label(c.zeta), c.eps, c.value, {}});
-  fig.panels.push_back(curves);
-  StackedBarPanel bars;
-  const double eps = r.estimate.curves.empty() ? 0.0 : r.estimate.curves.front().eps[breakdown];
-  bars.title = fmt::format("layer breakdown at eps = {:.3g} (lower - zeta*d)", eps);
-  bars.y_label = "contribution";
-  for (const auto& c : r.estimate.curves) bars.categories.push_back(zeta_label(c.zeta));
-  for (const auto& l : r.markov.layers) {
-    BarStack stack;
-    stack.label = fmt::format("{} ({})", l.name, l.description);
-    for (const auto& c : l.share.curves) stack.values.push_back(c.value[breakdown]);
-    bars.stacks.push_back(stack);
-  }
-  fig.panels.push_back(bars);
   write_figure(fig, path);
 }
 
