@@ -210,6 +210,21 @@ std::vector<double> read_noise(const std::string& path, int64_t m, int64_t n, in
   return std::move(arr.data);
 }
 
+// The chain 2sED (log-mean-exp), the lower 2sED (mean) and each layer's share of it, all with
+// the same t and bootstrap resamples. per_layer[l][j]: layer l's spectrum at sample j.
+void markov_estimates(const std::vector<SampleSpectrum>& merged, std::vector<std::vector<SampleSpectrum>> per_layer,
+                      int64_t d, const EstimatorOptions& eopts, MeasureResult& result) {
+  result.estimate = estimate_two_scale(merged, d, eopts);
+  EstimatorOptions lower_opts = eopts;
+  lower_opts.aggregate = Aggregate::Mean;
+  result.markov.lower = estimate_two_scale(merged, d, lower_opts);
+  for (size_t l = 0; l < per_layer.size(); ++l) {
+    // The layer's eigenvalues with the whole Fisher's trace: t is the model's (spec section 4).
+    for (size_t j = 0; j < per_layer[l].size(); ++j) per_layer[l][j].trace = merged[j].trace;
+    result.markov.layers[l].share = estimate_group_share(per_layer[l], d, eopts);
+  }
+}
+
 // The Markov chain model: block spectra per sample, then the chain 2sED (log-mean-exp), the
 // lower 2sED (mean) and each layer's share of it, all with the same t and bootstrap resamples.
 void run_markov(const MeasureOptions& opts, const Network& net, const torch::Tensor& x, int64_t m,
@@ -239,8 +254,25 @@ void run_markov(const MeasureOptions& opts, const Network& net, const torch::Ten
     lr.hidden = ml.hidden;
     report.layers.push_back(lr);
   }
+  std::unique_ptr<SpectraWriter> writer;
+  if (!opts.spectra_out.empty()) {
+    SpectraHeader header{opts.model,
+                         d,
+                         n,
+                         net.num_outputs(),
+                         fopts.task == Task::Classify ? "classify" : "regress",
+                         fopts.kind == FisherKind::Exact ? "exact" : "sampled",
+                         opts.seed};
+    header.markov = true;
+    header.sigma = opts.sigma;
+    header.noise_draws = opts.noise_draws;
+    header.noise_width = h;
+    for (const auto& ml : chain.layers()) header.layers.push_back({ml.name, ml.description, ml.params});
+    writer = std::make_unique<SpectraWriter>(opts.spectra_out, header);
+  }
   std::vector<std::vector<SampleSpectrum>> per_layer(num_layers);
   std::vector<SampleSpectrum> merged;
+  std::vector<SampleSpectrum> sample_layers;
   for (int64_t j = 0; j < m; ++j) {
     theta_j(j);
     torch::Tensor noise = given_noise.empty()
@@ -248,6 +280,11 @@ void run_markov(const MeasureOptions& opts, const Network& net, const torch::Ten
                               : torch::from_blob(given_noise.data() + j * rows * h, {rows, h}, torch::kFloat64);
     auto ms = chain.spectrum(theta, x, noise, static_cast<uint64_t>(j));
     merged.push_back(ms.merged());
+    if (writer) {
+      sample_layers.clear();
+      for (const auto& b : ms.layers) sample_layers.push_back(b.spectrum);
+      writer->append_layers(j, sample_layers);
+    }
     SampleSummary summary;
     report.sample_traces.emplace_back();
     for (size_t l = 0; l < num_layers; ++l) {
@@ -277,15 +314,7 @@ void run_markov(const MeasureOptions& opts, const Network& net, const torch::Ten
   if (std::all_of(merged.begin(), merged.end(), [](const SampleSpectrum& s) { return s.trace == 0.0; }))
     throw DataError(fmt::format(
         "the Markov chain's Fisher information is exactly zero at all {} parameter samples; try a smaller --space", m));
-  result.estimate = estimate_two_scale(merged, d, eopts);
-  EstimatorOptions lower_opts = eopts;
-  lower_opts.aggregate = Aggregate::Mean;
-  report.lower = estimate_two_scale(merged, d, lower_opts);
-  for (size_t l = 0; l < num_layers; ++l) {
-    // The layer's eigenvalues with the whole Fisher's trace: t is the model's (spec section 4).
-    for (size_t j = 0; j < per_layer[l].size(); ++j) per_layer[l][j].trace = merged[j].trace;
-    report.layers[l].share = estimate_group_share(per_layer[l], d, eopts);
-  }
+  markov_estimates(merged, std::move(per_layer), d, eopts, result);
 }
 }  // namespace
 
@@ -377,6 +406,36 @@ MeasureResult measure_from_spectra(const MeasureOptions& opts) {
   }
   EstimatorOptions eopts = opts.estimator;
   eopts.seed = opts.seed;
+  if (file.header.markov) {
+    auto& mk = result.markov;
+    mk.enabled = true;
+    mk.sigma = file.header.sigma;
+    mk.noise_draws = file.header.noise_draws;
+    mk.noise_width = file.header.noise_width;
+    mk.noise_description = "as in the run that wrote the spectra file";
+    mk.from_spectra_file = true;
+    std::vector<std::vector<SampleSpectrum>> per_layer(file.header.layers.size());
+    for (const auto& l : file.header.layers) {
+      MarkovLayerReport lr;
+      lr.name = l.name;
+      lr.description = l.description;
+      lr.params = l.params;
+      mk.layers.push_back(lr);
+    }
+    mk.layers.back().hidden = false;
+    const double m = static_cast<double>(file.layer_spectra.size());
+    for (const auto& sample : file.layer_spectra) {
+      mk.sample_traces.emplace_back();
+      for (size_t l = 0; l < sample.size(); ++l) {
+        mk.sample_traces.back().push_back(sample[l].trace);
+        mk.layers[l].mean_trace += sample[l].trace / m;
+        mk.layers[l].num_cut += sample[l].num_cut;
+        per_layer[l].push_back(sample[l]);
+      }
+    }
+    markov_estimates(file.spectra, std::move(per_layer), file.header.num_params, eopts, result);
+    return result;
+  }
   result.estimate = estimate_two_scale(file.spectra, file.header.num_params, eopts);
   return result;
 }
@@ -402,8 +461,6 @@ MeasureResult run_measure(const MeasureOptions& opts) {
   const auto spec = parse_model_spec(opts.model, opts.model_options);
   Network net(spec);
   if (opts.markov) {
-    if (!opts.spectra_out.empty())
-      throw UsageError("--spectra-out is not supported with --markov yet (the per-layer spectra have no file format)");
     MarkovChainModel(net, MarkovOptions{opts.sigma, opts.noise_draws, opts.fisher});  // checks sigma and R
   } else if (!opts.noise_file.empty()) {
     throw UsageError("--noise needs --markov (noise is only added in the Markov chain model)");

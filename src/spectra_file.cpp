@@ -14,8 +14,21 @@ namespace twosed {
 SpectraWriter::SpectraWriter(const std::string& path, const SpectraHeader& h) : path_(path) {
   file_ = std::fopen(path.c_str(), "w");
   if (!file_) throw DataError(fmt::format("{}: cannot open for writing", path));
-  nlohmann::json j = {{"twosed_spectra", 1}, {"model", h.model}, {"d", h.num_params},  {"N", h.num_inputs},
-                      {"k", h.num_outputs},  {"task", h.task},   {"fisher", h.fisher}, {"seed", h.seed}};
+  nlohmann::json j = {{"twosed_spectra", h.markov ? 2 : 1},
+                      {"model", h.model},
+                      {"d", h.num_params},
+                      {"N", h.num_inputs},
+                      {"k", h.num_outputs},
+                      {"task", h.task},
+                      {"fisher", h.fisher},
+                      {"seed", h.seed}};
+  if (h.markov) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (const auto& l : h.layers)
+      layers.push_back({{"name", l.name}, {"description", l.description}, {"params", l.params}});
+    j["markov"] = {
+        {"sigma", h.sigma}, {"noise_draws", h.noise_draws}, {"noise_width", h.noise_width}, {"layers", layers}};
+  }
   const auto line = j.dump() + "\n";
   if (std::fputs(line.c_str(), file_) < 0 || std::fflush(file_) != 0)
     throw DataError(fmt::format("{}: write failed", path));
@@ -25,11 +38,37 @@ SpectraWriter::~SpectraWriter() {
   if (file_) std::fclose(file_);
 }
 
+namespace {
+// Written by hand rather than through a JSON value: a spectrum can hold a million numbers.
+std::string spectrum_fields(const SampleSpectrum& s) {
+  std::string out = fmt::format("\"trace\": {:.17g}, \"cut\": {}, \"eigenvalues\": [", s.trace, s.num_cut);
+  for (size_t i = 0; i < s.eigenvalues.size(); ++i) out += fmt::format(i ? ", {:.17g}" : "{:.17g}", s.eigenvalues[i]);
+  return out + "]";
+}
+
+SampleSpectrum parse_spectrum(const nlohmann::json& j, const std::string& path, int64_t line_no) {
+  SampleSpectrum s;
+  s.trace = j.at("trace").get<double>();
+  s.num_cut = j.at("cut").get<int64_t>();
+  s.eigenvalues = j.at("eigenvalues").get<std::vector<double>>();
+  if (!std::isfinite(s.trace) || s.trace < 0)
+    throw DataError(fmt::format("{}:{}: trace must be finite and >= 0", path, line_no));
+  for (double v : s.eigenvalues)
+    if (!std::isfinite(v) || v <= 0)
+      throw DataError(fmt::format("{}:{}: eigenvalues must be finite and > 0", path, line_no));
+  return s;
+}
+}  // namespace
+
 void SpectraWriter::append(int64_t j, const SampleSpectrum& s) {
-  // Written by hand rather than through a JSON value: a spectrum can hold a million numbers.
-  std::string line =
-      fmt::format("{{\"sample\": {}, \"trace\": {:.17g}, \"cut\": {}, \"eigenvalues\": [", j, s.trace, s.num_cut);
-  for (size_t i = 0; i < s.eigenvalues.size(); ++i) line += fmt::format(i ? ", {:.17g}" : "{:.17g}", s.eigenvalues[i]);
+  const std::string line = fmt::format("{{\"sample\": {}, {}}}\n", j, spectrum_fields(s));
+  if (std::fputs(line.c_str(), file_) < 0 || std::fflush(file_) != 0)
+    throw DataError(fmt::format("{}: write failed", path_));
+}
+
+void SpectraWriter::append_layers(int64_t j, const std::vector<SampleSpectrum>& layers) {
+  std::string line = fmt::format("{{\"sample\": {}, \"layers\": [", j);
+  for (size_t l = 0; l < layers.size(); ++l) line += (l ? ", {" : "{") + spectrum_fields(layers[l]) + "}";
   line += "]}\n";
   if (std::fputs(line.c_str(), file_) < 0 || std::fflush(file_) != 0)
     throw DataError(fmt::format("{}: write failed", path_));
@@ -59,8 +98,9 @@ SpectraFile read_spectra(const std::string& path) {
       if (line_no == 1) {
         if (!j.contains("twosed_spectra"))
           throw DataError(fmt::format("{}:1: not a twosed spectra file (no \"twosed_spectra\" key)", path));
-        if (j.at("twosed_spectra").get<int>() != 1)
-          throw DataError(fmt::format("{}:1: spectra file format {} is not supported (expected 1)", path,
+        const int format = j.at("twosed_spectra").get<int>();
+        if (format != 1 && format != 2)
+          throw DataError(fmt::format("{}:1: spectra file format {} is not supported (expected 1 or 2)", path,
                                       j.at("twosed_spectra").dump()));
         auto& h = out.header;
         h.model = j.at("model").get<std::string>();
@@ -71,16 +111,38 @@ SpectraFile read_spectra(const std::string& path) {
         h.fisher = j.at("fisher").get<std::string>();
         h.seed = j.at("seed").get<uint64_t>();
         if (h.num_params < 1) throw DataError(fmt::format("{}:1: d must be >= 1", path));
+        h.markov = format == 2;
+        if (h.markov) {
+          const auto& mk = j.at("markov");
+          h.sigma = mk.at("sigma").get<double>();
+          h.noise_draws = mk.at("noise_draws").get<int64_t>();
+          h.noise_width = mk.at("noise_width").get<int64_t>();
+          for (const auto& l : mk.at("layers"))
+            h.layers.push_back({l.at("name").get<std::string>(), l.at("description").get<std::string>(),
+                                l.at("params").get<int64_t>()});
+          if (h.layers.empty()) throw DataError(fmt::format("{}:1: a Markov spectra file needs layers", path));
+        }
         continue;
       }
-      SampleSpectrum s;
-      s.trace = j.at("trace").get<double>();
-      s.num_cut = j.at("cut").get<int64_t>();
-      s.eigenvalues = j.at("eigenvalues").get<std::vector<double>>();
-      for (double v : s.eigenvalues)
-        if (!std::isfinite(v) || v <= 0)
-          throw DataError(fmt::format("{}:{}: eigenvalues must be finite and > 0", path, line_no));
-      out.spectra.push_back(std::move(s));
+      if (!out.header.markov) {
+        out.spectra.push_back(parse_spectrum(j, path, line_no));
+        continue;
+      }
+      const auto& layers = j.at("layers");
+      if (layers.size() != out.header.layers.size())
+        throw DataError(
+            fmt::format("{}:{}: expected {} layers, found {}", path, line_no, out.header.layers.size(), layers.size()));
+      std::vector<SampleSpectrum> per_layer;
+      SampleSpectrum merged;
+      for (const auto& l : layers) {
+        per_layer.push_back(parse_spectrum(l, path, line_no));
+        const auto& s = per_layer.back();
+        merged.eigenvalues.insert(merged.eigenvalues.end(), s.eigenvalues.begin(), s.eigenvalues.end());
+        merged.trace += s.trace;
+        merged.num_cut += s.num_cut;
+      }
+      out.spectra.push_back(std::move(merged));
+      out.layer_spectra.push_back(std::move(per_layer));
     } catch (const nlohmann::json::exception& e) {
       throw DataError(fmt::format("{}:{}: {}", path, line_no, e.what()));
     }

@@ -176,7 +176,9 @@ expect 2 "--sigma" "${MK[@]}" --sigma 0.1
 expect 2 "--noise-draws must be in \[1, 1000000\], got 0" "${MK[@]}" --markov --sigma 0.1 --noise-draws 0
 expect 2 "--noise" "${MK[@]}" --noise "$WORK/x.npy"
 expect 2 "--breakdown-eps must be in \(0,1\)" "${MK[@]}" --markov --sigma 0.1 --breakdown-eps 2
-expect 2 "--spectra-out is not supported with --markov" "${MK[@]}" --markov --sigma 0.1 --spectra-out "$WORK/s.jsonl"
+expect 0 "lower" "${MK[@]}" --markov --sigma 0.1 --spectra-out "$WORK/mk.jsonl"
+expect 0 "Markov chain model.*\n?" measure -q --spectra-in "$WORK/mk.jsonl" --bootstrap 50 --eps 1e-4:1e-1:4
+expect 0 "layer breakdown" measure -q --spectra-in "$WORK/mk.jsonl" --bootstrap 50 --eps 1e-2
 expect 2 "--plot $WORK/f.pdf: expected a .png or .svg" "${MK[@]}" --markov --sigma 0.1 --plot "$WORK/f.pdf"
 # Noise of the wrong shape (H = 5 + 4 = 9 per row; M = 4, N = 8): the error names file and shapes.
 write_npy "$WORK/noise_bad.npy" "<f8" 4 9 1

@@ -77,6 +77,7 @@ struct MarkovReport {
   int64_t noise_draws = 1;
   int64_t noise_width = 0;                         ///< H
   std::string noise_description;                   ///< drawn (seed) or the file
+  bool from_spectra_file = false;                  ///< recomputed from --spectra-in: no block sizes or timings
   TwoScaleResult lower;                            ///< lower 2sED (MeasureResult::estimate holds the chain 2sED)
   std::vector<std::vector<double>> sample_traces;  ///< [j][l]: tr F_l(theta^(j))
   std::vector<MarkovLayerReport> layers;

@@ -7,6 +7,12 @@
 // then one line per finished sample,
 //   {"sample": 0, "trace": 1.5, "cut": 2, "eigenvalues": [ascending kept eigenvalues]}
 // with every number printed to 17 significant digits (exact round trip).
+//
+// Markov chain runs (format 2) add the chain to the header,
+//   {"twosed_spectra": 2, ..., "markov": {"sigma": 0.1, "noise_draws": 1, "noise_width": 192,
+//    "layers": [{"name": "0", "description": "linear 784->128, relu", "params": 100480}, ...]}}
+// and give each sample its blocks layer by layer,
+//   {"sample": 0, "layers": [{"trace": .., "cut": .., "eigenvalues": [..]}, ...]}.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +24,12 @@
 
 namespace twosed {
 
+/// One Markov layer as a spectra file records it.
+struct SpectraLayer {
+  std::string name, description;
+  int64_t params = 0;
+};
+
 /// What the first line of a spectra file records.
 struct SpectraHeader {
   std::string model;
@@ -27,6 +39,11 @@ struct SpectraHeader {
   std::string task;         ///< "classify" | "regress"
   std::string fisher;       ///< "exact" | "sampled"
   uint64_t seed = 0;
+  bool markov = false;  ///< format 2: a Markov chain run
+  double sigma = 0.0;
+  int64_t noise_draws = 1;
+  int64_t noise_width = 0;  ///< H
+  std::vector<SpectraLayer> layers;
 };
 
 /// Appends spectra to a file, flushing after every sample.
@@ -40,6 +57,8 @@ class SpectraWriter {
 
   /// Writes sample j's spectrum and flushes it to the operating system.
   void append(int64_t j, const SampleSpectrum& s);
+  /// Markov runs: sample j's spectra, one per layer (in the header's layer order).
+  void append_layers(int64_t j, const std::vector<SampleSpectrum>& layers);
 
  private:
   std::string path_;
@@ -49,8 +68,9 @@ class SpectraWriter {
 /// A spectra file read back.
 struct SpectraFile {
   SpectraHeader header;
-  std::vector<SampleSpectrum> spectra;  ///< in file order
-  bool truncated_last_line = false;     ///< a final line without newline was ignored (a run stopped mid-write)
+  std::vector<SampleSpectrum> spectra;                     ///< in file order (Markov: all layers merged, trace = sum)
+  std::vector<std::vector<SampleSpectrum>> layer_spectra;  ///< Markov: [sample][layer]
+  bool truncated_last_line = false;  ///< a final line without newline was ignored (a run stopped mid-write)
 };
 
 /// Reads a spectra file. Throws DataError naming the file and line on malformed content.

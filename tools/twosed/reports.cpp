@@ -124,20 +124,28 @@ std::string markov_table(const MeasureResult& r, const MeasureOptions& o, size_t
                   r.fisher.kind == FisherKind::Exact ? "exact" : "SAMPLED labels, one per input",
                   r.fisher.task == Task::Classify ? "softmax" : fmt::format("Gaussian, s_out = {}", r.fisher.out_noise),
                   r.estimate.num_param_samples, r.num_inputs, r.seconds_total);
-  out +=
-      "  Markov layers: blocks of the Fisher per parameter sample (one per unit or channel of a hidden layer,\n"
-      "  all-zero units skipped), how many were solved on the sample / parameter side, the largest, wall time\n"
-      "  per sample and the thread time forming blocks / in eigen-solves (hidden layers)\n";
-  out += fmt::format("  {:>5} {:>10} {:>6} {:>8}  {:>15} {:>6} {:>9}  {:>15} {:>7}  {}\n", "name", "params", "share",
-                     "blocks", "samples/params", "max", "s/sample", "products/eigen", "cut", "layers");
-  for (const auto& l : mk.layers) {
-    const double per = static_cast<double>(l.blocks_samples_side + l.blocks_parameter_side) / m;
-    out += fmt::format(
-        "  {:>5} {:>10} {:>5.1f}% {:>8.1f}  {:>15} {:>6} {:>9.4f}  {:>15} {:>7}  {}\n", l.name, l.params,
-        100.0 * static_cast<double>(l.params) / d, per,
-        fmt::format("{} / {}", l.blocks_samples_side, l.blocks_parameter_side), l.largest_block, l.seconds / m,
-        l.hidden ? fmt::format("{:.3f} / {:.3f}", l.cpu_seconds_products / m, l.cpu_seconds_eigen / m) : "-", l.num_cut,
-        l.description);
+  if (mk.from_spectra_file) {
+    out += fmt::format("  Markov layers (from the spectra file)\n  {:>5} {:>10} {:>6} {:>14} {:>7}  {}\n", "name",
+                       "params", "share", "mean trace", "cut", "layers");
+    for (const auto& l : mk.layers)
+      out += fmt::format("  {:>5} {:>10} {:>5.1f}% {:>14.6g} {:>7}  {}\n", l.name, l.params,
+                         100.0 * static_cast<double>(l.params) / d, l.mean_trace, l.num_cut, l.description);
+  } else {
+    out +=
+        "  Markov layers: blocks of the Fisher per parameter sample (one per unit or channel of a hidden layer,\n"
+        "  all-zero units skipped), how many were solved on the sample / parameter side, the largest, wall time\n"
+        "  per sample and the thread time forming blocks / in eigen-solves (hidden layers)\n";
+    out += fmt::format("  {:>5} {:>10} {:>6} {:>8}  {:>15} {:>6} {:>9}  {:>15} {:>7}  {}\n", "name", "params", "share",
+                       "blocks", "samples/params", "max", "s/sample", "products/eigen", "cut", "layers");
+    for (const auto& l : mk.layers) {
+      const double per = static_cast<double>(l.blocks_samples_side + l.blocks_parameter_side) / m;
+      out += fmt::format(
+          "  {:>5} {:>10} {:>5.1f}% {:>8.1f}  {:>15} {:>6} {:>9.4f}  {:>15} {:>7}  {}\n", l.name, l.params,
+          100.0 * static_cast<double>(l.params) / d, per,
+          fmt::format("{} / {}", l.blocks_samples_side, l.blocks_parameter_side), l.largest_block, l.seconds / m,
+          l.hidden ? fmt::format("{:.3f} / {:.3f}", l.cpu_seconds_products / m, l.cpu_seconds_eigen / m) : "-",
+          l.num_cut, l.description);
+    }
   }
   out += fmt::format("\n  lower and chain 2sED +- bootstrap standard error (B = {}, {} cover)\n", o.estimator.bootstrap,
                      r.estimate.cover == Cover::Box ? "box" : "ellipsoid");
