@@ -26,6 +26,7 @@ struct Case {
   Task task;
   int64_t draws;
   GramSide side;
+  bool bias = true;
 };
 
 // Every tail the per-unit split handles: activations, max and average pooling (overlapping
@@ -39,6 +40,10 @@ const Case kCases[] = {
     {"cnn:1x7x7-c2k3s2p1-sigmoid-c3k2-a2-f3", Activation::ReLU, Task::Classify, 2, GramSide::Samples},
     {"cnn:1x8x8-c3k3p1-tanh-p3s2-flatten-f5-tanh-f3", Activation::ReLU, Task::Regress, 1, GramSide::Parameters},
     {"cnn:2x5x5-c2k2-gelu-a2s1-c2k2-tanh-f3", Activation::ReLU, Task::Classify, 1, GramSide::Auto},
+    // A pooling before the first parametric layer, two convolutions in a row, no biases.
+    {"cnn:1x8x8-p2-c3k3-tanh-f2", Activation::ReLU, Task::Classify, 2, GramSide::Auto},
+    {"cnn:1x8x8-c3k3-c2k3-tanh-f2", Activation::ReLU, Task::Regress, 1, GramSide::Auto, false},
+    {"mlp:5-4-4-3", Activation::Tanh, Task::Classify, 1, GramSide::Auto, false},
 };
 
 torch::Tensor inputs(const Network& net, int64_t n, uint64_t seed = 11) {
@@ -67,6 +72,7 @@ TEST(MarkovTest, StructuredBlocksEqualDenseAutogradBlocks) {
   for (const auto& c : kCases) {
     ModelOptions mopts;
     mopts.activation = c.act;
+    mopts.bias = c.bias;
     Network net(parse_model_spec(c.spec, mopts));
     MarkovOptions mo;
     mo.sigma = 0.3;
