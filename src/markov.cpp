@@ -317,7 +317,8 @@ void MarkovChainModel::walk(const torch::Tensor& theta, const torch::Tensor& x, 
 }
 
 MarkovSpectrum MarkovChainModel::spectrum(const torch::Tensor& theta, const torch::Tensor& x,
-                                          const torch::Tensor& noise, uint64_t rng_index) const {
+                                          const torch::Tensor& noise, uint64_t rng_index,
+                                          const std::function<void(size_t)>& after_layer) const {
   MarkovSpectrum out;
   walk(theta, x, noise, [&](size_t li, const torch::Tensor& in, const torch::Tensor& params) {
     const auto t0 = Clock::now();
@@ -347,6 +348,7 @@ MarkovSpectrum MarkovChainModel::spectrum(const torch::Tensor& theta, const torc
     }
     block.seconds = seconds_since(t0);
     out.layers.push_back(std::move(block));
+    if (after_layer) after_layer(li);
     return y;
   });
   return out;

@@ -278,7 +278,9 @@ void run_markov(const MeasureOptions& opts, const Network& net, const torch::Ten
     torch::Tensor noise = given_noise.empty()
                               ? draw_noise(opts.seed, static_cast<uint64_t>(j), d, rows, h)
                               : torch::from_blob(given_noise.data() + j * rows * h, {rows, h}, torch::kFloat64);
-    auto ms = chain.spectrum(theta, x, noise, static_cast<uint64_t>(j));
+    auto ms = chain.spectrum(theta, x, noise, static_cast<uint64_t>(j), [&](size_t l) {
+      if (opts.layer_progress) opts.layer_progress(j, static_cast<int64_t>(l) + 1, static_cast<int64_t>(num_layers), m);
+    });
     merged.push_back(ms.merged());
     if (writer) {
       sample_layers.clear();

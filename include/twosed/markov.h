@@ -24,6 +24,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -102,8 +103,9 @@ class MarkovChainModel {
   /// The spectra of F_l(theta), l = 1..L, at inputs x (N, input_shape...) and standard-normal
   /// noise (N*R, H) (row i*R + r: draw r of input i; layer l in its noise columns).
   /// `rng_index` picks the sampled labels of the output block (use the sample index j).
+  /// `after_layer(l)`, if given, is called as each layer's blocks are done (progress reports).
   MarkovSpectrum spectrum(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& noise,
-                          uint64_t rng_index = 0) const;
+                          uint64_t rng_index = 0, const std::function<void(size_t)>& after_layer = {}) const;
 
   /// Per-layer sizes and peak memory for N inputs with `threads` worker threads.
   std::vector<MarkovLayerPlan> plan(int64_t num_inputs, int threads) const;

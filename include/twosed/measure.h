@@ -42,6 +42,9 @@ struct MeasureOptions {
   std::string noise_file;   ///< .npy of standard-normal noise (M x N*R x H or M x N x R x H), else drawn
   /// Called after each parameter sample: (done, total). May be empty.
   std::function<void(int64_t, int64_t)> progress;
+  /// Markov runs: called after each layer of each sample, (sample j, layers done, layers, samples M).
+  /// May be empty.
+  std::function<void(int64_t, int64_t, int64_t, int64_t)> layer_progress;
 };
 
 /// What one parameter sample's spectrum looked like (for reports; curves use the spectra).

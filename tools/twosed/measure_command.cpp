@@ -102,24 +102,34 @@ T pick(const std::string& option, const std::string& value, const std::vector<st
   throw UsageError(fmt::format("{} {}: expected one of {}", option, value, names));
 }
 
-// A progress bar with ETA on stderr, drawn only when stderr is a terminal.
+// A progress bar with ETA on stderr, drawn only when stderr is a terminal. Markov runs also
+// report each finished layer, so a long sample (a large CNN) shows progress within it.
 class ProgressBar {
  public:
   explicit ProgressBar(bool enabled) : enabled_(enabled && ::isatty(2)), start_(Clock::now()) {}
-  void update(int64_t done, int64_t total) {
-    if (!enabled_) return;
-    const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
-    const double eta = done > 0 ? elapsed * static_cast<double>(total - done) / static_cast<double>(done) : 0;
-    const int width = 30, filled = static_cast<int>(width * done / std::max<int64_t>(total, 1));
-    std::fprintf(stderr, "\r  [%s%s] %lld/%lld parameter samples  %.1fs elapsed  ETA %.1fs ",
-                 std::string(static_cast<size_t>(filled), '#').c_str(),
-                 std::string(static_cast<size_t>(width - filled), '.').c_str(), static_cast<long long>(done),
-                 static_cast<long long>(total), elapsed, eta);
-    if (done == total) std::fprintf(stderr, "\n");
-    std::fflush(stderr);
+  void update(int64_t done, int64_t total) { draw(static_cast<double>(done), total, ""); }
+  void update_layer(int64_t sample, int64_t layers_done, int64_t layers, int64_t total) {
+    if (layers_done == layers) return;  // the sample's own update follows
+    draw(static_cast<double>(sample) + static_cast<double>(layers_done) / static_cast<double>(layers), total,
+         fmt::format(" (sample {}: layer {}/{})", sample + 1, layers_done, layers));
   }
 
  private:
+  void draw(double done, int64_t total, const std::string& detail) {
+    if (!enabled_) return;
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
+    const double eta = done > 0 ? elapsed * (static_cast<double>(total) - done) / done : 0;
+    const int width = 30;
+    const int filled =
+        std::clamp(static_cast<int>(width * done / static_cast<double>(std::max<int64_t>(total, 1))), 0, width);
+    std::fprintf(stderr, "\r  [%s%s] %lld/%lld parameter samples%s  %.1fs elapsed  ETA %.1fs   ",
+                 std::string(static_cast<size_t>(filled), '#').c_str(),
+                 std::string(static_cast<size_t>(width - filled), '.').c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total), detail.c_str(), elapsed, eta);
+    if (done == static_cast<double>(total)) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  }
+
   using Clock = std::chrono::steady_clock;
   bool enabled_;
   Clock::time_point start_;
@@ -419,6 +429,9 @@ Runner add_measure_command(CLI::App& app) {
     set_num_threads(p->threads != 0 ? p->threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
     ProgressBar bar(!p->quiet);
     o.progress = [&bar](int64_t done, int64_t total) { bar.update(done, total); };
+    o.layer_progress = [&bar](int64_t sample, int64_t done, int64_t layers, int64_t total) {
+      bar.update_layer(sample, done, layers, total);
+    };
 
     if (p->plan) {
       write_output(plan_measure(o), p->out);
