@@ -372,22 +372,7 @@ def multisets(M):
 
 def bootstrap_se(fn, M, B, seed, exact_limit):
     """Standard error of fn(idx, weights) under resampling of the M samples."""
-    if math.comb(2 * M - 1, M) <= exact_limit:
-        mean = var_acc = 0.0
-        vals = [(fn(idx, w), prob) for idx, w, prob in multisets(M)]
-        mean = sum(v * p for v, p in vals)
-        var_acc = sum(p * (v - mean) ** 2 for v, p in vals)
-        return math.sqrt(max(var_acc, 0.0))
-    rng = random.Random(seed)
-    vals = []
-    for _ in range(B):
-        counts = [0] * M
-        for _ in range(M):
-            counts[rng.randrange(M)] += 1
-        idx = [j for j in range(M) if counts[j]]
-        vals.append(fn(idx, [counts[j] / M for j in idx]))
-    m = sum(vals) / B
-    return math.sqrt(sum((v - m) ** 2 for v in vals) / (B - 1))
+    return bootstrap_se_vec(lambda idx, w: [fn(idx, w)], M, B, seed, exact_limit)[0]
 
 
 # ----------------------------------------------------------------------------- Markov chain model
