@@ -190,6 +190,19 @@ torch::Tensor load_inputs(const MeasureOptions& opts, const ModelSpec& spec, std
   return to_tensor(data.x, shape);
 }
 
+// The first line of a --spectra-out file.
+SpectraHeader spectra_header(const MeasureOptions& opts, int64_t d, int64_t n, int64_t k, const FisherOptions& fopts) {
+  SpectraHeader h;
+  h.model = opts.model;
+  h.num_params = d;
+  h.num_inputs = n;
+  h.num_outputs = k;
+  h.task = fopts.task == Task::Classify ? "classify" : "regress";
+  h.fisher = fopts.kind == FisherKind::Exact ? "exact" : "sampled";
+  h.seed = opts.seed;
+  return h;
+}
+
 // The noise of every sample from --noise: (M, N*R, H) or (M, N, R, H), standard normals.
 std::vector<double> read_noise(const std::string& path, int64_t m, int64_t n, int64_t r, int64_t h) {
   auto arr = read_npy(path);
@@ -256,13 +269,7 @@ void run_markov(const MeasureOptions& opts, const Network& net, const torch::Ten
   }
   std::unique_ptr<SpectraWriter> writer;
   if (!opts.spectra_out.empty()) {
-    SpectraHeader header{opts.model,
-                         d,
-                         n,
-                         net.num_outputs(),
-                         fopts.task == Task::Classify ? "classify" : "regress",
-                         fopts.kind == FisherKind::Exact ? "exact" : "sampled",
-                         opts.seed};
+    SpectraHeader header = spectra_header(opts, d, n, net.num_outputs(), fopts);
     header.markov = true;
     header.sigma = opts.sigma;
     header.noise_draws = opts.noise_draws;
@@ -302,7 +309,6 @@ void run_markov(const MeasureOptions& opts, const Network& net, const torch::Ten
       lr.cpu_seconds_products += b.cpu_seconds_products;
       lr.cpu_seconds_eigen += b.cpu_seconds_eigen;
       summary.matrix_size = std::max(summary.matrix_size, b.largest_block);
-      summary.seconds_gram += b.seconds;
       per_layer[l].push_back(std::move(b.spectrum));
     }
     const auto& all = merged.back();
@@ -508,10 +514,8 @@ MeasureResult run_measure(const MeasureOptions& opts) {
   result.fisher = fopts;
   std::unique_ptr<SpectraWriter> writer;
   if (!opts.spectra_out.empty())
-    writer = std::make_unique<SpectraWriter>(
-        opts.spectra_out, SpectraHeader{opts.model, d, result.num_inputs, result.num_outputs,
-                                        fopts.task == Task::Classify ? "classify" : "regress",
-                                        fopts.kind == FisherKind::Exact ? "exact" : "sampled", opts.seed});
+    writer = std::make_unique<SpectraWriter>(opts.spectra_out,
+                                             spectra_header(opts, d, result.num_inputs, result.num_outputs, fopts));
   EstimatorOptions eopts = opts.estimator;
   eopts.seed = opts.seed;
   auto theta = torch::empty({d}, torch::kFloat64);

@@ -410,8 +410,6 @@ Runner add_measure_command(CLI::App& app) {
     o.noise_file = p->noise;
     if (p->markov && sigma->count() == 0)
       throw UsageError("--markov needs --sigma (the noise standard deviation, > 0)");
-    if (p->markov && !(p->sigma > 0 && std::isfinite(p->sigma)))
-      throw UsageError(fmt::format("--sigma must be a finite number > 0, got {}", p->sigma));
     if (p->noise_draws < 1 || p->noise_draws > 1000000)
       throw UsageError(fmt::format("--noise-draws must be in [1, 1000000], got {}", p->noise_draws));
     if (breakdown->count() > 0 && !(p->breakdown_eps > 0 && p->breakdown_eps < 1))
