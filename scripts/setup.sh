@@ -17,6 +17,8 @@ PACKAGES=(
   clang-format          # the format check among the tests
   python3               # the CLI and reference tests (standard library only)
   gnuplot-nox           # --plot figures (PNG, SVG) without a display
+  libsqlite3-dev        # the results store (--db)
+  sqlite3               # inspecting a results store by hand; the CLI tests use it
 )
 
 missing=()

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -830,6 +831,46 @@ TwoScaleResult estimate(const std::vector<SampleSpectrum>& spectra, int64_t num_
   return result;
 }
 }  // namespace
+
+struct TwoScaleFunction::Impl {
+  Problem pr;
+  double d = 0.0;
+  Cover cover = Cover::Box;
+  Aggregate aggregate = Aggregate::LogMeanExp;
+};
+
+TwoScaleFunction::TwoScaleFunction(const std::vector<SampleSpectrum>& spectra, int64_t num_params, Cover cover,
+                                   Aggregate aggregate, int64_t exact_limit)
+    : impl_(std::make_unique<Impl>()) {
+  if (num_params < 1) throw UsageError(fmt::format("num_params must be >= 1, got {}", num_params));
+  if (spectra.empty()) throw UsageError("spectra must be non-empty (M >= 1)");
+  auto& pr = impl_->pr;
+  impl_->d = static_cast<double>(num_params);
+  impl_->cover = cover;
+  impl_->aggregate = aggregate;
+  pr.flat = flatten_and_check(spectra, exact_limit);
+  pr.num_samples = spectra.size();
+  pr.all.resize(pr.num_samples);
+  for (std::size_t j = 0; j < pr.num_samples; ++j) pr.all[j] = static_cast<uint32_t>(j);
+  pr.mean_trace = mean_trace_of(pr.flat.trace, pr.all.data(), pr.num_samples);
+  if (!(std::isfinite(pr.mean_trace) && pr.mean_trace > 0.0))
+    throw UsageError(fmt::format("mean trace t must be finite and > 0, got {}", pr.mean_trace));
+  pr.log_d = std::log(impl_->d);
+  pr.log_scale = 0.5 * (pr.log_d - std::log(pr.mean_trace));
+  pr.scale = std::sqrt(impl_->d / pr.mean_trace);
+  if (!std::isfinite(pr.scale)) pr.scale = std::exp(pr.log_scale);
+}
+
+TwoScaleFunction::~TwoScaleFunction() = default;
+TwoScaleFunction::TwoScaleFunction(TwoScaleFunction&&) noexcept = default;
+
+double TwoScaleFunction::operator()(double zeta, double eps) const {
+  if (!(zeta >= 0.0 && zeta < 1.0)) throw UsageError(fmt::format("zeta must satisfy 0 <= zeta < 1, got {}", zeta));
+  check_eps(eps, "eps");
+  EvalPoint pt = make_eps_point(impl_->cover, zeta, eps, impl_->d, "eps");
+  pt.aggregate = impl_->aggregate;
+  return exact_value(impl_->pr, pt);
+}
 
 TwoScaleResult estimate_two_scale(const std::vector<SampleSpectrum>& spectra, int64_t num_params,
                                   const EstimatorOptions& opts) {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#include <map>
 
 #include "twosed/data.h"
 #include "twosed/error.h"
@@ -18,6 +19,8 @@
 #include "twosed/parameter_space.h"
 #include "twosed/random.h"
 #include "twosed/spectra_file.h"
+#include "twosed/train.h"
+#include "twosed/training_data.h"
 
 namespace twosed {
 namespace {
@@ -116,28 +119,6 @@ torch::Tensor to_tensor(const std::vector<double>& v, std::vector<int64_t> shape
   return torch::from_blob(const_cast<double*>(v.data()), shape, torch::kFloat64).clone();
 }
 
-// synthetic:teacher:SPEC[:N]: standard normal inputs shaped for the teacher, labelled by the
-// argmax of the teacher network at one parameter sample from its init box.
-Dataset make_teacher_data(const DataSpec& ds, const ModelOptions& model_options, uint64_t seed) {
-  Network teacher(parse_model_spec(ds.model_spec, model_options));
-  Dataset data;
-  data.sample_shape = teacher.spec().input_shape;
-  data.source = "synthetic:teacher:" + ds.model_spec;
-  Rng rng(seed, Stream::Data, 1);
-  data.x.resize(static_cast<size_t>(ds.count * teacher.spec().num_inputs()));
-  for (double& v : data.x) v = rng.normal();
-  auto space = ParameterSpace::parse("init", teacher);
-  auto theta = torch::empty({teacher.num_params()}, torch::kFloat64);
-  space.sample(seed, /*j=*/1'000'000'007, theta.data_ptr<double>());
-  std::vector<int64_t> shape{ds.count};
-  shape.insert(shape.end(), data.sample_shape.begin(), data.sample_shape.end());
-  torch::NoGradGuard no_grad;
-  auto labels = teacher.forward(theta, to_tensor(data.x, shape)).argmax(1).contiguous();
-  data.labels.assign(labels.data_ptr<int64_t>(), labels.data_ptr<int64_t>() + ds.count);
-  data.num_classes = teacher.num_outputs();
-  return data;
-}
-
 // The N inputs as a (N, input_shape...) float64 tensor, checked against the model.
 torch::Tensor load_inputs(const MeasureOptions& opts, const ModelSpec& spec, std::string& description) {
   Dataset data;
@@ -223,6 +204,32 @@ std::vector<double> read_noise(const std::string& path, int64_t m, int64_t n, in
   return std::move(arr.data);
 }
 
+// All blocks of one sample as one spectrum: tr F = sum of the block traces (spec section 3).
+SampleSpectrum merge_blocks(const std::vector<SampleSpectrum>& blocks) {
+  SampleSpectrum s;
+  for (const auto& b : blocks) {
+    s.eigenvalues.insert(s.eigenvalues.end(), b.eigenvalues.begin(), b.eigenvalues.end());
+    s.trace += b.trace;
+    s.num_cut += b.num_cut;
+  }
+  return s;
+}
+
+// The samples a resumed run takes back, by index; checks they fit this run.
+std::map<int64_t, const SampleRecord*> completed_by_index(const MeasureOptions& opts, int64_t m, size_t blocks,
+                                                          bool markov) {
+  std::map<int64_t, const SampleRecord*> by_index;
+  for (const auto& r : opts.completed) {
+    if (r.index < 0 || r.index >= m)
+      throw DataError(fmt::format("stored sample {} is outside this run's {} parameter samples", r.index, m));
+    if (r.blocks.size() != blocks || (markov && r.costs.size() != blocks))
+      throw DataError(
+          fmt::format("stored sample {} has {} blocks; this model has {}", r.index, r.blocks.size(), blocks));
+    if (!by_index.emplace(r.index, &r).second) throw DataError(fmt::format("stored sample {} appears twice", r.index));
+  }
+  return by_index;
+}
+
 // The chain 2sED (log-mean-exp), the lower 2sED (mean) and each layer's share of it, all with
 // the same t and bootstrap resamples. per_layer[l][j]: layer l's spectrum at sample j.
 void markov_estimates(const std::vector<SampleSpectrum>& merged, std::vector<std::vector<SampleSpectrum>> per_layer,
@@ -267,56 +274,65 @@ void run_markov(const MeasureOptions& opts, const Network& net, const torch::Ten
     lr.hidden = ml.hidden;
     report.layers.push_back(lr);
   }
+  SpectraHeader header = spectra_header(opts, d, n, net.num_outputs(), fopts);
+  header.markov = true;
+  header.sigma = opts.sigma;
+  header.noise_draws = opts.noise_draws;
+  header.noise_width = h;
+  for (const auto& ml : chain.layers()) header.layers.push_back({ml.name, ml.description, ml.params});
+  if (opts.on_start) opts.on_start(header);
   std::unique_ptr<SpectraWriter> writer;
-  if (!opts.spectra_out.empty()) {
-    SpectraHeader header = spectra_header(opts, d, n, net.num_outputs(), fopts);
-    header.markov = true;
-    header.sigma = opts.sigma;
-    header.noise_draws = opts.noise_draws;
-    header.noise_width = h;
-    for (const auto& ml : chain.layers()) header.layers.push_back({ml.name, ml.description, ml.params});
-    writer = std::make_unique<SpectraWriter>(opts.spectra_out, header);
-  }
+  if (!opts.spectra_out.empty()) writer = std::make_unique<SpectraWriter>(opts.spectra_out, header);
   std::vector<std::vector<SampleSpectrum>> per_layer(num_layers);
   std::vector<SampleSpectrum> merged;
-  std::vector<SampleSpectrum> sample_layers;
+  const auto completed = completed_by_index(opts, m, num_layers, true);
+  result.resumed_samples = static_cast<int64_t>(completed.size());
   for (int64_t j = 0; j < m; ++j) {
-    theta_j(j);
-    torch::Tensor noise = given_noise.empty()
-                              ? draw_noise(opts.seed, static_cast<uint64_t>(j), d, rows, h)
-                              : torch::from_blob(given_noise.data() + j * rows * h, {rows, h}, torch::kFloat64);
-    auto ms = chain.spectrum(theta, x, noise, static_cast<uint64_t>(j), [&](size_t l) {
-      if (opts.layer_progress) opts.layer_progress(j, static_cast<int64_t>(l) + 1, static_cast<int64_t>(num_layers), m);
-    });
-    merged.push_back(ms.merged());
-    if (writer) {
-      sample_layers.clear();
-      for (const auto& b : ms.layers) sample_layers.push_back(b.spectrum);
-      writer->append_layers(j, sample_layers);
+    SampleRecord record;
+    if (auto it = completed.find(j); it != completed.end()) {
+      record = *it->second;
+    } else {
+      theta_j(j);
+      torch::Tensor noise = given_noise.empty()
+                                ? draw_noise(opts.seed, static_cast<uint64_t>(j), d, rows, h)
+                                : torch::from_blob(given_noise.data() + j * rows * h, {rows, h}, torch::kFloat64);
+      auto ms = chain.spectrum(theta, x, noise, static_cast<uint64_t>(j), [&](size_t l) {
+        if (opts.layer_progress)
+          opts.layer_progress(j, static_cast<int64_t>(l) + 1, static_cast<int64_t>(num_layers), m);
+      });
+      record.index = j;
+      for (auto& b : ms.layers) {
+        record.costs.push_back({b.blocks_samples_side, b.blocks_parameter_side, b.largest_block, b.seconds,
+                                b.cpu_seconds_products, b.cpu_seconds_eigen});
+        record.summary.matrix_size = std::max(record.summary.matrix_size, b.largest_block);
+        record.blocks.push_back(std::move(b.spectrum));
+      }
+      const auto all = merge_blocks(record.blocks);
+      record.summary.kept = static_cast<int64_t>(all.eigenvalues.size());
+      record.summary.cut = all.num_cut;
+      record.summary.trace = all.trace;
+      for (double e : all.eigenvalues) record.summary.largest = std::max(record.summary.largest, e);
+      if (opts.on_sample) opts.on_sample(record);
     }
-    SampleSummary summary;
+    merged.push_back(merge_blocks(record.blocks));
+    if (writer) writer->append_layers(j, record.blocks);
     report.sample_traces.emplace_back();
     for (size_t l = 0; l < num_layers; ++l) {
-      auto& b = ms.layers[l];
-      report.sample_traces.back().push_back(b.spectrum.trace);
+      const auto& c = record.costs[l];
+      auto& b = record.blocks[l];
+      report.sample_traces.back().push_back(b.trace);
       auto& lr = report.layers[l];
-      lr.blocks_samples_side += b.blocks_samples_side;
-      lr.blocks_parameter_side += b.blocks_parameter_side;
-      lr.largest_block = std::max(lr.largest_block, b.largest_block);
-      lr.num_cut += b.spectrum.num_cut;
-      lr.mean_trace += b.spectrum.trace / static_cast<double>(m);
-      lr.seconds += b.seconds;
-      lr.cpu_seconds_products += b.cpu_seconds_products;
-      lr.cpu_seconds_eigen += b.cpu_seconds_eigen;
-      summary.matrix_size = std::max(summary.matrix_size, b.largest_block);
-      per_layer[l].push_back(std::move(b.spectrum));
+      lr.blocks_samples_side += c.blocks_samples_side;
+      lr.blocks_parameter_side += c.blocks_parameter_side;
+      lr.largest_block = std::max(lr.largest_block, c.largest_block);
+      lr.num_cut += b.num_cut;
+      lr.mean_trace += b.trace / static_cast<double>(m);
+      lr.seconds += c.seconds;
+      lr.cpu_seconds_products += c.cpu_seconds_products;
+      lr.cpu_seconds_eigen += c.cpu_seconds_eigen;
+      per_layer[l].push_back(std::move(b));
     }
-    const auto& all = merged.back();
-    summary.kept = static_cast<int64_t>(all.eigenvalues.size());
-    summary.cut = all.num_cut;
-    summary.trace = all.trace;
-    for (double e : all.eigenvalues) summary.largest = std::max(summary.largest, e);
-    result.samples.push_back(summary);
+    result.samples.push_back(record.summary);
     if (opts.progress) opts.progress(j + 1, m);
   }
   if (std::all_of(merged.begin(), merged.end(), [](const SampleSpectrum& s) { return s.trace == 0.0; }))
@@ -390,65 +406,102 @@ namespace {
 
 // Curves from a spectra file written by an earlier (possibly stopped) run.
 MeasureResult measure_from_spectra(const MeasureOptions& opts) {
-  const auto file = read_spectra(opts.spectra_in);
-  MeasureResult result;
-  result.spec.text = file.header.model;
-  result.num_inputs = file.header.num_inputs;
-  result.num_outputs = file.header.num_outputs;
-  result.fisher = opts.fisher;
-  result.fisher.task = file.header.task == "regress" ? Task::Regress : Task::Classify;
-  result.fisher.kind = file.header.fisher == "sampled" ? FisherKind::Sampled : FisherKind::Exact;
-  result.rows_per_example = rows_per_example(result.num_outputs, result.fisher);
-  result.data_description =
-      fmt::format("spectra of {} finished samples from {}{}", file.spectra.size(), opts.spectra_in,
-                  file.truncated_last_line ? " (an unfinished last line was ignored)" : "");
-  result.space_description = fmt::format("as in the run that wrote {} (seed {})", opts.spectra_in, file.header.seed);
-  for (const auto& s : file.spectra) {
-    SampleSummary summary;
-    summary.kept = static_cast<int64_t>(s.eigenvalues.size());
-    summary.cut = s.num_cut;
-    summary.matrix_size = summary.kept + summary.cut;
-    summary.trace = s.trace;
-    summary.largest = s.eigenvalues.empty() ? 0.0 : s.eigenvalues.back();
-    result.samples.push_back(summary);
+  auto file = read_spectra(opts.spectra_in);
+  std::vector<SampleRecord> records(file.spectra.size());
+  for (size_t j = 0; j < records.size(); ++j) {
+    records[j].index = static_cast<int64_t>(j);
+    if (file.header.markov)
+      records[j].blocks = std::move(file.layer_spectra[j]);
+    else
+      records[j].blocks.push_back(std::move(file.spectra[j]));
   }
   EstimatorOptions eopts = opts.estimator;
   eopts.seed = opts.seed;
-  if (file.header.markov) {
-    auto& mk = result.markov;
-    mk.enabled = true;
-    mk.sigma = file.header.sigma;
-    mk.noise_draws = file.header.noise_draws;
-    mk.noise_width = file.header.noise_width;
-    mk.noise_description = "as in the run that wrote the spectra file";
-    mk.from_spectra_file = true;
-    std::vector<std::vector<SampleSpectrum>> per_layer(file.header.layers.size());
-    for (const auto& l : file.header.layers) {
-      MarkovLayerReport lr;
-      lr.name = l.name;
-      lr.description = l.description;
-      lr.params = l.params;
-      mk.layers.push_back(lr);
-    }
-    mk.layers.back().hidden = false;
-    const double m = static_cast<double>(file.layer_spectra.size());
-    for (const auto& sample : file.layer_spectra) {
-      mk.sample_traces.emplace_back();
-      for (size_t l = 0; l < sample.size(); ++l) {
-        mk.sample_traces.back().push_back(sample[l].trace);
-        mk.layers[l].mean_trace += sample[l].trace / m;
-        mk.layers[l].num_cut += sample[l].num_cut;
-        per_layer[l].push_back(sample[l]);
-      }
-    }
-    markov_estimates(file.spectra, std::move(per_layer), file.header.num_params, eopts, result);
-    return result;
-  }
-  result.estimate = estimate_two_scale(file.spectra, file.header.num_params, eopts);
+  auto result =
+      measure_from_records(file.header, records, eopts,
+                           fmt::format("spectra of {} finished samples from {}{}", records.size(), opts.spectra_in,
+                                       file.truncated_last_line ? " (an unfinished last line was ignored)" : ""));
+  result.space_description = fmt::format("as in the run that wrote {} (seed {})", opts.spectra_in, file.header.seed);
+  result.fisher.cutoff = opts.fisher.cutoff;
   return result;
 }
 
 }  // namespace
+
+MeasureResult measure_from_records(const SpectraHeader& header, const std::vector<SampleRecord>& records,
+                                   const EstimatorOptions& eopts, const std::string& description) {
+  if (records.empty()) throw DataError(fmt::format("{}: no finished samples", description));
+  MeasureResult result;
+  result.spec.text = header.model;
+  result.num_inputs = header.num_inputs;
+  result.num_outputs = header.num_outputs;
+  result.fisher.task = header.task == "regress" ? Task::Regress : Task::Classify;
+  result.fisher.kind = header.fisher == "sampled" ? FisherKind::Sampled : FisherKind::Exact;
+  result.rows_per_example = rows_per_example(result.num_outputs, result.fisher);
+  result.data_description = description;
+  result.space_description = fmt::format("as in the run that computed the spectra (seed {})", header.seed);
+  result.side = records.front().side;
+  const size_t num_blocks = header.markov ? header.layers.size() : 1;
+  std::vector<SampleSpectrum> merged;
+  for (const auto& r : records) {
+    if (r.blocks.size() != num_blocks)
+      throw DataError(
+          fmt::format("{}: sample {} has {} blocks, expected {}", description, r.index, r.blocks.size(), num_blocks));
+    merged.push_back(merge_blocks(r.blocks));
+    SampleSummary summary = r.summary;
+    const auto& s = merged.back();
+    summary.kept = static_cast<int64_t>(s.eigenvalues.size());
+    summary.cut = s.num_cut;
+    summary.trace = s.trace;
+    if (summary.matrix_size == 0) summary.matrix_size = summary.kept + summary.cut;
+    if (summary.largest == 0)
+      for (double e : s.eigenvalues) summary.largest = std::max(summary.largest, e);
+    result.samples.push_back(summary);
+  }
+  if (!header.markov) {
+    result.estimate = estimate_two_scale(merged, header.num_params, eopts);
+    return result;
+  }
+  auto& mk = result.markov;
+  mk.enabled = true;
+  mk.sigma = header.sigma;
+  mk.noise_draws = header.noise_draws;
+  mk.noise_width = header.noise_width;
+  mk.noise_description = "as in the run that computed the spectra";
+  mk.from_spectra_file =
+      std::any_of(records.begin(), records.end(), [&](const SampleRecord& r) { return r.costs.size() != num_blocks; });
+  for (const auto& l : header.layers) {
+    MarkovLayerReport lr;
+    lr.name = l.name;
+    lr.description = l.description;
+    lr.params = l.params;
+    mk.layers.push_back(lr);
+  }
+  mk.layers.back().hidden = false;
+  const double m = static_cast<double>(records.size());
+  std::vector<std::vector<SampleSpectrum>> per_layer(num_blocks);
+  for (const auto& r : records) {
+    mk.sample_traces.emplace_back();
+    for (size_t l = 0; l < num_blocks; ++l) {
+      auto& lr = mk.layers[l];
+      mk.sample_traces.back().push_back(r.blocks[l].trace);
+      lr.mean_trace += r.blocks[l].trace / m;
+      lr.num_cut += r.blocks[l].num_cut;
+      if (!mk.from_spectra_file) {
+        const auto& c = r.costs[l];
+        lr.blocks_samples_side += c.blocks_samples_side;
+        lr.blocks_parameter_side += c.blocks_parameter_side;
+        lr.largest_block = std::max(lr.largest_block, c.largest_block);
+        lr.seconds += c.seconds;
+        lr.cpu_seconds_products += c.cpu_seconds_products;
+        lr.cpu_seconds_eigen += c.cpu_seconds_eigen;
+      }
+      per_layer[l].push_back(r.blocks[l]);
+    }
+  }
+  markov_estimates(merged, std::move(per_layer), header.num_params, eopts, result);
+  return result;
+}
 
 MeasureResult run_measure(const MeasureOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -492,6 +545,10 @@ MeasureResult run_measure(const MeasureOptions& opts) {
   int64_t m = opts.num_param_samples;
   ParameterSpace space;
   if (!opts.thetas_file.empty()) {
+    CheckpointInfo info;
+    if (read_checkpoint_info(opts.thetas_file, info) && (info.model != net.spec().text || info.num_params != d))
+      throw DataError(fmt::format("{}: a checkpoint of '{}' (d = {}), but the model is '{}' (d = {})", opts.thetas_file,
+                                  info.model, info.num_params, net.spec().text, d));
     auto arr = read_npy(opts.thetas_file);
     if (arr.shape.size() == 1 && arr.shape[0] == d) arr.shape = {1, d};
     if (arr.shape.size() != 2 || arr.shape[1] != d || arr.shape[0] < 1)
@@ -512,10 +569,6 @@ MeasureResult run_measure(const MeasureOptions& opts) {
   FisherOptions fopts = opts.fisher;
   fopts.label_seed = opts.seed;
   result.fisher = fopts;
-  std::unique_ptr<SpectraWriter> writer;
-  if (!opts.spectra_out.empty())
-    writer = std::make_unique<SpectraWriter>(opts.spectra_out,
-                                             spectra_header(opts, d, result.num_inputs, result.num_outputs, fopts));
   EstimatorOptions eopts = opts.estimator;
   eopts.seed = opts.seed;
   auto theta = torch::empty({d}, torch::kFloat64);
@@ -530,17 +583,39 @@ MeasureResult run_measure(const MeasureOptions& opts) {
     result.seconds_total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return result;
   }
+  const auto completed = completed_by_index(opts, m, 1, false);
+  result.resumed_samples = static_cast<int64_t>(completed.size());
+  const auto header = spectra_header(opts, d, result.num_inputs, result.num_outputs, fopts);
+  if (opts.on_start) opts.on_start(header);
+  std::unique_ptr<SpectraWriter> writer;
+  if (!opts.spectra_out.empty()) writer = std::make_unique<SpectraWriter>(opts.spectra_out, header);
   std::vector<SampleSpectrum> spectra;
   spectra.reserve(static_cast<size_t>(m));
   for (int64_t j = 0; j < m; ++j) {
-    theta_j(j);
-    auto fs = fisher_spectrum(net, theta, x, fopts, static_cast<uint64_t>(j));
-    if (j == 0) result.side = fs.side;
-    result.samples.push_back({fs.matrix_size, static_cast<int64_t>(fs.spectrum.eigenvalues.size()), fs.spectrum.num_cut,
-                              fs.spectrum.trace, fs.largest, fs.most_negative, fs.seconds_forward_backward,
-                              fs.seconds_gram, fs.seconds_eigen});
-    if (writer) writer->append(j, fs.spectrum);
-    spectra.push_back(std::move(fs.spectrum));
+    SampleRecord record;
+    if (auto it = completed.find(j); it != completed.end()) {
+      record = *it->second;
+    } else {
+      theta_j(j);
+      auto fs = fisher_spectrum(net, theta, x, fopts, static_cast<uint64_t>(j));
+      record.index = j;
+      record.side = fs.side;
+      record.summary = {fs.matrix_size,
+                        static_cast<int64_t>(fs.spectrum.eigenvalues.size()),
+                        fs.spectrum.num_cut,
+                        fs.spectrum.trace,
+                        fs.largest,
+                        fs.most_negative,
+                        fs.seconds_forward_backward,
+                        fs.seconds_gram,
+                        fs.seconds_eigen};
+      record.blocks.push_back(std::move(fs.spectrum));
+      if (opts.on_sample) opts.on_sample(record);
+    }
+    if (j == 0) result.side = record.side;
+    result.samples.push_back(record.summary);
+    if (writer) writer->append(j, record.blocks.front());
+    spectra.push_back(std::move(record.blocks.front()));
     if (opts.progress) opts.progress(j + 1, m);
   }
   if (std::all_of(spectra.begin(), spectra.end(), [](const SampleSpectrum& s) { return s.trace == 0.0; }))

@@ -8,6 +8,7 @@
 #include "twosed/network.h"
 #include "twosed/npy.h"
 #include "twosed/random.h"
+#include "twosed/train.h"
 
 namespace twosed {
 namespace {
@@ -44,6 +45,12 @@ ParameterSpace ParameterSpace::parse(const std::string& text, const Network& net
       throw UsageError(fmt::format("--space {}: expected local:CKPT:R", text));
     const auto path = rest.substr(0, colon);
     const double r = parse_positive_double(rest.substr(colon + 1), "radius R");
+    // A checkpoint written by `twosed train` names its model: refuse another model's even when
+    // the parameter counts happen to agree.
+    CheckpointInfo info;
+    if (read_checkpoint_info(path, info) && (info.model != net.spec().text || info.num_params != s.num_params_))
+      throw DataError(fmt::format("{}: a checkpoint of '{}' (d = {}), but the model is '{}' (d = {})", path, info.model,
+                                  info.num_params, net.spec().text, s.num_params_));
     const auto arr = read_npy(path);
     if (arr.numel() != s.num_params_ || arr.shape.size() > 2 || (arr.shape.size() == 2 && arr.shape[0] != 1))
       throw DataError(

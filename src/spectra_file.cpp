@@ -11,9 +11,8 @@
 
 namespace twosed {
 
-SpectraWriter::SpectraWriter(const std::string& path, const SpectraHeader& h) : path_(path) {
-  file_ = std::fopen(path.c_str(), "w");
-  if (!file_) throw DataError(fmt::format("{}: cannot open for writing", path));
+namespace {
+nlohmann::json header_to_json(const SpectraHeader& h) {
   nlohmann::json j = {{"twosed_spectra", h.markov ? 2 : 1},
                       {"model", h.model},
                       {"d", h.num_params},
@@ -29,7 +28,57 @@ SpectraWriter::SpectraWriter(const std::string& path, const SpectraHeader& h) : 
     j["markov"] = {
         {"sigma", h.sigma}, {"noise_draws", h.noise_draws}, {"noise_width", h.noise_width}, {"layers", layers}};
   }
-  const auto line = j.dump() + "\n";
+  return j;
+}
+
+// `where` prefixes messages ("PATH:1").
+SpectraHeader header_from_json(const nlohmann::json& j, const std::string& where) {
+  if (!j.contains("twosed_spectra"))
+    throw DataError(fmt::format("{}: not a twosed spectra file (no \"twosed_spectra\" key)", where));
+  const int format = j.at("twosed_spectra").get<int>();
+  if (format != 1 && format != 2)
+    throw DataError(fmt::format("{}: spectra file format {} is not supported (expected 1 or 2)", where,
+                                j.at("twosed_spectra").dump()));
+  SpectraHeader h;
+  h.model = j.at("model").get<std::string>();
+  h.num_params = j.at("d").get<int64_t>();
+  h.num_inputs = j.at("N").get<int64_t>();
+  h.num_outputs = j.at("k").get<int64_t>();
+  h.task = j.at("task").get<std::string>();
+  h.fisher = j.at("fisher").get<std::string>();
+  h.seed = j.at("seed").get<uint64_t>();
+  if (h.num_params < 1) throw DataError(fmt::format("{}: d must be >= 1", where));
+  h.markov = format == 2;
+  if (h.markov) {
+    const auto& mk = j.at("markov");
+    h.sigma = mk.at("sigma").get<double>();
+    h.noise_draws = mk.at("noise_draws").get<int64_t>();
+    h.noise_width = mk.at("noise_width").get<int64_t>();
+    for (const auto& l : mk.at("layers"))
+      h.layers.push_back(
+          {l.at("name").get<std::string>(), l.at("description").get<std::string>(), l.at("params").get<int64_t>()});
+    if (h.layers.empty()) throw DataError(fmt::format("{}: a Markov spectra header needs layers", where));
+  }
+  return h;
+}
+}  // namespace
+
+std::string spectra_header_json(const SpectraHeader& h) {
+  return header_to_json(h).dump();
+}
+
+SpectraHeader parse_spectra_header(const std::string& json_text, const std::string& where) {
+  try {
+    return header_from_json(nlohmann::json::parse(json_text), where);
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(fmt::format("{}: {}", where, e.what()));
+  }
+}
+
+SpectraWriter::SpectraWriter(const std::string& path, const SpectraHeader& h) : path_(path) {
+  file_ = std::fopen(path.c_str(), "w");
+  if (!file_) throw DataError(fmt::format("{}: cannot open for writing", path));
+  const auto line = spectra_header_json(h) + "\n";
   if (std::fputs(line.c_str(), file_) < 0 || std::fflush(file_) != 0)
     throw DataError(fmt::format("{}: write failed", path));
 }
@@ -96,32 +145,7 @@ SpectraFile read_spectra(const std::string& path) {
     try {
       j = nlohmann::json::parse(line);
       if (line_no == 1) {
-        if (!j.contains("twosed_spectra"))
-          throw DataError(fmt::format("{}:1: not a twosed spectra file (no \"twosed_spectra\" key)", path));
-        const int format = j.at("twosed_spectra").get<int>();
-        if (format != 1 && format != 2)
-          throw DataError(fmt::format("{}:1: spectra file format {} is not supported (expected 1 or 2)", path,
-                                      j.at("twosed_spectra").dump()));
-        auto& h = out.header;
-        h.model = j.at("model").get<std::string>();
-        h.num_params = j.at("d").get<int64_t>();
-        h.num_inputs = j.at("N").get<int64_t>();
-        h.num_outputs = j.at("k").get<int64_t>();
-        h.task = j.at("task").get<std::string>();
-        h.fisher = j.at("fisher").get<std::string>();
-        h.seed = j.at("seed").get<uint64_t>();
-        if (h.num_params < 1) throw DataError(fmt::format("{}:1: d must be >= 1", path));
-        h.markov = format == 2;
-        if (h.markov) {
-          const auto& mk = j.at("markov");
-          h.sigma = mk.at("sigma").get<double>();
-          h.noise_draws = mk.at("noise_draws").get<int64_t>();
-          h.noise_width = mk.at("noise_width").get<int64_t>();
-          for (const auto& l : mk.at("layers"))
-            h.layers.push_back({l.at("name").get<std::string>(), l.at("description").get<std::string>(),
-                                l.at("params").get<int64_t>()});
-          if (h.layers.empty()) throw DataError(fmt::format("{}:1: a Markov spectra file needs layers", path));
-        }
+        out.header = header_from_json(j, fmt::format("{}:1", path));
         continue;
       }
       if (!out.header.markov) {

@@ -4,6 +4,7 @@
 set -u
 TWOSED="$1"
 WORK=$(mktemp -d)
+cd "$WORK"  # measurements record into ./twosed.db: keep it in the temporary folder
 trap 'rm -rf "$WORK"' EXIT
 pass=0
 fail=0

@@ -18,6 +18,7 @@ TWOSED="$1"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REF="$HERE/reference_2sed.py"
 WORK=$(mktemp -d)
+cd "$WORK"  # measurements record into ./twosed.db: keep it in the temporary folder
 trap '[ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"' EXIT
 pass=0
 fail=0

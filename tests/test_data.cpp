@@ -509,7 +509,8 @@ TEST(DataSpecParse, Teacher) {
 TEST(DataSpecParse, Errors) {
   expect_usage_error([] { twosed::parse_data_spec("foo:bar"); },
                      {"data source 'foo:bar': unknown kind 'foo' (expected csv:PATH[:label=COL], idx:DIR, "
-                      "idx:IMAGES,LABELS, synthetic:blobs:K:DIM[:N], synthetic:teacher:SPEC[:N])"});
+                      "idx:IMAGES,LABELS, synthetic:blobs:K:DIM[:N], synthetic:teacher:SPEC[:N], "
+                      "synthetic:covertype[:N])"});
   expect_usage_error([] { twosed::parse_data_spec(""); }, {"data source ''", "expected csv:PATH"});
   expect_usage_error([] { twosed::parse_data_spec("data.csv"); }, {"unknown kind 'data.csv'"});
   expect_usage_error([] { twosed::parse_data_spec("csv:"); }, {"'csv:'", "empty path"});
@@ -613,4 +614,37 @@ TEST(IdxTest, SubsetFirstEqualsLoadThenSelect) {
   // Explicit files give the same as the directory.
   const auto by_files = twosed::load_idx_subset(dir + "train-images-idx3-ubyte", dir + "train-labels-idx1-ubyte", 3, 1);
   EXPECT_EQ(by_files.x, twosed::load_idx_subset(dir, "", 3, 1).x);
+}
+
+TEST(Covertype, ShapedLikeCovertypeAndDeterministic) {
+  const auto spec = twosed::parse_data_spec("synthetic:covertype:3000");
+  EXPECT_EQ(spec.kind, twosed::DataSpec::Kind::Covertype);
+  EXPECT_EQ(spec.count, 3000);
+  EXPECT_EQ(twosed::parse_data_spec("synthetic:covertype").count, 10000);
+  expect_usage_error([] { twosed::parse_data_spec("synthetic:covertype:0"); }, {"N"});
+  expect_usage_error([] { twosed::parse_data_spec("synthetic:covertype:5:6"); }, {"synthetic:covertype[:N]"});
+  const auto a = twosed::load_dataset(spec, 3), b = twosed::load_dataset(spec, 3), c = twosed::load_dataset(spec, 4);
+  EXPECT_EQ(a.x, b.x);
+  EXPECT_EQ(a.labels, b.labels);
+  EXPECT_NE(a.labels, c.labels);
+  ASSERT_EQ(a.sample_shape, std::vector<int64_t>{54});
+  EXPECT_EQ(a.num_classes, 7);
+  std::vector<int> count(7);
+  for (int64_t i = 0; i < a.size(); ++i) {
+    ++count[static_cast<size_t>(a.labels[static_cast<size_t>(i)])];
+    // Exactly one wilderness area and one soil type per example.
+    double wild = 0, soil = 0;
+    for (int f = 10; f < 14; ++f) wild += a.x[static_cast<size_t>(i * 54 + f)];
+    for (int f = 14; f < 54; ++f) soil += a.x[static_cast<size_t>(i * 54 + f)];
+    EXPECT_EQ(wild, 1.0);
+    EXPECT_EQ(soil, 1.0);
+  }
+  // Elevation has Covertype's mean and scale (to sampling error).
+  double mean = 0;
+  for (int64_t i = 0; i < a.size(); ++i) mean += a.x[static_cast<size_t>(i * 54)] / static_cast<double>(a.size());
+  EXPECT_NEAR(mean, 2959.4, 4 * 280.0 / std::sqrt(3000.0));
+  // Unequal classes: the two largest hold most examples, every class occurs.
+  std::sort(count.begin(), count.end());
+  EXPECT_GT(count[6] + count[5], 3000 / 2);
+  EXPECT_GT(count[0], 0);
 }

@@ -857,6 +857,31 @@ TEST(EstimatorTest, BinnedTaylorSumsEqualExactSums) {
     }
 }
 
+TEST(EstimatorTest, TwoScaleFunctionEqualsTheEstimatesValues) {
+  // The function used by searches over eps must give the curve values bit for bit, for both
+  // aggregates, both covers, and binned (large) samples.
+  Rng rng(9, Stream::Data);
+  std::vector<SampleSpectrum> spectra;
+  for (int j = 0; j < 7; ++j) spectra.push_back(random_spectrum(rng, j == 3 ? 5000 : 40 + j, 1.0 + j, 0.01, 3.0, 1.2));
+  for (Cover cover : {Cover::Box, Cover::Ellipsoid})
+    for (Aggregate aggregate : {Aggregate::LogMeanExp, Aggregate::Mean}) {
+      EstimatorOptions opts;
+      opts.zetas = {0.0, 0.6};
+      opts.eps = parse_eps_grid("1e-9:0.5:7", "--eps");
+      opts.cover = cover;
+      opts.aggregate = aggregate;
+      opts.bootstrap = 2;
+      const auto r = estimate_two_scale(spectra, 900, opts);
+      const TwoScaleFunction f(spectra, 900, cover, aggregate);
+      for (const auto& c : r.curves)
+        for (size_t e = 0; e < c.eps.size(); ++e) EXPECT_EQ(f(c.zeta, c.eps[e]), c.value[e]);
+    }
+  const TwoScaleFunction f(spectra, 900);
+  EXPECT_THROW(f(1.0, 0.1), UsageError);
+  EXPECT_THROW(f(0.0, 1.5), UsageError);
+  EXPECT_THROW(TwoScaleFunction({}, 900), UsageError);
+}
+
 TEST(EstimatorSpeedTest, DefaultSizes) {
   // M = 100 samples of 1000 eigenvalues, 25 eps x 2 zetas, B = 1000: direct evaluation would
   // need ~5e9 log1p calls; the interpolated bootstrap should take well under 3 s in Release.

@@ -8,6 +8,7 @@
 //   idx:IMAGES[,LABELS]       explicit IDX files, raw or gzip-compressed
 //   synthetic:blobs:K:DIM[:N] K Gaussian blobs in DIM dimensions, N points (default 1000)
 //   synthetic:teacher:SPEC[:N] parsed here, labelled by the network code (see network.h)
+//   synthetic:covertype[:N]   54 features, 7 classes, shaped like UCI Covertype (default N 10000)
 #pragma once
 
 #include <cstdint>
@@ -31,7 +32,7 @@ struct Dataset {
 
 /// What a data-source string asks for, before anything is loaded.
 struct DataSpec {
-  enum class Kind { Csv, Idx, Blobs, Teacher };
+  enum class Kind { Csv, Idx, Blobs, Teacher, Covertype };
   Kind kind = Kind::Csv;
   std::string path;           ///< Csv: the file; Idx: a directory or the images file
   std::string labels_path;    ///< Idx with explicit files: the labels file (may be empty)
@@ -76,7 +77,12 @@ Dataset parse_idx(const std::string& image_bytes, const std::string& label_bytes
 /// dimensions, n points, labels 0..K-1 in round-robin order; deterministic for a seed.
 Dataset make_blobs(int64_t classes, int64_t dim, int64_t n, uint64_t seed);
 
-/// Loads csv/idx/blobs sources (Teacher throws UsageError: it needs a network, see network.h).
+/// A Covertype-shaped table: 10 quantitative columns with Covertype's means and scales, a
+/// one-hot wilderness area (4) and soil type (40), and 7 unequal classes from a fixed random
+/// teacher with label noise. Deterministic for a seed (Rng(seed, Data, 2)).
+Dataset make_covertype(int64_t n, uint64_t seed);
+
+/// Loads csv/idx/blobs/covertype sources (Teacher throws UsageError: it needs a network, see network.h).
 Dataset load_dataset(const DataSpec& spec, uint64_t seed);
 
 /// Replaces every feature by its z-score over the data set (constant features become 0).

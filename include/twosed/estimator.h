@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -125,5 +126,22 @@ TwoScaleResult estimate_two_scale(const std::vector<SampleSpectrum>& spectra, in
 /// at_n as in estimate_two_scale, with bootstrap standard errors; opts.aggregate is ignored.
 TwoScaleResult estimate_group_share(const std::vector<SampleSpectrum>& group_spectra, int64_t num_params,
                                     const EstimatorOptions& opts);
+
+/// d_zeta(eps) of fixed spectra at any (zeta, eps), exactly as estimate_two_scale computes its
+/// values but without standard errors: for searches over eps (the generalisation estimate).
+class TwoScaleFunction {
+ public:
+  /// Validates as estimate_two_scale (d >= 1, M >= 1, eigenvalues > 0, t > 0); throws UsageError.
+  TwoScaleFunction(const std::vector<SampleSpectrum>& spectra, int64_t num_params, Cover cover = Cover::Box,
+                   Aggregate aggregate = Aggregate::LogMeanExp, int64_t exact_limit = 4096);
+  ~TwoScaleFunction();
+  TwoScaleFunction(TwoScaleFunction&&) noexcept;
+  /// dhat_zeta(eps); throws UsageError for zeta outside [0,1) or eps outside (0,1).
+  double operator()(double zeta, double eps) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace twosed

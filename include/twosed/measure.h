@@ -16,9 +16,35 @@
 
 #include "twosed/estimator.h"
 #include "twosed/model_spec.h"
+#include "twosed/spectra_file.h"
 #include "twosed/statistical_model.h"
 
 namespace twosed {
+
+/// What one parameter sample's spectrum looked like (for reports; curves use the spectra).
+struct SampleSummary {
+  int64_t matrix_size = 0;  ///< size of the matrix diagonalised
+  int64_t kept = 0;         ///< eigenvalues kept
+  int64_t cut = 0;          ///< eigenvalues removed by the zero cutoff
+  double trace = 0, largest = 0, most_negative = 0;
+  double seconds_forward_backward = 0, seconds_gram = 0, seconds_eigen = 0;
+};
+
+/// What one Markov layer cost at one parameter sample.
+struct MarkovLayerCost {
+  int64_t blocks_samples_side = 0, blocks_parameter_side = 0, largest_block = 0;
+  double seconds = 0.0, cpu_seconds_products = 0.0, cpu_seconds_eigen = 0.0;
+};
+
+/// Everything one parameter sample contributes to a measurement: what the results store
+/// commits per sample, and what a resumed run takes back instead of recomputing it.
+struct SampleRecord {
+  int64_t index = 0;  ///< j
+  SampleSummary summary;
+  GramSide side = GramSide::Samples;   ///< standard model: the side solved
+  std::vector<SampleSpectrum> blocks;  ///< standard model: the Fisher's; Markov: one per layer, in order
+  std::vector<MarkovLayerCost> costs;  ///< Markov: one per layer
+};
 
 struct MeasureOptions {
   std::string model;                ///< model spec (model_spec.h); required
@@ -45,15 +71,15 @@ struct MeasureOptions {
   /// Markov runs: called after each layer of each sample, (sample j, layers done, layers, samples M).
   /// May be empty.
   std::function<void(int64_t, int64_t, int64_t, int64_t)> layer_progress;
-};
-
-/// What one parameter sample's spectrum looked like (for reports; curves use the spectra).
-struct SampleSummary {
-  int64_t matrix_size = 0;  ///< size of the matrix diagonalised
-  int64_t kept = 0;         ///< eigenvalues kept
-  int64_t cut = 0;          ///< eigenvalues removed by the zero cutoff
-  double trace = 0, largest = 0, most_negative = 0;
-  double seconds_forward_backward = 0, seconds_gram = 0, seconds_eigen = 0;
+  /// Called with each sample computed by this run, as soon as it is done (the results store
+  /// commits it). May be empty.
+  std::function<void(const SampleRecord&)> on_sample;
+  /// Called once the run's header (model, d, N, k, Fisher, Markov layers) is known, before the
+  /// first sample (the results store keeps it beside the samples). May be empty.
+  std::function<void(const SpectraHeader&)> on_start;
+  /// Samples finished by an earlier run of the same configuration (a resumed run): these
+  /// indices are taken as they are, not recomputed. Each index must be < M.
+  std::vector<SampleRecord> completed;
 };
 
 /// One Markov layer over all parameter samples (markov.h).
@@ -99,11 +125,19 @@ struct MeasureResult {
   TwoScaleResult estimate;  ///< the 2sED (standard model) or the chain 2sED (markov)
   MarkovReport markov;      ///< markov only
   double seconds_total = 0;
+  int64_t resumed_samples = 0;  ///< samples taken from MeasureOptions::completed, not computed
 };
 
 /// Runs the measurement. Throws UsageError (bad options/spec) or DataError (files, data that
 /// do not fit the model).
 MeasureResult run_measure(const MeasureOptions& opts);
+
+/// Curves from spectra kept by an earlier run (a spectra file or the results store), without
+/// the network: `header` describes the run, records[j].blocks hold sample j's spectra (Markov:
+/// one per layer, costs if known). `description` names where they came from (data line of the
+/// report). Throws DataError if there are no records or their blocks do not fit the header.
+MeasureResult measure_from_records(const SpectraHeader& header, const std::vector<SampleRecord>& records,
+                                   const EstimatorOptions& eopts, const std::string& description);
 
 /// What run_measure would do, without doing it: the layers and parameter counts, the side and
 /// size of the matrix diagonalised per sample, and the estimated peak memory per sample against

@@ -26,6 +26,7 @@ enum class Stream : uint64_t {
   Bootstrap = 3,   ///< bootstrap resampling of the M parameter samples
   Data = 4,        ///< synthetic data sets
   Labels = 5,      ///< sampled-label Fisher
+  Training = 6,    ///< minibatch order of training (twosed train)
 };
 
 /// xoshiro256** generator.

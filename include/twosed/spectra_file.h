@@ -46,6 +46,11 @@ struct SpectraHeader {
   std::vector<SpectraLayer> layers;
 };
 
+/// The header as the JSON text of a spectra file's first line (also kept by the results store).
+std::string spectra_header_json(const SpectraHeader& header);
+/// Parses spectra_header_json's text. Throws DataError prefixed with `where`.
+SpectraHeader parse_spectra_header(const std::string& json_text, const std::string& where);
+
 /// Appends spectra to a file, flushing after every sample.
 class SpectraWriter {
  public:

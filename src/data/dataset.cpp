@@ -18,7 +18,7 @@ namespace {
 
 constexpr const char* kExpectedForms =
     "expected csv:PATH[:label=COL], idx:DIR, idx:IMAGES,LABELS, synthetic:blobs:K:DIM[:N], "
-    "synthetic:teacher:SPEC[:N]";
+    "synthetic:teacher:SPEC[:N], synthetic:covertype[:N]";
 
 // Longest data-source excerpt quoted in a message.
 std::string shown(const std::string& s) {
@@ -142,11 +142,21 @@ DataSpec parse_data_spec(const std::string& text) {
     return spec;
   }
 
+  if (text == "synthetic:covertype" || starts_with(text, "synthetic:covertype:")) {
+    spec.kind = DataSpec::Kind::Covertype;
+    spec.count = 10000;
+    const auto f = split(text.substr(19), ':');
+    if (f.size() > 2 || (f.size() == 2 && f[1].empty()))
+      throw UsageError(fmt::format("data source '{}': expected synthetic:covertype[:N]", shown(text)));
+    if (f.size() == 2) spec.count = positive_int(f[1], text, "N");
+    return spec;
+  }
+
   if (starts_with(text, "synthetic:")) {
     const std::string kind = split(text.substr(10), ':')[0];
     throw UsageError(
         fmt::format("data source '{}': unknown synthetic kind '{}' (expected "
-                    "synthetic:blobs:K:DIM[:N] or synthetic:teacher:SPEC[:N])",
+                    "synthetic:blobs:K:DIM[:N], synthetic:teacher:SPEC[:N] or synthetic:covertype[:N])",
                     shown(text), shown(kind)));
   }
   const std::string kind = split(text, ':')[0];
@@ -183,6 +193,71 @@ Dataset make_blobs(int64_t classes, int64_t dim, int64_t n, uint64_t seed) {
   return out;
 }
 
+Dataset make_covertype(int64_t n, uint64_t seed) {
+  if (n < 1 || n > (int64_t{1} << 26))
+    throw UsageError(fmt::format("synthetic:covertype: N must be in [1, {}], got {}", int64_t{1} << 26, n));
+  // Means and standard deviations of Covertype's 10 quantitative columns (UCI Covertype,
+  // Blackard 1998): elevation, aspect, slope, hydrology distances, hillshades, fire points.
+  constexpr double kMean[10] = {2959.4, 155.7, 14.1, 269.4, 46.4, 2350.1, 212.1, 223.3, 142.5, 1980.3};
+  constexpr double kStd[10] = {280.0, 111.9, 7.5, 212.5, 58.3, 1559.3, 26.8, 19.8, 38.3, 1324.2};
+  // Wilderness-area frequencies of the real data; the 40 soil types get random frequencies.
+  const std::vector<double> wilderness = {0.449, 0.051, 0.436, 0.064};
+  constexpr int kClasses = 7, kHidden = 16, kFeatures = 54;
+  Rng rng(seed, Stream::Data, 2);
+  // Draw order: soil frequencies, teacher weights, class offsets, then the examples in order.
+  std::vector<double> soil(40);
+  double total = 0;
+  for (double& p : soil) total += (p = -std::log(1.0 - rng.uniform()) * (rng.uniform() < 0.3 ? 4.0 : 0.3));
+  for (double& p : soil) p /= total;
+  std::vector<double> w1(kHidden * kFeatures), b1(kHidden), w2(kClasses * kHidden), offset(kClasses);
+  for (double& w : w1) w = rng.normal() / std::sqrt(12.0);
+  for (double& b : b1) b = 0.5 * rng.normal();
+  for (double& w : w2) w = 2.0 * rng.normal() / std::sqrt(double{kHidden});
+  // Class offsets make the classes as unequal as Covertype's (two large, five small).
+  const double kOffset[kClasses] = {1.6, 1.9, 0.3, -1.2, -0.6, -0.2, 0.1};
+  for (int c = 0; c < kClasses; ++c) offset[c] = kOffset[c];
+  auto pick = [&rng](const std::vector<double>& p) {
+    double u = rng.uniform(), acc = 0;
+    for (size_t i = 0; i < p.size(); ++i)
+      if (u < (acc += p[i])) return static_cast<int>(i);
+    return static_cast<int>(p.size()) - 1;
+  };
+  Dataset out;
+  out.sample_shape = {kFeatures};
+  out.num_classes = kClasses;
+  out.source = fmt::format("synthetic:covertype:{}", n);
+  out.x.assign(static_cast<size_t>(n * kFeatures), 0.0);
+  out.labels.resize(static_cast<size_t>(n));
+  std::vector<double> z(kFeatures), h(kHidden);
+  for (int64_t i = 0; i < n; ++i) {
+    double* x = out.x.data() + i * kFeatures;
+    std::fill(z.begin(), z.end(), 0.0);
+    for (int f = 0; f < 10; ++f) {
+      z[f] = rng.normal();
+      x[f] = kMean[f] + kStd[f] * z[f];
+    }
+    const int area = pick(wilderness), type = pick(soil);
+    x[10 + area] = z[10 + area] = 1.0;
+    x[14 + type] = z[14 + type] = 1.0;
+    // Label: a fixed random teacher on the standardised continuous columns and the one-hots,
+    // plus Gumbel noise, so that classes overlap and no model reaches zero loss.
+    int best = 0;
+    double best_score = -INFINITY;
+    for (int k = 0; k < kHidden; ++k) {
+      double a = b1[k];
+      for (int f = 0; f < kFeatures; ++f) a += w1[k * kFeatures + f] * z[f] * (f < 10 ? 1.0 : 2.0);
+      h[k] = std::tanh(a);
+    }
+    for (int c = 0; c < kClasses; ++c) {
+      double score = offset[c] - 0.4 * std::log(-std::log(1.0 - rng.uniform() * (1 - 1e-16)));
+      for (int k = 0; k < kHidden; ++k) score += w2[c * kHidden + k] * h[k];
+      if (score > best_score) best_score = score, best = c;
+    }
+    out.labels[i] = best;
+  }
+  return out;
+}
+
 Dataset load_dataset(const DataSpec& spec, uint64_t seed) {
   switch (spec.kind) {
     case DataSpec::Kind::Csv: {
@@ -198,6 +273,8 @@ Dataset load_dataset(const DataSpec& spec, uint64_t seed) {
     }
     case DataSpec::Kind::Blobs:
       return make_blobs(spec.classes, spec.dim, spec.count, seed);
+    case DataSpec::Kind::Covertype:
+      return make_covertype(spec.count, seed);
     case DataSpec::Kind::Teacher:
       throw UsageError(
           fmt::format("synthetic:teacher:{}: teacher data sets need a network and are "

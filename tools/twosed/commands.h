@@ -5,6 +5,9 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <string>
+
+#include "twosed/results_store.h"
 
 namespace twosed::cli {
 
@@ -12,5 +15,18 @@ using Runner = std::function<int()>;
 
 /// `twosed measure`: the 2sED of a network on a data set.
 Runner add_measure_command(CLI::App& app);
+/// `twosed train`: trains a model, records its curve, saves a checkpoint.
+Runner add_train_command(CLI::App& app);
+/// `twosed study STUDY.json`: measures and trains a family of models, rank correlations.
+Runner add_study_command(CLI::App& app);
+/// `twosed runs`, `show`, `export`, `bound`: the results store.
+Runner add_runs_command(CLI::App& app);
+Runner add_show_command(CLI::App& app);
+Runner add_export_command(CLI::App& app);
+Runner add_bound_command(CLI::App& app);
+
+/// A stored study as a table, JSON or CSV (and its figures with a plot path): for show/export.
+int show_study(const ResultsStore& store, const RunInfo& info, const std::string& format, const std::string& out,
+               const std::string& plot);
 
 }  // namespace twosed::cli

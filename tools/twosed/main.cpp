@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "commands.h"
 #include "twosed/error.h"
@@ -14,10 +16,16 @@ int main(int argc, char** argv) {
   CLI::App app{"twosed: the two-scale effective dimension (2sED) of neural networks"};
   app.set_version_flag("--version", std::string("twosed ") + TWOSED_VERSION);
   app.footer(
-      "Run 'twosed measure --help' for the measurement options.\n"
+      "Commands: measure, train, study, bound, runs, show, export ('twosed COMMAND --help').\n"
       "With no subcommand, twosed runs 'twosed measure' on its embedded default\n"
       "(a small MLP on Fashion-MNIST, or on synthetic data if that is not installed).");
+  std::vector<std::pair<CLI::App*, twosed::cli::Runner>> commands;
   auto measure = twosed::cli::add_measure_command(app);
+  for (auto add : {twosed::cli::add_train_command, twosed::cli::add_study_command, twosed::cli::add_bound_command,
+                   twosed::cli::add_runs_command, twosed::cli::add_show_command, twosed::cli::add_export_command}) {
+    auto run = add(app);
+    commands.emplace_back(app.get_subcommands({}).back(), run);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -26,7 +34,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    return measure();  // the only subcommand so far, and the default
+    for (auto& [sub, run] : commands)
+      if (sub->parsed()) return run();
+    return measure();  // `twosed measure`, and the default with no subcommand
   } catch (const twosed::UsageError& e) {
     std::fprintf(stderr, "twosed: error: %s\n", e.what());
     return 2;

@@ -18,6 +18,7 @@
 #include "reports.h"
 #include "twosed/error.h"
 #include "twosed/measure.h"
+#include "twosed/runs.h"
 
 namespace twosed::cli {
 namespace {
@@ -59,6 +60,9 @@ struct MeasureParams {
   std::string noise;
   std::string plot;
   double breakdown_eps = 0.0;
+  std::string db = "twosed.db";
+  bool no_db = false;
+  int64_t resume = 0;
 };
 const MeasureParams kDefaults;
 
@@ -135,156 +139,6 @@ class ProgressBar {
   Clock::time_point start_;
 };
 
-// Where and when a result was made: enough to tell two runs' environments apart.
-nlohmann::json run_context() {
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  const std::time_t now = std::time(nullptr);
-  char date[32] = {};
-  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  return {{"date", date},
-          {"host", host},
-          {"threads", num_threads()},
-          {"hardware_concurrency", std::thread::hardware_concurrency()}};
-}
-
-nlohmann::json to_json(const MeasureResult& r, const MeasureOptions& o) {
-  using nlohmann::json;
-  const auto& e = r.estimate;
-  json curves = json::array();
-  for (const auto& c : e.curves)
-    curves.push_back({{"zeta", c.zeta}, {"eps", c.eps}, {"value", c.value}, {"stderr", c.std_error}});
-  auto points = [](const std::vector<PointEstimate>& ps) {
-    json arr = json::array();
-    for (const auto& p : ps)
-      arr.push_back({{"zeta", p.zeta}, {"n", p.n}, {"eps", p.eps}, {"value", p.value}, {"stderr", p.std_error}});
-    return arr;
-  };
-  json samples = json::array();
-  for (const auto& s : r.samples)
-    samples.push_back({{"matrix_size", s.matrix_size},
-                       {"kept", s.kept},
-                       {"cut", s.cut},
-                       {"trace", s.trace},
-                       {"largest", s.largest},
-                       {"most_negative", s.most_negative}});
-  int64_t cut = 0;
-  for (const auto& s : r.samples) cut += s.cut;
-  return {
-      {"schema_version", 1},
-      {"twosed_version", TWOSED_VERSION},
-      {"context", run_context()},
-      {"model", r.spec.text},
-      {"d", e.num_params},
-      {"M", e.num_param_samples},
-      {"N", r.num_inputs},
-      {"k", r.num_outputs},
-      {"task", r.fisher.task == Task::Classify ? "classify" : "regress"},
-      {"out_noise", r.fisher.task == Task::Regress ? json(r.fisher.out_noise) : json(nullptr)},
-      {"fisher", r.fisher.kind == FisherKind::Exact ? "exact" : "sampled"},
-      {"cover", e.cover == Cover::Box ? "box" : "ellipsoid"},
-      {"gram_side", r.side == GramSide::Samples ? "samples" : "parameters"},
-      {"data", r.data_description},
-      {"space", r.space_description},
-      {"seed", o.seed},
-      {"bootstrap", o.estimator.bootstrap},
-      {"mean_trace", e.mean_trace},
-      {"zero_cutoff", {{"relative", o.fisher.cutoff}, {"removed", cut}}},
-      {"curves", curves},
-      {"ed", points(e.ed)},
-      {"at_n", points(e.at_n)},
-      {"samples", samples},
-      {"seconds", r.seconds_total},
-  };
-}
-
-std::string to_csv(const MeasureResult& r) {
-  std::string out = "kind,zeta,eps,n,value,stderr\n";
-  for (const auto& c : r.estimate.curves)
-    for (size_t i = 0; i < c.eps.size(); ++i)
-      out += fmt::format("curve,{},{:.17g},,{:.17g},{:.17g}\n", c.zeta, c.eps[i], c.value[i], c.std_error[i]);
-  for (const auto& p : r.estimate.ed)
-    out += fmt::format("ed,0,{:.17g},{},{:.17g},{:.17g}\n", p.eps, p.n, p.value, p.std_error);
-  for (const auto& p : r.estimate.at_n)
-    out += fmt::format("at_n,{},{:.17g},{},{:.17g},{:.17g}\n", p.zeta, p.eps, p.n, p.value, p.std_error);
-  return out;
-}
-
-std::string to_table(const MeasureResult& r, const MeasureOptions& o, size_t breakdown) {
-  const auto& e = r.estimate;
-  std::string out;
-  out += r.markov.enabled ? "twosed measure: Markov chain model, lower 2sED (layer by layer) and chain 2sED\n"
-                          : "twosed measure: two-scale effective dimension (2sED)\n";
-  out += fmt::format("  model   {}  (d = {} parameters, k = {} outputs{})\n", r.spec.text, e.num_params, r.num_outputs,
-                     r.spec.text.rfind("mlp:", 0) == 0 && o.spectra_in.empty()
-                         ? std::string(", ") + activation_name(o.model_options.activation)
-                         : "");
-  out += fmt::format("  data    {}\n", r.data_description);
-  out += fmt::format("  Theta   {}\n", r.space_description);
-  if (r.markov.enabled) return out + markov_table(r, o, breakdown);
-  const int64_t size = r.samples.empty() ? 0 : r.samples.front().matrix_size;
-  out +=
-      fmt::format("  Fisher  {} ({}), {} x {} {} matrix per sample, M = {} samples, N = {} inputs\n",
-                  r.fisher.kind == FisherKind::Exact ? "exact" : "SAMPLED labels, one per input",
-                  r.fisher.task == Task::Classify ? "softmax" : fmt::format("Gaussian, s_out = {}", r.fisher.out_noise),
-                  size, size, r.side == GramSide::Samples ? "Gram (sample side)" : "Fisher (parameter side)",
-                  e.num_param_samples, r.num_inputs);
-  int64_t kept_min = INT64_MAX, kept_max = 0, cut = 0;
-  double fb = 0, gram = 0, eig = 0;
-  for (const auto& s : r.samples) {
-    kept_min = std::min(kept_min, s.kept);
-    kept_max = std::max(kept_max, s.kept);
-    cut += s.cut;
-    fb += s.seconds_forward_backward;
-    gram += s.seconds_gram;
-    eig += s.seconds_eigen;
-  }
-  out += fmt::format("  cutoff  {} eigenvalues <= {:g} x largest removed in all; {}..{} kept per sample\n", cut,
-                     o.fisher.cutoff, kept_min, kept_max);
-  out += fmt::format("  time    {:.2f} s (passes {:.2f} s, Gram {:.2f} s, eigen {:.2f} s)\n\n", r.seconds_total, fb,
-                     gram, eig);
-
-  out += fmt::format("  d_zeta(eps) +- bootstrap standard error (B = {}, {} cover)\n", o.estimator.bootstrap,
-                     e.cover == Cover::Box ? "box" : "ellipsoid");
-  out += fmt::format("  {:>10}", "eps");
-  for (const auto& c : e.curves) out += fmt::format("  {:>24}", fmt::format("zeta = {:g}", c.zeta));
-  out += "\n";
-  const size_t rows = e.curves.empty() ? 0 : e.curves.front().eps.size();
-  for (size_t i = 0; i < rows; ++i) {
-    out += fmt::format("  {:>10.3e}", e.curves.front().eps[i]);
-    for (const auto& c : e.curves)
-      out += fmt::format("  {:>24}", fmt::format("{:.3f} +- {:.3f}", c.value[i], c.std_error[i]));
-    out += "\n";
-  }
-  if (!e.at_n.empty()) {
-    out += "\n  at the scale of a training set of size n, eps_zeta(n) = (2 pi log n / n)^(1/(2(1-zeta)))\n";
-    for (const auto& p : e.at_n)
-      out += fmt::format("    n = {:<10g} zeta = {:<5g} eps = {:.3e}   d = {:.3f} +- {:.3f}\n", p.n, p.zeta, p.eps,
-                         p.value, p.std_error);
-  }
-  if (!e.ed.empty()) {
-    out += "\n  effective dimension of Abbas et al. (gamma = 1)\n";
-    for (const auto& p : e.ed) out += fmt::format("    n = {:<10g} ED = {:.3f} +- {:.3f}\n", p.n, p.value, p.std_error);
-  }
-  out += fmt::format(
-      "\n  As eps -> 0, d_zeta -> zeta*d + (1-zeta)*rank (d = {}; rank <= min(d, matrix size)).\n"
-      "  Standard errors are bootstrap over the M samples; they cannot see the downward bias of\n"
-      "  the log-mean-exp at finite M.\n",
-      e.num_params);
-  return out;
-}
-
-void write_output(const std::string& text, const std::string& path) {
-  if (path.empty()) {
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    return;
-  }
-  std::ofstream f(path);
-  if (!f) throw DataError(fmt::format("--out {}: cannot open for writing", path));
-  f << text;
-  if (!f) throw DataError(fmt::format("--out {}: write failed", path));
-}
-
 }  // namespace
 
 Runner add_measure_command(CLI::App& app) {
@@ -350,6 +204,18 @@ Runner add_measure_command(CLI::App& app) {
   noise->needs(markov);
   breakdown->needs(markov);
   markov->excludes(spectra_in);
+  auto* db = cmd->add_option("--db", p->db,
+                             "Results database: the run, its configuration and every finished sample are committed "
+                             "here as they are done " +
+                                 def(kDefaults.db));
+  auto* no_db = cmd->add_flag("--no-db", p->no_db, "Do not record the run in a results database");
+  auto* resume = cmd->add_option("--resume", p->resume,
+                                 "Continue an unfinished run of this configuration from its committed samples (the "
+                                 "newest, or run RUN)")
+                     ->expected(0, 1)
+                     ->type_name("[RUN]");
+  no_db->excludes(db)->excludes(resume);
+  resume->excludes(spectra_in);
   cmd->add_flag("--quiet,-q", p->quiet, "No progress bar");
   cmd->add_flag("--plan", p->plan,
                 "Print the layers, the matrix size and the memory needed per parameter sample, then exit");
@@ -362,7 +228,7 @@ Runner add_measure_command(CLI::App& app) {
   inputs_file->excludes(data)->excludes(inputs);
   thetas->excludes(samples)->excludes(space);
 
-  return [p, sigma, breakdown]() {
+  return [p, sigma, breakdown, resume]() {
     MeasureOptions o;
     o.model = p->model;
     o.model_options.activation = parse_activation(p->act, "--act");
@@ -435,17 +301,41 @@ Runner add_measure_command(CLI::App& app) {
       write_output(plan_measure(o), p->out);
       return 0;
     }
-    const auto result = run_measure(o);
+    // Record the run unless it only recomputes curves from a spectra file.
+    MeasureResult result;
+    std::string stored;
+    if (p->no_db || !o.spectra_in.empty()) {
+      result = run_measure(o);
+    } else {
+      ResultsStore store(p->db);
+      RecordOptions ropts;
+      ropts.resume = resume->count() > 0;
+      ropts.resume_run = p->resume;
+      auto rec = record_measure(store, o, ropts, [&](const MeasureResult& r) {
+        auto j = to_json(r, o);
+        if (r.markov.enabled) add_markov_json(j, r);
+        return j.dump();
+      });
+      result = std::move(rec.result);
+      stored = fmt::format("run {} in {}", rec.run, p->db);
+      if (result.resumed_samples > 0)
+        stored +=
+            fmt::format(" (resumed: {} of {} samples taken from the database, {} computed now)", result.resumed_samples,
+                        result.samples.size(), static_cast<int64_t>(result.samples.size()) - result.resumed_samples);
+      if (!p->quiet) std::fprintf(stderr, "twosed: recorded as %s\n", stored.c_str());
+    }
     const size_t breakdown = breakdown_index(
         result.estimate.curves.empty() ? std::vector<double>{} : result.estimate.curves.front().eps, p->breakdown_eps);
     if (format == "json") {
       auto j = to_json(result, o);
       if (result.markov.enabled) add_markov_json(j, result);
+      j["resumed_samples"] = result.resumed_samples;
+      if (!stored.empty()) j["stored"] = stored;
       write_output(j.dump(2) + "\n", p->out);
     } else if (format == "csv") {
       write_output(result.markov.enabled ? markov_csv(result) : to_csv(result), p->out);
     } else {
-      write_output(to_table(result, o, breakdown), p->out);
+      write_output(to_table(result, o, breakdown) + (stored.empty() ? "" : "\n  stored as " + stored + "\n"), p->out);
     }
     if (!p->plot.empty()) write_plot(result, p->plot, breakdown);
     return 0;

@@ -1,11 +1,18 @@
-// Markov chain tables, JSON, CSV and the --plot figures of `twosed measure`.
+// Tables, JSON, CSV and --plot figures of measurements (`twosed measure`, `twosed show`).
 #include "reports.h"
 
 #include <fmt/format.h>
 
-#include <algorithm>
-#include <cmath>
+#include <unistd.h>
 
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <ctime>
+#include <fstream>
+#include <thread>
+
+#include "twosed/error.h"
 #include "twosed/plot.h"
 
 namespace twosed::cli {
@@ -249,6 +256,232 @@ void write_plot(const MeasureResult& r, const std::string& path, size_t breakdow
     fig.panels.push_back(bars);
   }
   write_figure(fig, path);
+}
+
+// Where and when a result was made: enough to tell two runs' environments apart.
+nlohmann::json run_context() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const std::time_t now = std::time(nullptr);
+  char date[32] = {};
+  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return {{"date", date},
+          {"host", host},
+          {"threads", num_threads()},
+          {"hardware_concurrency", std::thread::hardware_concurrency()}};
+}
+
+nlohmann::json to_json(const MeasureResult& r, const MeasureOptions& o) {
+  using nlohmann::json;
+  const auto& e = r.estimate;
+  json curves = json::array();
+  for (const auto& c : e.curves)
+    curves.push_back({{"zeta", c.zeta}, {"eps", c.eps}, {"value", c.value}, {"stderr", c.std_error}});
+  auto points = [](const std::vector<PointEstimate>& ps) {
+    json arr = json::array();
+    for (const auto& p : ps)
+      arr.push_back({{"zeta", p.zeta}, {"n", p.n}, {"eps", p.eps}, {"value", p.value}, {"stderr", p.std_error}});
+    return arr;
+  };
+  json samples = json::array();
+  for (const auto& s : r.samples)
+    samples.push_back({{"matrix_size", s.matrix_size},
+                       {"kept", s.kept},
+                       {"cut", s.cut},
+                       {"trace", s.trace},
+                       {"largest", s.largest},
+                       {"most_negative", s.most_negative}});
+  int64_t cut = 0;
+  for (const auto& s : r.samples) cut += s.cut;
+  return {
+      {"schema_version", 1},
+      {"twosed_version", TWOSED_VERSION},
+      {"context", run_context()},
+      {"model", r.spec.text},
+      {"d", e.num_params},
+      {"M", e.num_param_samples},
+      {"N", r.num_inputs},
+      {"k", r.num_outputs},
+      {"task", r.fisher.task == Task::Classify ? "classify" : "regress"},
+      {"out_noise", r.fisher.task == Task::Regress ? json(r.fisher.out_noise) : json(nullptr)},
+      {"fisher", r.fisher.kind == FisherKind::Exact ? "exact" : "sampled"},
+      {"cover", e.cover == Cover::Box ? "box" : "ellipsoid"},
+      {"gram_side", r.side == GramSide::Samples ? "samples" : "parameters"},
+      {"data", r.data_description},
+      {"space", r.space_description},
+      {"seed", o.seed},
+      {"bootstrap", o.estimator.bootstrap},
+      {"mean_trace", e.mean_trace},
+      {"zero_cutoff", {{"relative", o.fisher.cutoff}, {"removed", cut}}},
+      {"curves", curves},
+      {"ed", points(e.ed)},
+      {"at_n", points(e.at_n)},
+      {"samples", samples},
+      {"seconds", r.seconds_total},
+  };
+}
+
+std::string to_csv(const MeasureResult& r) {
+  std::string out = "kind,zeta,eps,n,value,stderr\n";
+  for (const auto& c : r.estimate.curves)
+    for (size_t i = 0; i < c.eps.size(); ++i)
+      out += fmt::format("curve,{},{:.17g},,{:.17g},{:.17g}\n", c.zeta, c.eps[i], c.value[i], c.std_error[i]);
+  for (const auto& p : r.estimate.ed)
+    out += fmt::format("ed,0,{:.17g},{},{:.17g},{:.17g}\n", p.eps, p.n, p.value, p.std_error);
+  for (const auto& p : r.estimate.at_n)
+    out += fmt::format("at_n,{},{:.17g},{},{:.17g},{:.17g}\n", p.zeta, p.eps, p.n, p.value, p.std_error);
+  return out;
+}
+
+std::string to_table(const MeasureResult& r, const MeasureOptions& o, size_t breakdown) {
+  const auto& e = r.estimate;
+  std::string out;
+  out += r.markov.enabled ? "twosed measure: Markov chain model, lower 2sED (layer by layer) and chain 2sED\n"
+                          : "twosed measure: two-scale effective dimension (2sED)\n";
+  out += fmt::format("  model   {}  (d = {} parameters, k = {} outputs{})\n", r.spec.text, e.num_params, r.num_outputs,
+                     r.spec.text.rfind("mlp:", 0) == 0 && o.spectra_in.empty()
+                         ? std::string(", ") + activation_name(o.model_options.activation)
+                         : "");
+  out += fmt::format("  data    {}\n", r.data_description);
+  out += fmt::format("  Theta   {}\n", r.space_description);
+  if (r.markov.enabled) return out + markov_table(r, o, breakdown);
+  const int64_t size = r.samples.empty() ? 0 : r.samples.front().matrix_size;
+  out +=
+      fmt::format("  Fisher  {} ({}), {} x {} {} matrix per sample, M = {} samples, N = {} inputs\n",
+                  r.fisher.kind == FisherKind::Exact ? "exact" : "SAMPLED labels, one per input",
+                  r.fisher.task == Task::Classify ? "softmax" : fmt::format("Gaussian, s_out = {}", r.fisher.out_noise),
+                  size, size, r.side == GramSide::Samples ? "Gram (sample side)" : "Fisher (parameter side)",
+                  e.num_param_samples, r.num_inputs);
+  int64_t kept_min = INT64_MAX, kept_max = 0, cut = 0;
+  double fb = 0, gram = 0, eig = 0;
+  for (const auto& s : r.samples) {
+    kept_min = std::min(kept_min, s.kept);
+    kept_max = std::max(kept_max, s.kept);
+    cut += s.cut;
+    fb += s.seconds_forward_backward;
+    gram += s.seconds_gram;
+    eig += s.seconds_eigen;
+  }
+  out += fmt::format("  cutoff  {} eigenvalues <= {:g} x largest removed in all; {}..{} kept per sample\n", cut,
+                     o.fisher.cutoff, kept_min, kept_max);
+  out += fmt::format("  time    {:.2f} s (passes {:.2f} s, Gram {:.2f} s, eigen {:.2f} s)\n\n", r.seconds_total, fb,
+                     gram, eig);
+
+  out += fmt::format("  d_zeta(eps) +- bootstrap standard error (B = {}, {} cover)\n", o.estimator.bootstrap,
+                     e.cover == Cover::Box ? "box" : "ellipsoid");
+  out += fmt::format("  {:>10}", "eps");
+  for (const auto& c : e.curves) out += fmt::format("  {:>24}", fmt::format("zeta = {:g}", c.zeta));
+  out += "\n";
+  const size_t rows = e.curves.empty() ? 0 : e.curves.front().eps.size();
+  for (size_t i = 0; i < rows; ++i) {
+    out += fmt::format("  {:>10.3e}", e.curves.front().eps[i]);
+    for (const auto& c : e.curves)
+      out += fmt::format("  {:>24}", fmt::format("{:.3f} +- {:.3f}", c.value[i], c.std_error[i]));
+    out += "\n";
+  }
+  if (!e.at_n.empty()) {
+    out += "\n  at the scale of a training set of size n, eps_zeta(n) = (2 pi log n / n)^(1/(2(1-zeta)))\n";
+    for (const auto& p : e.at_n)
+      out += fmt::format("    n = {:<10g} zeta = {:<5g} eps = {:.3e}   d = {:.3f} +- {:.3f}\n", p.n, p.zeta, p.eps,
+                         p.value, p.std_error);
+  }
+  if (!e.ed.empty()) {
+    out += "\n  effective dimension of Abbas et al. (gamma = 1)\n";
+    for (const auto& p : e.ed) out += fmt::format("    n = {:<10g} ED = {:.3f} +- {:.3f}\n", p.n, p.value, p.std_error);
+  }
+  out += fmt::format(
+      "\n  As eps -> 0, d_zeta -> zeta*d + (1-zeta)*rank (d = {}; rank <= min(d, matrix size)).\n"
+      "  Standard errors are bootstrap over the M samples; they cannot see the downward bias of\n"
+      "  the log-mean-exp at finite M.\n",
+      e.num_params);
+  return out;
+}
+
+void write_output(const std::string& text, const std::string& path) {
+  if (path.empty()) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return;
+  }
+  std::ofstream f(path);
+  if (!f) throw DataError(fmt::format("--out {}: cannot open for writing", path));
+  f << text;
+  if (!f) throw DataError(fmt::format("--out {}: write failed", path));
+}
+
+void write_training_plot(const std::vector<std::pair<std::string, std::vector<TrainingRecord>>>& runs,
+                         const std::string& path) {
+  LinePanel train, test;
+  train.title = "training loss";
+  test.title = "test loss";
+  for (auto* p : {&train, &test}) {
+    p->x_label = "epoch";
+    p->y_label = "mean loss";
+    p->log_y = true;
+  }
+  for (const auto& [label, recs] : runs) {
+    PlotSeries a{label, {}, {}, {}}, b{label, {}, {}, {}};
+    for (const auto& r : recs) {
+      if (r.step >= 0) continue;
+      a.x.push_back(static_cast<double>(r.epoch));
+      a.y.push_back(r.train_loss);
+      if (!std::isnan(r.test_loss)) {
+        b.x.push_back(static_cast<double>(r.epoch));
+        b.y.push_back(r.test_loss);
+      }
+    }
+    train.series.push_back(std::move(a));
+    if (!b.x.empty()) test.series.push_back(std::move(b));
+  }
+  Figure fig;
+  fig.panels.push_back(train);
+  if (!test.series.empty()) fig.panels.push_back(test);
+  write_figure(fig, path);
+}
+
+namespace {
+std::string num(double v, const char* fmt_spec = "{:.6g}") {
+  return std::isnan(v) ? "-" : fmt::format(fmt::runtime(fmt_spec), v);
+}
+}  // namespace
+
+std::string training_table(const RunInfo& info, const std::vector<TrainingRecord>& recs) {
+  std::string out = fmt::format("run {}: training of {} ({})\n", info.id, info.label, info.status);
+  out += fmt::format("  {:>6} {:>8} {:>12} {:>10} {:>12} {:>10} {:>9}\n", "epoch", "step", "train loss", "train acc",
+                     "test loss", "test acc", "seconds");
+  for (const auto& r : recs)
+    out += fmt::format("  {:>6} {:>8} {:>12} {:>10} {:>12} {:>10} {:>9.2f}\n", r.epoch,
+                       r.step < 0 ? "-" : std::to_string(r.step), num(r.train_loss), num(r.train_accuracy, "{:.4f}"),
+                       num(r.test_loss), num(r.test_accuracy, "{:.4f}"), r.seconds);
+  return out;
+}
+
+nlohmann::json training_json(const RunInfo& info, const std::vector<TrainingRecord>& recs) {
+  auto v = [](double x) { return std::isnan(x) ? nlohmann::json(nullptr) : nlohmann::json(x); };
+  using nlohmann::json;
+  json arr = json::array();
+  for (const auto& r : recs)
+    arr.push_back({{"epoch", r.epoch},
+                   {"step", r.step < 0 ? json(nullptr) : json(r.step)},
+                   {"train_loss", v(r.train_loss)},
+                   {"train_accuracy", v(r.train_accuracy)},
+                   {"test_loss", v(r.test_loss)},
+                   {"test_accuracy", v(r.test_accuracy)},
+                   {"seconds", r.seconds}});
+  return {{"run", info.id},
+          {"kind", "train"},
+          {"status", info.status},
+          {"config", json::parse(info.config)},
+          {"result", info.result.empty() ? json(nullptr) : json::parse(info.result)},
+          {"records", arr}};
+}
+
+std::string training_csv(const std::vector<TrainingRecord>& recs) {
+  std::string out = "epoch,step,train_loss,train_accuracy,test_loss,test_accuracy,seconds\n";
+  auto v = [](double x) { return std::isnan(x) ? std::string() : fmt::format("{:.17g}", x); };
+  for (const auto& r : recs)
+    out += fmt::format("{},{},{},{},{},{},{:.6f}\n", r.epoch, r.step < 0 ? "" : std::to_string(r.step), v(r.train_loss),
+                       v(r.train_accuracy), v(r.test_loss), v(r.test_accuracy), r.seconds);
+  return out;
 }
 
 }  // namespace twosed::cli

@@ -1,4 +1,4 @@
-// Formatting of Markov chain results and figures for `twosed measure` (--markov, --plot).
+// Formatting of measurements: tables, JSON, CSV and figures (`twosed measure`, `twosed show`).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -6,8 +6,25 @@
 #include <string>
 
 #include "twosed/measure.h"
+#include "twosed/results_store.h"
+#include "twosed/train.h"
 
 namespace twosed::cli {
+
+/// Where and when a result was made (date, host, threads).
+nlohmann::json run_context();
+
+/// A measurement as JSON (standard-model keys; add_markov_json adds the Markov ones).
+nlohmann::json to_json(const MeasureResult& r, const MeasureOptions& o);
+
+/// A standard-model measurement as CSV: kind,zeta,eps,n,value,stderr.
+std::string to_csv(const MeasureResult& r);
+
+/// A measurement as a human-readable table.
+std::string to_table(const MeasureResult& r, const MeasureOptions& o, size_t breakdown);
+
+/// Writes text to `path`, or to stdout if it is empty. Throws DataError naming --out.
+void write_output(const std::string& text, const std::string& path);
 
 /// The grid index of eps nearest (in log scale) to `wanted`, or the grid's middle if wanted <= 0.
 size_t breakdown_index(const std::vector<double>& eps, double wanted);
@@ -24,5 +41,15 @@ std::string markov_table(const MeasureResult& r, const MeasureOptions& o, size_t
 /// --plot: the curves vs eps with standard-error bands; for Markov, the lower 2sED (and the
 /// chain 2sED) and the layer breakdown at eps[breakdown] as stacked bars.
 void write_plot(const MeasureResult& r, const std::string& path, size_t breakdown);
+
+/// A training curve as a table, JSON (with the run's config and result when known) or CSV.
+std::string training_table(const RunInfo& info, const std::vector<TrainingRecord>& recs);
+nlohmann::json training_json(const RunInfo& info, const std::vector<TrainingRecord>& recs);
+std::string training_csv(const std::vector<TrainingRecord>& recs);
+
+/// Training-loss curves (train and, where present, test loss against epoch) of several runs
+/// in one figure.
+void write_training_plot(const std::vector<std::pair<std::string, std::vector<TrainingRecord>>>& runs,
+                         const std::string& path);
 
 }  // namespace twosed::cli

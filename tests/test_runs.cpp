@@ -1,0 +1,238 @@
+// The results store used end to end: measurements committed sample by sample and resumed,
+// stored curves recomputed, training runs recorded, study files parsed, a small study run and
+// resumed without recomputation.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "twosed/error.h"
+#include "twosed/runs.h"
+#include "twosed/study.h"
+
+using namespace twosed;
+
+namespace {
+
+std::string temp_db(const std::string& name) {
+  const auto path = ::testing::TempDir() + "twosed_runs_" + std::to_string(::getpid()) + "_" + name;
+  std::remove(path.c_str());
+  std::remove((path + "-wal").c_str());
+  std::remove((path + "-shm").c_str());
+  return path;
+}
+
+MeasureOptions small_measure(bool markov) {
+  MeasureOptions o;
+  o.model = "mlp:6-5-4-3";
+  o.data = "synthetic:blobs:3:6:200";
+  o.num_inputs = 12;
+  o.num_param_samples = 8;
+  o.estimator.zetas = {0.0, 0.5};
+  o.estimator.at_n = {1000};
+  o.estimator.ed_n = {1000};
+  o.estimator.bootstrap = 200;
+  o.seed = 5;
+  o.markov = markov;
+  o.sigma = 0.3;
+  return o;
+}
+
+void expect_same_estimates(const TwoScaleResult& a, const TwoScaleResult& b) {
+  ASSERT_EQ(a.curves.size(), b.curves.size());
+  for (size_t z = 0; z < a.curves.size(); ++z) {
+    EXPECT_EQ(a.curves[z].value, b.curves[z].value);
+    EXPECT_EQ(a.curves[z].std_error, b.curves[z].std_error);
+  }
+  ASSERT_EQ(a.at_n.size(), b.at_n.size());
+  for (size_t i = 0; i < a.at_n.size(); ++i) EXPECT_EQ(a.at_n[i].value, b.at_n[i].value);
+  ASSERT_EQ(a.ed.size(), b.ed.size());
+  for (size_t i = 0; i < a.ed.size(); ++i) EXPECT_EQ(a.ed[i].value, b.ed[i].value);
+  EXPECT_EQ(a.mean_trace, b.mean_trace);
+}
+
+struct Interrupt {};
+
+}  // namespace
+
+TEST(RecordMeasure, ResumeAfterAnInterruptionGivesTheUninterruptedResult) {
+  for (bool markov : {false, true}) {
+    SCOPED_TRACE(markov ? "markov" : "standard");
+    const auto ref = run_measure(small_measure(markov));
+    ResultsStore db(temp_db(markov ? "resume_markov.db" : "resume.db"));
+    // First attempt: stops after 3 committed samples (as a kill would, but in-process).
+    auto o = small_measure(markov);
+    int computed = 0;
+    o.on_sample = [&](const SampleRecord&) {
+      if (++computed == 3) throw Interrupt{};
+    };
+    EXPECT_THROW(record_measure(db, o, {}), Interrupt);
+    const auto runs = db.runs("measure");
+    ASSERT_EQ(runs.size(), 1u);
+    EXPECT_EQ(runs[0].num_samples, 3);
+    // Resumed: computes only the 5 missing samples and ends with the same numbers.
+    auto o2 = small_measure(markov);
+    int recomputed = 0;
+    std::vector<int64_t> indices;
+    o2.on_sample = [&](const SampleRecord& r) { ++recomputed, indices.push_back(r.index); };
+    RecordOptions ro;
+    ro.resume = true;
+    const auto rec = record_measure(db, o2, ro);
+    EXPECT_EQ(rec.run, runs[0].id);
+    EXPECT_EQ(recomputed, 5);
+    EXPECT_EQ(indices, (std::vector<int64_t>{3, 4, 5, 6, 7}));
+    EXPECT_EQ(rec.result.resumed_samples, 3);
+    expect_same_estimates(rec.result.estimate, ref.estimate);
+    if (markov) {
+      expect_same_estimates(rec.result.markov.lower, ref.markov.lower);
+      for (size_t l = 0; l < ref.markov.layers.size(); ++l)
+        expect_same_estimates(rec.result.markov.layers[l].share, ref.markov.layers[l].share);
+    }
+    EXPECT_EQ(db.run(rec.run).status, "done");
+    // The stored spectra give the same curves without the network, and new eps/zeta too.
+    const auto stored = stored_measure(db, rec.run, small_measure(markov).estimator);
+    expect_same_estimates(stored.estimate, ref.estimate);
+    EstimatorOptions other = small_measure(markov).estimator;
+    other.eps = {1e-3, 0.05};
+    other.zetas = {0.25};
+    const auto fresh = [&] {
+      auto q = small_measure(markov);
+      q.estimator = other;
+      return run_measure(q);
+    }();
+    expect_same_estimates(stored_measure(db, rec.run, other).estimate, fresh.estimate);
+  }
+}
+
+TEST(RecordMeasure, ResumeRefusesADifferentConfigurationOrAFinishedRun) {
+  ResultsStore db(temp_db("refuse.db"));
+  auto o = small_measure(false);
+  int computed = 0;
+  o.on_sample = [&](const SampleRecord&) {
+    if (++computed == 2) throw Interrupt{};
+  };
+  EXPECT_THROW(record_measure(db, o, {}), Interrupt);
+  auto other = small_measure(false);
+  other.seed = 6;
+  RecordOptions ro;
+  ro.resume = true;
+  try {
+    record_measure(db, other, ro);
+    FAIL() << "no error";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("different configuration: seed 5 (now 6)"), std::string::npos) << e.what();
+  }
+  record_measure(db, small_measure(false), ro);  // the right configuration finishes it
+  try {
+    record_measure(db, small_measure(false), ro);
+    FAIL() << "no error";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("already finished"), std::string::npos) << e.what();
+  }
+  ResultsStore empty(temp_db("empty.db"));
+  EXPECT_THROW(record_measure(empty, small_measure(false), ro), DataError);
+}
+
+TEST(RecordTraining, CommitsEveryRecordAndTheTheta) {
+  ResultsStore db(temp_db("train.db"));
+  TrainConfig c;
+  c.model = "mlp:6-8-3";
+  c.data.data = "synthetic:blobs:3:6:300";
+  c.data.test_fraction = 0.2;
+  c.train.epochs = 4;
+  c.train.batch = 32;
+  c.train.lr = 0.01;
+  const auto rec = record_training(db, c, {});
+  const auto stored = db.training_records(rec.run);
+  ASSERT_EQ(stored.size(), rec.result.records.size());
+  for (size_t i = 0; i < stored.size(); ++i) {
+    EXPECT_EQ(stored[i].epoch, rec.result.records[i].epoch);
+    EXPECT_EQ(stored[i].train_loss, rec.result.records[i].train_loss);
+    EXPECT_EQ(stored[i].test_loss, rec.result.records[i].test_loss);
+  }
+  EXPECT_EQ(db.get_array(rec.run, "theta"), rec.result.theta);
+  const auto result = nlohmann::json::parse(db.run(rec.run).result);
+  EXPECT_EQ(result["train_loss"].get<double>(), rec.result.final_record.train_loss);
+  EXPECT_LT(rec.result.final_record.train_loss, rec.result.records.front().train_loss);
+}
+
+TEST(StudyFile, ErrorsNameTheKeyAndTheExpectedType) {
+  auto error_of = [](const std::string& text) -> std::string {
+    try {
+      parse_study_text(text, "s.json");
+    } catch (const UsageError& e) {
+      return e.what();
+    } catch (const DataError& e) {
+      return std::string("DataError: ") + e.what();
+    }
+    return "no error";
+  };
+  EXPECT_EQ(error_of(R"({"models": ["mlp:4-3"], "train": {"epochs": "ten"}})"),
+            "s.json: key 'train.epochs': expected an integer, got \"ten\"");
+  EXPECT_EQ(error_of(R"({"models": ["mlp:4-3"], "measure": {"zetas": [0, 1.5]}})"),
+            "s.json: key 'measure.zetas': expected a list of numbers in [0, 1), got [0,1.5]");
+  EXPECT_EQ(error_of(R"({"models": "mlp:4-3"})"),
+            "s.json: key 'models': expected a non-empty list of model specs, got \"mlp:4-3\"");
+  EXPECT_EQ(error_of(R"({"name": "x"})"), "s.json: key 'models' is missing (a list of model specs)");
+  EXPECT_NE(error_of(R"({"models": ["mlp:4-3"], "trian": {}})").find("unknown key 'trian'"), std::string::npos);
+  EXPECT_NE(error_of(R"({"models": ["mlp:4-3"], "train": {"lr": 0.1, "epoch": 3}})").find("unknown key 'train.epoch'"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"models": ["mlp:4-x-3"]})").find("s.json: key 'models[0]'"), std::string::npos);
+  EXPECT_NE(error_of(R"({"models": [{"spec": "mlp:4-3", "act": "swish"}]})").find("models[0].act"), std::string::npos);
+  EXPECT_NE(error_of(R"({"models": [{"act": "tanh"}]})").find("models[0].spec"), std::string::npos);
+  EXPECT_NE(error_of(R"({"models": ["mlp:4-3"],)").find("DataError: s.json: not valid JSON"), std::string::npos);
+  EXPECT_NE(error_of(R"({"models": ["mlp:4-3"], "data": {"standardize": 1}})")
+                .find("'data.standardize': expected true or false"),
+            std::string::npos);
+  const auto c = parse_study_text(
+      R"({"name": "ok", "models": ["mlp:4-3", {"spec": "mlp:4-8-3", "act": "tanh"}], "measure": {"sigmas": [0.5]},
+          "train": {"seeds": [3, 4], "epochs": 2}})",
+      "ok.json");
+  EXPECT_EQ(c.models.size(), 2u);
+  EXPECT_EQ(c.models[1].options.activation, Activation::Tanh);
+  EXPECT_EQ(c.seeds, (std::vector<uint64_t>{3, 4}));
+  EXPECT_EQ(c.sigmas, std::vector<double>{0.5});
+  EXPECT_EQ(c.train.epochs, 2);
+}
+
+TEST(Study, RunsCorrelatesAndResumesWithoutRecomputing) {
+  const auto path = temp_db("study.db");
+  const auto cfg = parse_study_text(R"({
+      "name": "tiny", "data": {"source": "synthetic:blobs:3:6:400", "test_fraction": 0.25},
+      "models": ["mlp:6-2-3", "mlp:6-4-3", "mlp:6-16-3"],
+      "measure": {"inputs": 10, "samples": 4, "eps": [0.01], "zetas": [0, 0.5], "sigmas": [0.5], "bootstrap": 50},
+      "train": {"epochs": 2, "seeds": [0, 1], "batch": 50, "lr": 0.01},
+      "correlation": {"bootstrap": 100}})",
+                                    "tiny.json");
+  int64_t first = 0;
+  std::string first_result;
+  {
+    ResultsStore db(path);
+    first = run_study(db, cfg, {});
+    first_result = db.run(first).result;
+    EXPECT_EQ(db.children(first).size(), 3u * (1 + 1 + 2));
+  }
+  const auto r = nlohmann::json::parse(first_result);
+  EXPECT_EQ(r["models"].size(), 3u);
+  EXPECT_EQ(r["n_train"].get<double>(), 300.0);
+  EXPECT_EQ(r["headline"].get<std::string>(), "lower 2sED sigma=0.5 zeta=0.5 at eps_zeta(n)");
+  EXPECT_FALSE(r["correlations"].empty());
+  // "params d" rises with width: its correlation with itself reversed is what the table shows.
+  for (const auto& m : r["models"]) EXPECT_EQ(m["train_runs"].size(), 2u);
+  // Interrupt a second study of the same file after its children exist: delete its result by
+  // re-opening, then resume: nothing is recomputed (same child runs, same result).
+  {
+    ResultsStore db(path);
+    db.reopen_run(first);
+    StudyOptions so;
+    so.resume = true;
+    std::vector<std::string> progress;
+    so.progress = [&](const std::string& s) { progress.push_back(s); };
+    EXPECT_EQ(run_study(db, cfg, so), first);
+    EXPECT_TRUE(progress.empty()) << progress.front();
+    EXPECT_EQ(db.children(first).size(), 12u);
+    EXPECT_EQ(db.run(first).result, first_result);
+  }
+}

@@ -1,0 +1,356 @@
+// Commands on the results store: `twosed runs`, `twosed show`, `twosed export`, `twosed bound`.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "reports.h"
+#include "twosed/error.h"
+#include "twosed/generalization.h"
+#include "twosed/plot.h"
+#include "twosed/runs.h"
+
+namespace twosed::cli {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kDefaultDb = "twosed.db";
+
+// The estimator options a stored measurement was made with, overridden by the given flags.
+struct CurveFlags {
+  std::string eps, zeta, cover, n, ed_n;
+  int64_t bootstrap = 0;
+  void add(CLI::App* cmd) {
+    cmd->add_option("--eps", eps, "eps grid: LO:HI:COUNT or a list (default: the run's)");
+    cmd->add_option("--zeta", zeta, "zeta values (default: the run's)");
+    cmd->add_option("--cover", cover, "box | ellipsoid (default: the run's)");
+    cmd->add_option("--n", n, "Also d_zeta at eps_zeta(n) for these n (default: the run's)");
+    cmd->add_option("--ed-n", ed_n, "Also the Abbas ED at these n (default: the run's)");
+    cmd->add_option("--bootstrap", bootstrap, "Bootstrap resamples (default: the run's)");
+  }
+  MeasureOptions options(const json& config) const {
+    MeasureOptions o;
+    auto& e = o.estimator;
+    e.eps = eps.empty() ? config.at("eps").get<std::vector<double>>() : parse_eps_grid(eps, "--eps");
+    e.zetas = zeta.empty() ? config.at("zetas").get<std::vector<double>>() : parse_double_list(zeta, "--zeta");
+    const std::string c = cover.empty() ? config.value("cover", "box") : cover;
+    if (c != "box" && c != "ellipsoid") throw UsageError(fmt::format("--cover {}: expected box or ellipsoid", c));
+    e.cover = c == "box" ? Cover::Box : Cover::Ellipsoid;
+    e.at_n = n.empty() ? config.value("at_n", std::vector<double>{}) : parse_double_list(n, "--n");
+    e.ed_n = ed_n.empty() ? config.value("ed_n", std::vector<double>{}) : parse_double_list(ed_n, "--ed-n");
+    e.bootstrap = bootstrap > 0 ? bootstrap : config.value("bootstrap", int64_t{1000});
+    validate_estimator_options(e);
+    o.model = config.value("model", "");
+    o.model_options.activation = parse_activation(config.value("activation", "relu"), "activation");
+    o.model_options.bias = config.value("bias", true);
+    o.fisher.cutoff = config.value("cutoff", kZeroCutoff);
+    o.seed = config.value("seed", uint64_t{0});
+    o.markov = config.value("markov", false);
+    o.sigma = config.value("sigma", 0.0);
+    return o;
+  }
+};
+
+}  // namespace
+
+Runner add_runs_command(CLI::App& app) {
+  struct P {
+    std::string db = kDefaultDb, kind, format = "table";
+  };
+  auto p = std::make_shared<P>();
+  auto* cmd = app.add_subcommand("runs", "List the runs in a results database");
+  cmd->add_option("--db", p->db, "Results database (default: twosed.db)");
+  cmd->add_option("--kind", p->kind, "Only runs of this kind: measure | train | study");
+  cmd->add_option("--format", p->format, "table | json (default: table)");
+  cmd->footer("Examples:\n  twosed runs\n  twosed runs --db study.db --kind study --format json");
+  return [p]() {
+    if (p->format != "table" && p->format != "json")
+      throw UsageError(fmt::format("--format {}: expected table or json", p->format));
+    if (!p->kind.empty() && p->kind != "measure" && p->kind != "train" && p->kind != "study")
+      throw UsageError(fmt::format("--kind {}: expected measure, train or study", p->kind));
+    ResultsStore store(p->db, /*create=*/false);
+    const auto runs = store.runs(p->kind);
+    if (p->format == "json") {
+      json arr = json::array();
+      for (const auto& r : runs)
+        arr.push_back({{"id", r.id},
+                       {"kind", r.kind},
+                       {"status", r.status},
+                       {"label", r.label},
+                       {"parent", r.parent},
+                       {"created", r.created},
+                       {"updated", r.updated},
+                       {"version", r.version},
+                       {"samples", r.num_samples},
+                       {"records", r.num_records},
+                       {"message", r.message}});
+      write_output(arr.dump(2) + "\n", "");
+      return 0;
+    }
+    std::string out = fmt::format("{} runs in {}\n", runs.size(), p->db);
+    out += fmt::format("  {:>4} {:>7} {:>8} {:>6} {:>8} {:>20}  {}\n", "id", "kind", "status", "study", "done",
+                       "updated", "label");
+    for (const auto& r : runs) {
+      // A "running" run whose process is gone looks the same: resume it with --resume.
+      const std::string done = r.kind == "measure" ? fmt::format("{} smp", r.num_samples)
+                               : r.kind == "train" ? fmt::format("{} rec", r.num_records)
+                                                   : std::to_string(store.children(r.id).size()) + " run";
+      out += fmt::format("  {:>4} {:>7} {:>8} {:>6} {:>8} {:>20}  {}{}\n", r.id, r.kind, r.status,
+                         r.parent ? std::to_string(r.parent) : "-", done, r.updated, r.label,
+                         r.message.empty() ? "" : "  (" + r.message + ")");
+    }
+    write_output(out, "");
+    return 0;
+  };
+}
+
+Runner add_show_command(CLI::App& app) {
+  struct P {
+    std::string db = kDefaultDb, format = "table", out, plot;
+    int64_t run = 0;
+    double breakdown_eps = 0;
+    CurveFlags curves;
+  };
+  auto p = std::make_shared<P>();
+  auto* cmd = app.add_subcommand("show",
+                                 "Show a stored run; measurements are recomputed for new eps/zeta from their "
+                                 "stored spectra, without the network");
+  cmd->add_option("run", p->run, "Run id (see 'twosed runs')")->required();
+  cmd->add_option("--db", p->db, "Results database (default: twosed.db)");
+  p->curves.add(cmd);
+  cmd->add_option("--format", p->format, "table | json | csv (default: table)");
+  cmd->add_option("--out", p->out, "Write to this file instead of stdout");
+  cmd->add_option("--plot", p->plot, "Also draw the curves to this .png or .svg");
+  cmd->add_option("--breakdown-eps", p->breakdown_eps, "eps of a Markov run's layer breakdown");
+  cmd->footer(
+      "Examples:\n  twosed show 3\n  twosed show 3 --eps 1e-8:1e-1:30 --zeta 0,0.25,0.5,0.75 --format json\n"
+      "  twosed show 5 --format csv --out curve.csv");
+  return [p]() {
+    if (p->format != "table" && p->format != "json" && p->format != "csv")
+      throw UsageError(fmt::format("--format {}: expected table, json or csv", p->format));
+    ResultsStore store(p->db, false);
+    const auto info = store.run(p->run);
+    if (info.kind == "measure") {
+      const auto config = json::parse(info.config);
+      const auto o = p->curves.options(config);
+      const auto r = stored_measure(store, p->run, o.estimator);
+      const size_t b = breakdown_index(r.estimate.curves.front().eps, p->breakdown_eps);
+      if (p->format == "json") {
+        auto j = to_json(r, o);
+        if (r.markov.enabled) add_markov_json(j, r);
+        j["run"] = info.id;
+        j["status"] = info.status;
+        j["config"] = config;
+        write_output(j.dump(2) + "\n", p->out);
+      } else if (p->format == "csv") {
+        write_output(r.markov.enabled ? markov_csv(r) : to_csv(r), p->out);
+      } else {
+        write_output(
+            fmt::format("run {} ({}, created {}, twosed {})\n", info.id, info.status, info.created, info.version) +
+                to_table(r, o, b),
+            p->out);
+      }
+      if (!p->plot.empty()) write_plot(r, p->plot, b);
+      return 0;
+    }
+    if (info.kind == "train") {
+      const auto recs = store.training_records(info.id);
+      write_output(p->format == "json"  ? training_json(info, recs).dump(2) + "\n"
+                   : p->format == "csv" ? training_csv(recs)
+                                        : training_table(info, recs),
+                   p->out);
+      if (!p->plot.empty()) write_training_plot({{info.label, recs}}, p->plot);
+      return 0;
+    }
+    return show_study(store, info, p->format, p->out, p->plot);
+  };
+}
+
+Runner add_export_command(CLI::App& app) {
+  struct P {
+    std::string db = kDefaultDb, format = "json", out;
+    int64_t run = 0;
+  };
+  auto p = std::make_shared<P>();
+  auto* cmd = app.add_subcommand("export", "Export a stored run with its configuration as CSV or JSON");
+  cmd->add_option("run", p->run, "Run id (see 'twosed runs')")->required();
+  cmd->add_option("--db", p->db, "Results database (default: twosed.db)");
+  cmd->add_option("--format", p->format, "csv | json (default: json)");
+  cmd->add_option("--out", p->out, "Write to this file instead of stdout");
+  cmd->footer("Examples:\n  twosed export 3 --format csv --out run3.csv\n  twosed export 1 --format json");
+  return [p]() {
+    if (p->format != "json" && p->format != "csv")
+      throw UsageError(fmt::format("--format {}: expected csv or json", p->format));
+    ResultsStore store(p->db, false);
+    const auto info = store.run(p->run);
+    if (info.kind == "measure") {
+      const auto config = json::parse(info.config);
+      const auto o = CurveFlags{}.options(config);
+      const auto r = stored_measure(store, p->run, o.estimator);
+      if (p->format == "csv") {
+        write_output(r.markov.enabled ? markov_csv(r) : to_csv(r), p->out);
+      } else {
+        auto j = to_json(r, o);
+        if (r.markov.enabled) add_markov_json(j, r);
+        j["run"] = info.id;
+        j["status"] = info.status;
+        j["config"] = config;
+        j["created"] = info.created;
+        j["twosed_version"] = info.version;
+        write_output(j.dump(2) + "\n", p->out);
+      }
+      return 0;
+    }
+    if (info.kind == "train") {
+      const auto recs = store.training_records(info.id);
+      write_output(p->format == "csv" ? training_csv(recs) : training_json(info, recs).dump(2) + "\n", p->out);
+      return 0;
+    }
+    return show_study(store, info, p->format, p->out, "");
+  };
+}
+
+Runner add_bound_command(CLI::App& app) {
+  struct P {
+    std::string db = kDefaultDb, n, zeta, format = "table", out, search = "continuous", use = "chain", plot;
+    int64_t run = 0;
+    double eps_min = 1e-12, eps_max = 0.99;
+    BoundOptions bound;
+  };
+  auto p = std::make_shared<P>();
+  auto* cmd = app.add_subcommand(
+      "bound", "The generalisation estimate of spec section 6 for a stored measurement and training-set sizes n");
+  cmd->add_option("run", p->run, "Measurement run id (see 'twosed runs')")->required();
+  cmd->add_option("--n", p->n, "Training-set sizes n (a list gives a curve)")->required();
+  cmd->add_option("--db", p->db, "Results database (default: twosed.db)");
+  cmd->add_option("--zeta", p->zeta, "zeta values (default: the run's)");
+  cmd->add_option("--loss-bound", p->bound.loss_bound, "B: the loss lies in [0, B] (default: 1)");
+  cmd->add_option("--lipschitz", p->bound.lipschitz,
+                  "L: Lipschitz constant of the loss in the Fisher metric (default: 1)");
+  cmd->add_option("--delta", p->bound.delta, "Confidence 1 - delta (default: 0.05)");
+  cmd->add_option("--search", p->search,
+                  "continuous: minimise over [--eps-min, --eps-max] (d_zeta recomputed from the spectra at any "
+                  "eps); grid: over the run's eps grid only (default: continuous)");
+  cmd->add_option("--eps-min", p->eps_min, "Lower end of the continuous search (default: 1e-12)");
+  cmd->add_option("--eps-max", p->eps_max, "Upper end of the continuous search (default: 0.99)");
+  cmd->add_option("--use", p->use,
+                  "Markov runs: chain (the 2sED of M_sigma) | lower (the lower 2sED; smaller, so an optimistic "
+                  "estimate) (default: chain)");
+  cmd->add_option("--format", p->format, "table | json | csv (default: table)");
+  cmd->add_option("--out", p->out, "Write to this file instead of stdout");
+  cmd->add_option("--plot", p->plot, "Also draw the gap against n (.png or .svg)");
+  cmd->footer(
+      "Examples:\n  twosed bound 3 --n 60000\n  twosed bound 3 --n 1e3,1e4,1e5,1e6 --zeta 0,0.5 --plot gap.png\n"
+      "  twosed bound 4 --n 5e4 --loss-bound 2 --lipschitz 0.5 --delta 0.01 --format json");
+  return [p]() {
+    validate_bound_options(p->bound);
+    if (p->format != "table" && p->format != "json" && p->format != "csv")
+      throw UsageError(fmt::format("--format {}: expected table, json or csv", p->format));
+    if (p->search != "continuous" && p->search != "grid")
+      throw UsageError(fmt::format("--search {}: expected continuous or grid", p->search));
+    if (p->use != "chain" && p->use != "lower")
+      throw UsageError(fmt::format("--use {}: expected chain or lower", p->use));
+    const auto ns = parse_double_list(p->n, "--n");
+    for (double n : ns)
+      if (!(n > 1 && std::isfinite(n))) throw UsageError(fmt::format("--n {}: every n must be a number > 1", p->n));
+    ResultsStore store(p->db, false);
+    const auto info = store.run(p->run);
+    if (info.kind != "measure")
+      throw UsageError(fmt::format("run {} is a {} run; twosed bound needs a measurement", p->run, info.kind));
+    const auto config = json::parse(info.config);
+    const auto zetas =
+        p->zeta.empty() ? config.at("zetas").get<std::vector<double>>() : parse_double_list(p->zeta, "--zeta");
+    SpectraHeader header;
+    const auto records = stored_samples(store, p->run, &header);
+    if (records.empty()) throw DataError(fmt::format("{}: run {} has no finished samples", p->db, p->run));
+    std::vector<SampleSpectrum> merged;
+    for (const auto& r : records) {
+      SampleSpectrum s;
+      for (const auto& b : r.blocks) {
+        s.eigenvalues.insert(s.eigenvalues.end(), b.eigenvalues.begin(), b.eigenvalues.end());
+        s.trace += b.trace;
+        s.num_cut += b.num_cut;
+      }
+      merged.push_back(std::move(s));
+    }
+    const Cover cover = config.value("cover", "box") == "box" ? Cover::Box : Cover::Ellipsoid;
+    const bool lower = header.markov && p->use == "lower";
+    const TwoScaleFunction dimension(merged, header.num_params, cover, lower ? Aggregate::Mean : Aggregate::LogMeanExp);
+    const std::string measure = header.markov ? (lower ? "lower 2sED" : "chain 2sED") : "2sED";
+    json rows = json::array();
+    std::string table = fmt::format(
+        "twosed bound: generalisation estimate (spec section 6) for run {} ({}, d = {}, M = {}, {})\n"
+        "  gap(n) ~ min over eps of [ 2 L eps + B sqrt((d_zeta(eps) |log eps| + log(2/delta)) / (2n)) ]\n"
+        "  B = {:g}, L = {:g}, delta = {:g}; eps searched {}\n\n",
+        p->run, header.model, header.num_params, records.size(), measure, p->bound.loss_bound, p->bound.lipschitz,
+        p->bound.delta,
+        p->search == "grid" ? "over the run's eps grid" : fmt::format("over [{:g}, {:g}]", p->eps_min, p->eps_max));
+    table += fmt::format("  {:>10} {:>6} {:>11} {:>11} {:>10} {:>11} {:>10}\n", "n", "zeta", "eps*", "d_zeta(eps*)",
+                         "2 L eps", "complexity", "gap");
+    std::vector<PlotSeries> series;
+    for (double zeta : zetas) {
+      PlotSeries s;
+      s.label = fmt::format("zeta = {:g}", zeta);
+      for (double n : ns) {
+        auto f = [&](double eps) { return dimension(zeta, eps); };
+        const auto g = p->search == "grid" ? minimize_gap(f, n, config.at("eps").get<std::vector<double>>(), p->bound)
+                                           : minimize_gap_continuous(f, n, p->eps_min, p->eps_max, p->bound);
+        table += fmt::format("  {:>10g} {:>6g} {:>11.4e} {:>11.4f} {:>10.4g} {:>11.4g} {:>10.4g}{}\n", n, zeta, g.eps,
+                             g.dimension, g.lipschitz_term, g.complexity_term, g.gap,
+                             g.at_grid_edge ? "  (at the edge of the eps range)" : "");
+        rows.push_back({{"n", n},
+                        {"zeta", zeta},
+                        {"eps", g.eps},
+                        {"dimension", g.dimension},
+                        {"lipschitz_term", g.lipschitz_term},
+                        {"complexity_term", g.complexity_term},
+                        {"gap", g.gap},
+                        {"at_edge", g.at_grid_edge}});
+        s.x.push_back(n);
+        s.y.push_back(g.gap);
+      }
+      series.push_back(std::move(s));
+    }
+    table += fmt::format("\n  This is {}.\n", kBoundCaveat);
+    if (p->format == "json") {
+      write_output(json{{"run", p->run},
+                        {"measure", measure},
+                        {"loss_bound", p->bound.loss_bound},
+                        {"lipschitz", p->bound.lipschitz},
+                        {"delta", p->bound.delta},
+                        {"search", p->search},
+                        {"caveat", kBoundCaveat},
+                        {"estimates", rows}}
+                           .dump(2) +
+                       "\n",
+                   p->out);
+    } else if (p->format == "csv") {
+      std::string csv = "n,zeta,eps,dimension,lipschitz_term,complexity_term,gap,at_edge\n";
+      for (const auto& r : rows)
+        csv += fmt::format("{},{},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{}\n", r["n"].get<double>(),
+                           r["zeta"].get<double>(), r["eps"].get<double>(), r["dimension"].get<double>(),
+                           r["lipschitz_term"].get<double>(), r["complexity_term"].get<double>(),
+                           r["gap"].get<double>(), r["at_edge"].get<bool>() ? 1 : 0);
+      write_output(csv, p->out);
+    } else {
+      write_output(table, p->out);
+    }
+    if (!p->plot.empty()) {
+      Figure fig;
+      LinePanel panel;
+      panel.title = fmt::format("generalisation estimate, run {} ({}); covering constants set to one", p->run, measure);
+      panel.x_label = "training-set size n";
+      panel.y_label = "gap estimate";
+      panel.log_x = true;
+      panel.series = series;
+      fig.panels.push_back(panel);
+      write_figure(fig, p->plot);
+    }
+    return 0;
+  };
+}
+
+}  // namespace twosed::cli

@@ -1,0 +1,106 @@
+// `twosed study STUDY.json`: measures and trains a family of models and correlates.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "commands.h"
+#include "reports.h"
+#include "twosed/error.h"
+#include "twosed/measure.h"
+#include "twosed/study.h"
+
+namespace twosed::cli {
+namespace {
+
+// "fig.png" -> {"fig", "png"}; the study's figures get -curves/-training/-scatter suffixes.
+std::pair<std::string, std::string> plot_prefix(const std::string& plot) {
+  const auto dot = plot.rfind('.');
+  std::string ext = dot == std::string::npos ? "" : plot.substr(dot + 1);
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (ext != "png" && ext != "svg")
+    throw UsageError(
+        fmt::format("--plot {}: expected a .png or .svg file name (the figures are PREFIX-curves.EXT, "
+                    "PREFIX-training.EXT, PREFIX-scatter.EXT)",
+                    plot));
+  return {plot.substr(0, dot), ext};
+}
+
+}  // namespace
+
+int show_study(const ResultsStore& store, const RunInfo& info, const std::string& format, const std::string& out,
+               const std::string& plot) {
+  if (info.result.empty())
+    throw DataError(fmt::format("{}: study {} has not finished ({}); resume it with 'twosed study FILE --resume'",
+                                store.path(), info.id, info.status));
+  if (format == "json") {
+    auto j = nlohmann::json::parse(info.result);
+    j["config"] = nlohmann::json::parse(info.config);
+    j["status"] = info.status;
+    j["twosed_version"] = info.version;
+    write_output(j.dump(2) + "\n", out);
+  } else if (format == "csv") {
+    write_output(study_csv(info.result), out);
+  } else {
+    write_output(study_table(info.result), out);
+  }
+  if (!plot.empty()) {
+    const auto [prefix, ext] = plot_prefix(plot);
+    for (const auto& f : study_plots(store, info.id, prefix, ext))
+      std::fprintf(stderr, "twosed: wrote %s\n", f.c_str());
+  }
+  return 0;
+}
+
+Runner add_study_command(CLI::App& app) {
+  struct P {
+    std::string file, db = "twosed.db", format = "table", out, plot;
+    int64_t resume = 0;
+    int threads = 0;
+    bool quiet = false;
+  };
+  auto p = std::make_shared<P>();
+  auto* cmd = app.add_subcommand(
+      "study", "Model selection: measure a family of models before training, train them, and rank-correlate");
+  cmd->add_option("file", p->file, "Study file (JSON; see examples/ and docs/design.md)")->required();
+  cmd->add_option("--db", p->db, "Results database (default: twosed.db)");
+  auto* resume = cmd->add_option("--resume", p->resume,
+                                 "Continue the newest unfinished study of this file (or run RUN); finished "
+                                 "measurements and trainings are not recomputed")
+                     ->expected(0, 1)
+                     ->type_name("[RUN]");
+  cmd->add_option("--format", p->format, "table | json | csv (default: table)");
+  cmd->add_option("--out", p->out, "Write the report to this file instead of stdout");
+  cmd->add_option("--plot", p->plot,
+                  "Figures PREFIX-curves.EXT, PREFIX-training.EXT, PREFIX-scatter.EXT from PREFIX.png or PREFIX.svg");
+  cmd->add_option("--threads", p->threads, "Threads (default: the number of cores)");
+  cmd->add_flag("--quiet,-q", p->quiet, "No progress lines on stderr");
+  cmd->footer(R"(Examples:
+  twosed study examples/covertype-mlps.json --db study.db --plot covertype.png
+  twosed study examples/covertype-mlps.json --db study.db --resume     (after a kill)
+  twosed show 1 --db study.db --format csv                              (the stored study)
+
+Study file keys: name, data {source, test_data, test_fraction, train_size, test_size,
+standardize, seed}, task, models [spec or {spec, act, bias}], measure {inputs, samples, eps,
+zetas, sigmas, noise_draws, bootstrap, seed}, train {optimizer, lr, momentum, weight_decay,
+batch, epochs, seeds}, correlation {bootstrap, confidence, seed}.)");
+  return [p, resume]() {
+    if (p->format != "table" && p->format != "json" && p->format != "csv")
+      throw UsageError(fmt::format("--format {}: expected table, json or csv", p->format));
+    if (!p->plot.empty()) plot_prefix(p->plot);  // a bad name fails before the study runs
+    const auto cfg = parse_study(p->file);
+    set_num_threads(p->threads != 0 ? p->threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    ResultsStore store(p->db);
+    StudyOptions so;
+    so.resume = resume->count() > 0;
+    so.resume_run = p->resume;
+    if (!p->quiet) so.progress = [](const std::string& s) { std::fprintf(stderr, "twosed study: %s\n", s.c_str()); };
+    const int64_t id = run_study(store, cfg, so);
+    return show_study(store, store.run(id), p->format, p->out, p->plot);
+  };
+}
+
+}  // namespace twosed::cli
