@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# End-to-end tests of the results store through the CLI: measure --db, a real SIGKILL and
+# --resume, runs/show/export, schema checks, train and checkpoints, bound, study files.
+# Usage: store_cli_test.sh PATH/TO/twosed
+set -u
+TWOSED="$1"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+# expect CODE REGEX ARGS...: exit code, and stdout (0) or the one-line stderr (non-zero) matches.
+expect() {
+  local code="$1" regex="$2"
+  shift 2
+  "$TWOSED" "$@" > out 2> err < /dev/null
+  local got=$?
+  local text
+  if [ "$code" -eq 0 ]; then text=$(cat out); else text=$(cat err); fi
+  if [ "$got" -ne "$code" ]; then
+    bad "twosed $* : exit $got, expected $code; stderr: $(head -c 400 err)"
+  elif ! grep -Eq -- "$regex" <<< "$text"; then
+    bad "twosed $* : output does not match /$regex/: $(head -c 400 <<< "$text")"
+  elif [ "$code" -ne 0 ] && [ "$(wc -l < err)" -ne 1 ]; then
+    bad "twosed $* : error is not one line: $(cat err)"
+  else
+    ok
+  fi
+}
+
+# same_curves A.json B.json: the curves, at_n and ed values of two JSON results are identical.
+same_curves() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+keys = ["curves", "at_n", "ed", "mean_trace"]
+diff = [k for k in keys if a.get(k) != b.get(k)]
+sys.exit(1 if diff else 0)
+PY
+}
+
+SMALL=(--model mlp:6-5-3 --data synthetic:blobs:3:6:200 -N 20 -M 6 --bootstrap 100 -q)
+
+# --- measure records into ./twosed.db by default; runs lists it; show recomputes.
+expect 0 "stored as run 1 in twosed.db" measure "${SMALL[@]}"
+[ -f twosed.db ] && ok || bad "no twosed.db in the working directory"
+expect 0 "1 +measure +done +- +6 smp" runs
+expect 0 '"kind": "measure"' runs --format json
+expect 0 "run 1 \(done" show 1
+# show --eps/--zeta from the stored spectra equals a fresh measurement with those values.
+"$TWOSED" show 1 --eps 1e-3,0.05 --zeta 0.25 --format json > shown.json
+"$TWOSED" measure "${SMALL[@]}" --no-db --eps 1e-3,0.05 --zeta 0.25 --format json > fresh.json
+same_curves shown.json fresh.json && ok || bad "show --eps/--zeta differs from a fresh measurement"
+expect 0 "^kind,zeta,eps,n,value,stderr" export 1 --format csv
+expect 0 '"config"' export 1 --format json
+expect 0 "measure" measure "${SMALL[@]}" --no-db
+expect 0 "1 +measure" runs   # --no-db added nothing
+[ "$("$TWOSED" runs --format json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 1 ] && ok ||
+  bad "--no-db recorded a run"
+
+# --- A real SIGKILL during a measurement, then --resume: nothing committed is recomputed and
+# the result equals an uninterrupted run's.
+BIG=(--model mlp:784-256-10 -N 100 -M 30 --bootstrap 200 -q --format json)
+"$TWOSED" measure "${BIG[@]}" --db full.db > full.json || bad "uninterrupted run failed"
+"$TWOSED" measure "${BIG[@]}" --db killed.db > /dev/null 2>&1 &
+pid=$!
+committed=0
+for _ in $(seq 1 600); do
+  committed=$(sqlite3 killed.db "select count(*) from samples" 2> /dev/null || echo 0)
+  [ "${committed:-0}" -ge 3 ] && break
+  sleep 0.05
+done
+kill -9 "$pid" 2> /dev/null
+wait "$pid" 2> /dev/null
+after=$(sqlite3 killed.db "select count(*) from samples")
+if [ "$after" -ge 3 ] && [ "$after" -lt 30 ]; then ok; else bad "kill left $after of 30 samples (expected 3..29)"; fi
+[ "$(sqlite3 killed.db 'pragma integrity_check')" = ok ] && ok || bad "database not intact after SIGKILL"
+expect 0 "1 +measure +running" runs --db killed.db
+"$TWOSED" measure "${BIG[@]}" --db killed.db --resume > resumed.json || bad "--resume failed"
+python3 - resumed.json "$after" <<'PY' && ok || bad "resume recomputed committed samples or lost some"
+import json, sys
+r = json.load(open(sys.argv[1])); k = int(sys.argv[2])
+assert r["resumed_samples"] == k, (r["resumed_samples"], k)
+assert f"resumed: {k} of 30 samples taken from the database, {30 - k} computed now" in r["stored"], r["stored"]
+PY
+same_curves full.json resumed.json && ok || bad "resumed result differs from the uninterrupted run"
+expect 1 "run 1 with this configuration is already finished" measure "${BIG[@]}" --db killed.db --resume
+expect 1 "no unfinished measure run to resume" measure "${SMALL[@]}" --db fresh.db --resume
+# A resume with another configuration is refused, naming what differs.
+"$TWOSED" measure "${BIG[@]}" --db other.db > /dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  [ "$(sqlite3 other.db "select count(*) from samples" 2> /dev/null || echo 0)" -ge 1 ] && break
+  sleep 0.05
+done
+kill -9 "$pid" 2> /dev/null
+wait "$pid" 2> /dev/null
+expect 1 "run 1 has a different configuration: samples 30 \(now 31\)" measure --model mlp:784-256-10 -N 100 -M 31 \
+  --bootstrap 200 -q --db other.db --resume
+
+# --- Databases that are not twosed's, or newer.
+echo "not a database" > text.db
+expect 1 "text.db: not a twosed database \(not an SQLite file\)" measure "${SMALL[@]}" --db text.db
+sqlite3 foreign.db "create table t(x); insert into t values (1);"
+before=$(md5sum < foreign.db)
+expect 1 "foreign.db: not a twosed database \(application_id" runs --db foreign.db
+[ "$(md5sum < foreign.db)" = "$before" ] && ok || bad "a foreign database was modified"
+cp twosed.db newer.db
+sqlite3 newer.db "pragma user_version = 7"
+expect 1 "newer.db: schema version 7 is newer than this twosed" show 1 --db newer.db
+expect 1 "missing.db: no such results database" runs --db missing.db
+expect 1 "no run 42" show 42
+expect 2 "expected csv or json" export 1 --format xml
+
+# --- train: deterministic, checkpoints that measure accepts, and refuses for another model.
+TRAIN=(--model mlp:6-8-3 --data synthetic:blobs:3:6:300 --test-fraction 0.2 --epochs 3 --batch 32 --lr 0.01 -q)
+"$TWOSED" train "${TRAIN[@]}" --format csv --checkpoint ck.npy > t1.csv || bad "train failed"
+"$TWOSED" train "${TRAIN[@]}" --format csv --no-db > t2.csv
+cmp -s t1.csv t2.csv && bad "train csv includes wall times: expected them to differ" || true
+cut -d, -f1-6 t1.csv > a.csv
+cut -d, -f1-6 t2.csv > b.csv
+cmp -s a.csv b.csv && ok || bad "two trainings with the same seed differ"
+[ -f ck.npy ] && [ -f ck.json ] && ok || bad "no checkpoint and sidecar"
+expect 0 "local box ck.npy" measure --model mlp:6-8-3 --data synthetic:blobs:3:6:200 -N 20 -M 4 --space local:ck.npy:0.01 -q --no-db
+expect 1 "ck.npy: a checkpoint of 'mlp:6-8-3' \(d = 83\), but the model is 'mlp:6-8-3-3'" measure \
+  --model mlp:6-8-3-3 --data synthetic:blobs:3:6:200 -N 20 -M 4 --space local:ck.npy:0.01 -q --no-db
+expect 0 "final train loss" train "${TRAIN[@]}"
+train_run=$("$TWOSED" runs --kind train --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+expect 0 "training of mlp:6-8-3" show "$train_run"
+expect 0 "^epoch,step,train_loss" export "$train_run" --format csv
+expect 2 "--optimizer rmsprop: expected adam or sgd" train "${TRAIN[@]}" --optimizer rmsprop
+expect 2 "bound" bound "$train_run" --n 1000
+
+# --- bound: spec section 6, with the caveat printed beside it.
+expect 0 "covering constants are set to one" bound 1 --n 1e3,1e4
+expect 0 '"caveat"' bound 1 --n 1e4 --format json
+expect 0 "^n,zeta,eps" bound 1 --n 1e4 --format csv --search grid
+expect 2 "--delta" bound 1 --n 1e4 --delta 2
+expect 2 "--n" bound 1 --n 0.5
+
+# --- study files: errors name the key and the expected type.
+printf '{"models": ["mlp:6-4-3"], "train": {"epochs": "ten"}}' > bad1.json
+expect 2 "bad1.json: key 'train.epochs': expected an integer, got \"ten\"" study bad1.json
+printf '{"models": ["mlp:6-4-3"], "measure": {"smaples": 3}}' > bad2.json
+expect 2 "bad2.json: unknown key 'measure.smaples'" study bad2.json
+printf '{"models": ["mlp:6-x-3"]}' > bad3.json
+expect 2 "bad3.json: key 'models\[0\]'" study bad3.json
+printf '{"models": [' > bad4.json
+expect 1 "bad4.json: not valid JSON" study bad4.json
+expect 1 "nofile.json: cannot open study file" study nofile.json
+cat > tiny.json <<'J'
+{"name": "tiny", "data": {"source": "synthetic:blobs:3:6:400", "test_fraction": 0.25},
+ "models": ["mlp:6-2-3", "mlp:6-4-3", "mlp:6-16-3"],
+ "measure": {"inputs": 10, "samples": 4, "eps": [0.01], "sigmas": [0.5], "bootstrap": 50},
+ "train": {"epochs": 2, "seeds": [0, 1], "batch": 50, "lr": 0.01}, "correlation": {"bootstrap": 100}}
+J
+expect 0 "rank correlations with the final loss" study tiny.json --db study.db -q --plot tiny.png
+[ -s tiny-curves.png ] && [ -s tiny-training.png ] && [ -s tiny-scatter.png ] && ok || bad "study figures missing"
+expect 0 '^measure,target,method,value,lo,hi,n' show 1 --db study.db --format csv
+expect 1 "run 1 with this configuration is already finished" study tiny.json --db study.db --resume
+
+# A study killed midway and resumed reuses every finished child run and ends with the same numbers.
+cat > slow.json <<'J'
+{"name": "slow", "data": {"source": "synthetic:blobs:3:6:2000", "test_fraction": 0.25},
+ "models": ["mlp:6-2-3", "mlp:6-4-3", "mlp:6-16-3"],
+ "measure": {"inputs": 10, "samples": 4, "eps": [0.01], "sigmas": [0.5], "bootstrap": 50},
+ "train": {"epochs": 40, "seeds": [0, 1], "batch": 50, "lr": 0.01}, "correlation": {"bootstrap": 100}}
+J
+"$TWOSED" study slow.json --db slow-full.db -q --format json > slow-full.json || bad "study failed"
+"$TWOSED" study slow.json --db slow.db -q > /dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  [ "$(sqlite3 slow.db "select count(*) from runs where kind = 'train' and status = 'done'" 2> /dev/null || echo 0)" -ge 2 ] && break
+  sleep 0.02
+done
+kill -9 "$pid" 2> /dev/null
+wait "$pid" 2> /dev/null
+done_before=$(sqlite3 slow.db "select group_concat(id) from runs where status = 'done' order by id")
+"$TWOSED" study slow.json --db slow.db -q --resume --format json > slow-resumed.json || bad "study --resume failed"
+python3 - slow-full.json slow-resumed.json "$done_before" <<'PY' && ok || bad "resumed study differs or recomputed finished runs"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+done = {int(x) for x in sys.argv[3].split(",") if x}
+assert len(done) >= 2, done
+for ma, mb in zip(a["models"], b["models"]):
+    assert ma["measures"] == mb["measures"] and ma["train_loss"] == mb["train_loss"], ma["spec"]
+assert a["correlations"] == b["correlations"]
+used = {r for m in b["models"] for r in m["train_runs"]} | {r for m in b["models"] for r in m["measure_runs"].values()}
+assert done <= used, (done, used)   # every run finished before the kill is reused, not redone
+PY
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
