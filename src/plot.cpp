@@ -42,6 +42,15 @@ const char* colour(size_t i) {
   return kColours[i % std::size(kColours)];
 }
 
+// Past the palette's length, series repeat colours with another dash pattern (lines) or point
+// shape (scatter), so that a dozen models stay distinguishable.
+std::string line_style(size_t i, bool points) {
+  constexpr int kPointTypes[] = {7, 5, 9, 11, 13};
+  const size_t cycle = i / std::size(kColours);
+  if (points) return fmt::format("points pt {} ps 1.0", kPointTypes[cycle % std::size(kPointTypes)]);
+  return cycle == 0 ? "lines lw 2" : fmt::format("lines lw 2 dt {}", 1 + cycle % 4);
+}
+
 // gnuplot interprets no escapes inside single quotes except '' for a quote, so any text is safe
 // there; a newline would end the command, so it is dropped.
 std::string quote(const std::string& s) {
@@ -162,8 +171,7 @@ std::string line_panel(const LinePanel& p, Blocks& blocks) {
       plots.push_back(fmt::format(
           "{} using 1:2:3 with filledcurves lc rgb '{}' fs transparent solid 0.25 noborder notitle", b, colour(i)));
     if (!l.empty())
-      plots.push_back(fmt::format("{} using 1:2 with {} lc rgb '{}' {}", l,
-                                  p.points ? "points pt 7 ps 0.8" : "lines lw 2", colour(i),
+      plots.push_back(fmt::format("{} using 1:2 with {} lc rgb '{}' {}", l, line_style(i, p.points), colour(i),
                                   s.label.empty() ? "notitle" : "title " + text(s.label)));
   }
   if (plots.empty()) return out + kEmptyPlot;

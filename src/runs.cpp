@@ -3,7 +3,12 @@
 
 #include <fmt/format.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -113,7 +118,29 @@ uint64_t fnv1a(const void* data, size_t n) {
   return h;
 }
 
+std::string this_process() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return fmt::format("{}@{}", ::getpid(), host);
+}
+
 }  // namespace
+
+void mark_process(ResultsStore& store, int64_t run) {
+  store.put_text(run, "process", this_process());
+}
+
+bool run_is_stopped(const ResultsStore& store, const RunInfo& run) {
+  if (run.status != "running") return false;
+  const auto text = store.get_text(run.id, "process");
+  if (!text) return false;
+  const auto at = text->find('@');
+  if (at == std::string::npos) return false;
+  const std::string self = this_process();
+  if (text->substr(at) != self.substr(self.find('@'))) return false;  // another host: cannot tell
+  const long pid = std::strtol(text->c_str(), nullptr, 10);
+  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
 
 std::string measure_config(const MeasureOptions& o) {
   const auto spec = parse_model_spec(o.model, o.model_options);
@@ -207,12 +234,14 @@ RecordedMeasurement record_measure(ResultsStore& store, MeasureOptions opts, con
     stored_header = store.get_text(out.run, "header").value_or("");
     opts.completed = stored_samples(store, out.run);
     store.reopen_run(out.run);
+    mark_process(store, out.run);
   }
   auto user_start = opts.on_start;
   opts.on_start = [&](const SpectraHeader& h) {
     const auto text = spectra_header_json(h);
     if (out.run == 0) {
       out.run = store.create_run("measure", ropts.label.empty() ? h.model : ropts.label, config, ropts.parent);
+      mark_process(store, out.run);
       store.put_text(out.run, "header", text);
     } else if (stored_header.empty()) {
       store.put_text(out.run, "header", text);
@@ -313,6 +342,7 @@ RecordedTraining record_training(ResultsStore& store, const TrainConfig& cfg, co
   RecordedTraining out;
   out.data_description = data.description;
   out.run = store.create_run("train", ropts.label.empty() ? spec.text : ropts.label, config, ropts.parent);
+  mark_process(store, out.run);
   store.put_text(out.run, "data", data.description);
   TrainOptions topts = cfg.train;
   auto user_record = topts.on_record;

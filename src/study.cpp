@@ -304,6 +304,7 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
   } else {
     study = store.create_run("study", cfg.name, config);
   }
+  mark_process(store, study);
   try {
     // n: the training-set size, which sets eps_zeta(n) and the ED's n.
     const auto spec0 = parse_model_spec(cfg.models.front().spec, cfg.models.front().options);
@@ -348,7 +349,16 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
     for (size_t i = 0; i < cfg.models.size(); ++i) {
       const auto& m = cfg.models[i];
       const auto spec = parse_model_spec(m.spec, m.options);
-      json mj = {{"spec", spec.text}, {"act", activation_name(m.options.activation)}, {"d", spec.num_params()}};
+      // Models of one spec may differ in activation or bias: the name says so.
+      std::string label = spec.text;
+      if (m.options.activation != Activation::ReLU)
+        label += fmt::format(" ({})", activation_name(m.options.activation));
+      if (!m.options.bias) label += " (no bias)";
+      json mj = {{"spec", spec.text},
+                 {"name", label},
+                 {"act", activation_name(m.options.activation)},
+                 {"bias", m.options.bias},
+                 {"d", spec.num_params()}};
       json measures = json::object(), stderrs = json::object(), curves = json::object(), runs = json::object();
       measures["params d"] = spec.num_params();
       stderrs["params d"] = 0.0;
@@ -367,9 +377,9 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
       if (with_ed) mo.estimator.ed_n = {n};
       mo.estimator.bootstrap = cfg.bootstrap;
       mo.seed = cfg.measure_seed;
-      const std::string tag = fmt::format("model {}/{} {}", i + 1, cfg.models.size(), spec.text);
-      auto [mrun, mr] = measure(mo, fmt::format("{} (study {})", spec.text, study),
-                                fmt::format("{}: 2sED of the standard model", tag));
+      const std::string tag = fmt::format("model {}/{} {}", i + 1, cfg.models.size(), label);
+      auto [mrun, mr] =
+          measure(mo, fmt::format("{} (study {})", label, study), fmt::format("{}: 2sED of the standard model", tag));
       runs["2sED"] = mrun;
       if (!mr.estimate.ed.empty()) {
         measures["ED(n)"] = mr.estimate.ed[0].value;
@@ -397,7 +407,7 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
         mk.markov = true;
         mk.sigma = sigma;
         mk.noise_draws = cfg.noise_draws;
-        auto [krun, kr] = measure(mk, fmt::format("{} Markov sigma={:g} (study {})", spec.text, sigma, study),
+        auto [krun, kr] = measure(mk, fmt::format("{} Markov sigma={:g} (study {})", label, sigma, study),
                                   fmt::format("{}: lower 2sED of the Markov chain model, sigma = {:g}", tag, sigma));
         runs[fmt::format("lower 2sED sigma={:g}", sigma)] = krun;
         for (size_t z = 0; z < cfg.zetas.size(); ++z) {
@@ -422,7 +432,7 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
           }
         }
       }
-      std::vector<double> train_loss, test_loss, test_acc;
+      std::vector<double> train_loss, test_loss, test_acc, train_acc;
       json train_runs = json::array();
       for (uint64_t seed : cfg.seeds) {
         TrainConfig tc;
@@ -444,7 +454,7 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
           say(fmt::format("{}: training, seed {}", tag, seed));
           RecordOptions ro;
           ro.parent = study;
-          ro.label = fmt::format("{} seed {} (study {})", spec.text, seed, study);
+          ro.label = fmt::format("{} seed {} (study {})", label, seed, study);
           auto rec = record_training(store, tc, ro);
           trun = rec.run;
           result = json::parse(store.run(trun).result);
@@ -454,6 +464,7 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
         train_loss.push_back(value(result["train_loss"]));
         test_loss.push_back(value(result["test_loss"]));
         test_acc.push_back(value(result["test_accuracy"]));
+        train_acc.push_back(value(result["train_accuracy"]));
       }
       auto finite_or_null = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
       mj["measures"] = measures;
@@ -467,6 +478,7 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
       mj["test_loss_mean"] = finite_or_null(mean_of(test_loss));
       mj["test_loss_sd"] = finite_or_null(sd_of(test_loss));
       mj["test_accuracy_mean"] = finite_or_null(mean_of(test_acc));
+      mj["train_accuracy_mean"] = finite_or_null(mean_of(train_acc));
       models.push_back(mj);
     }
 
@@ -491,10 +503,11 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
         correlations.push_back(row);
       }
     }
-    // The headline: the lower 2sED (first sigma) at eps_zeta(n), largest zeta; else the 2sED.
-    const double zmax = *std::max_element(cfg.zetas.begin(), cfg.zetas.end());
+    // The headline: the lower 2sED (first sigma) at eps_zeta(n) and the smallest zeta, where
+    // zeta*d weighs least (at large zeta every measure tracks d); else the 2sED there.
+    const double zmin = *std::min_element(cfg.zetas.begin(), cfg.zetas.end());
     std::string headline =
-        at_n_ok ? (cfg.sigmas.empty() ? name_2sed(zmax, kAtN) : name_lower(cfg.sigmas[0], zmax, kAtN)) : names.back();
+        at_n_ok ? (cfg.sigmas.empty() ? name_2sed(zmin, kAtN) : name_lower(cfg.sigmas[0], zmin, kAtN)) : names.back();
     const json result = {{"name", cfg.name},
                          {"study", study},
                          {"data", data0.description},
@@ -521,6 +534,10 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
 }
 
 namespace {
+std::string model_name(const json& m) {
+  return m.value("name", m.value("spec", std::string("?")));
+}
+
 std::string ci_text(const json& c) {
   auto v = [](const json& x) { return x.is_null() ? std::string("  n/a") : fmt::format("{:+.2f}", x.get<double>()); };
   return fmt::format("{} [{}, {}]", v(c["value"]), v(c["lo"]), v(c["hi"]));
@@ -536,14 +553,16 @@ std::string study_table(const std::string& result_json) {
   const auto headline = r["headline"].get<std::string>();
   const bool has_ed =
       std::find(r["measure_names"].begin(), r["measure_names"].end(), "ED(n)") != r["measure_names"].end();
-  out += fmt::format("  {:<42} {:>9} {:>22} {:>10} {:>18} {:>10}\n", "model", "d", headline.substr(0, 22),
+  size_t w = 5;
+  for (const auto& m : r["models"]) w = std::max(w, model_name(m).size());
+  out += fmt::format("  {:<{}} {:>8} {:>20} {:>9} {:>18} {:>10}\n", "model", w, "d", "headline +- se",
                      has_ed ? "ED(n)" : "", "train loss", "test loss");
   for (const auto& m : r["models"]) {
     auto val = [](const json& v, const char* f) {
       return v.is_null() ? std::string("-") : fmt::format(fmt::runtime(f), v.get<double>());
     };
     out += fmt::format(
-        "  {:<42} {:>9} {:>22} {:>10} {:>18} {:>10}\n", m["spec"].get<std::string>(), m["d"].get<int64_t>(),
+        "  {:<{}} {:>8} {:>20} {:>9} {:>18} {:>10}\n", model_name(m), w, m["d"].get<int64_t>(),
         fmt::format("{:.2f} +- {:.2f}", m["measures"][headline].get<double>(), m["stderr"][headline].get<double>()),
         has_ed ? fmt::format("{:.2f}", m["measures"]["ED(n)"].get<double>()) : "",
         m["train_loss_mean"].is_null()
@@ -551,7 +570,7 @@ std::string study_table(const std::string& result_json) {
             : fmt::format("{:.4f} +- {:.4f}", m["train_loss_mean"].get<double>(), m["train_loss_sd"].get<double>()),
         val(m["test_loss_mean"], "{:.4f}"));
   }
-  out += fmt::format("\n  headline measure: {}\n", headline);
+  out += fmt::format("\n  headline: {}; train loss: mean +- sd over seeds of the final training loss\n", headline);
   out += fmt::format(
       "\n  rank correlations with the final loss (mean over seeds), {:g}% bootstrap intervals over the models\n",
       100 * r["confidence"].get<double>());
@@ -581,24 +600,26 @@ std::vector<std::string> study_plots(const ResultsStore& store, int64_t study_ru
   if (info.result.empty()) throw DataError(fmt::format("{}: study {} has not finished", store.path(), study_run));
   const auto r = json::parse(info.result);
   std::vector<std::string> written;
-  const double zmax = r["zetas"].back().get<double>();
-  // 1. Curves: one panel for the 2sED, one per sigma for the lower 2sED; one line per model.
+  // 1. Curves against eps, one line per model: the 2sED at the first and last zeta, the lower
+  // 2sED of each sigma at the first zeta (zeta*d dominates at large zeta, hiding the shape).
+  const double z0 = r["zetas"].front().get<double>(), z1 = r["zetas"].back().get<double>();
   Figure curves;
-  std::vector<std::pair<std::string, std::string>> kinds = {{fmt::format("2sED zeta={:g}", zmax), "2sED"}};
+  std::vector<std::pair<std::string, std::string>> kinds = {{fmt::format("2sED zeta={:g}", z0), "2sED"}};
+  if (z1 != z0) kinds.push_back({fmt::format("2sED zeta={:g}", z1), "2sED"});
   for (const auto& s : r["sigmas"])
-    kinds.push_back({fmt::format("lower 2sED sigma={:g} zeta={:g}", s.get<double>(), zmax),
+    kinds.push_back({fmt::format("lower 2sED sigma={:g} zeta={:g}", s.get<double>(), z0),
                      fmt::format("lower 2sED, sigma = {:g}", s.get<double>())});
   if (kinds.size() > 4) kinds.resize(4);
   for (const auto& [key, title] : kinds) {
     LinePanel p;
-    p.title = fmt::format("{} (zeta = {:g})", title, zmax);
+    p.title = fmt::format("{} ({})", title, key.substr(key.rfind("zeta=")));
     p.x_label = "eps";
     p.y_label = "dimension";
     p.log_x = true;
     for (const auto& m : r["models"]) {
       const auto& c = m["curves"][key];
-      p.series.push_back({m["spec"].get<std::string>(), c["eps"].get<std::vector<double>>(),
-                          c["value"].get<std::vector<double>>(), c["stderr"].get<std::vector<double>>()});
+      p.series.push_back({model_name(m), c["eps"].get<std::vector<double>>(), c["value"].get<std::vector<double>>(),
+                          c["stderr"].get<std::vector<double>>()});
     }
     curves.panels.push_back(p);
   }
@@ -613,7 +634,7 @@ std::vector<std::string> study_plots(const ResultsStore& store, int64_t study_ru
   tl.y_label = "training loss";
   tl.log_y = true;
   for (const auto& m : r["models"]) {
-    PlotSeries s{m["spec"].get<std::string>(), {}, {}, {}};
+    PlotSeries s{model_name(m), {}, {}, {}};
     for (const auto& rec : store.training_records(m["train_runs"][0].get<int64_t>()))
       if (rec.step < 0) s.x.push_back(static_cast<double>(rec.epoch)), s.y.push_back(rec.train_loss);
     tl.series.push_back(s);
@@ -636,10 +657,8 @@ std::vector<std::string> study_plots(const ResultsStore& store, int64_t study_ru
   sp.points = true;
   for (const auto& m : r["models"])
     if (!m["train_loss_mean"].is_null())
-      sp.series.push_back({m["spec"].get<std::string>(),
-                           {m["measures"][headline].get<double>()},
-                           {m["train_loss_mean"].get<double>()},
-                           {}});
+      sp.series.push_back(
+          {model_name(m), {m["measures"][headline].get<double>()}, {m["train_loss_mean"].get<double>()}, {}});
   scatter.panels.push_back(sp);
   written.push_back(prefix + "-scatter." + ext);
   write_figure(scatter, written.back());

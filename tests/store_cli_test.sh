@@ -78,7 +78,7 @@ wait "$pid" 2> /dev/null
 after=$(sqlite3 killed.db "select count(*) from samples")
 if [ "$after" -ge 3 ] && [ "$after" -lt 30 ]; then ok; else bad "kill left $after of 30 samples (expected 3..29)"; fi
 [ "$(sqlite3 killed.db 'pragma integrity_check')" = ok ] && ok || bad "database not intact after SIGKILL"
-expect 0 "1 +measure +running" runs --db killed.db
+expect 0 "1 +measure +stopped" runs --db killed.db
 "$TWOSED" measure "${BIG[@]}" --db killed.db --resume > resumed.json || bad "--resume failed"
 python3 - resumed.json "$after" <<'PY' && ok || bad "resume recomputed committed samples or lost some"
 import json, sys

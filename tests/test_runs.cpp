@@ -2,6 +2,7 @@
 // stored curves recomputed, training runs recorded, study files parsed, a small study run and
 // resumed without recomputation.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -217,7 +218,7 @@ TEST(Study, RunsCorrelatesAndResumesWithoutRecomputing) {
   const auto r = nlohmann::json::parse(first_result);
   EXPECT_EQ(r["models"].size(), 3u);
   EXPECT_EQ(r["n_train"].get<double>(), 300.0);
-  EXPECT_EQ(r["headline"].get<std::string>(), "lower 2sED sigma=0.5 zeta=0.5 at eps_zeta(n)");
+  EXPECT_EQ(r["headline"].get<std::string>(), "lower 2sED sigma=0.5 zeta=0 at eps_zeta(n)");
   EXPECT_FALSE(r["correlations"].empty());
   // "params d" rises with width: its correlation with itself reversed is what the table shows.
   for (const auto& m : r["models"]) EXPECT_EQ(m["train_runs"].size(), 2u);
@@ -235,4 +236,23 @@ TEST(Study, RunsCorrelatesAndResumesWithoutRecomputing) {
     EXPECT_EQ(db.children(first).size(), 12u);
     EXPECT_EQ(db.run(first).result, first_result);
   }
+}
+
+TEST(RunStatus, AStoppedRunIsOneWhoseProcessIsGone) {
+  ResultsStore db(temp_db("status.db"));
+  const int64_t run = db.create_run("measure", "m", "{}");
+  mark_process(db, run);
+  EXPECT_FALSE(run_is_stopped(db, db.run(run)));  // this process is alive
+  // A process that has exited (and been reaped) on this host.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  auto text = db.get_text(run, "process").value();
+  db.put_text(run, "process", std::to_string(child) + text.substr(text.find('@')));
+  EXPECT_TRUE(run_is_stopped(db, db.run(run)));
+  db.put_text(run, "process", std::to_string(child) + "@another-host");
+  EXPECT_FALSE(run_is_stopped(db, db.run(run)));  // cannot tell from here
+  db.finish_run(run, "{}");
+  EXPECT_FALSE(run_is_stopped(db, db.run(run)));
 }

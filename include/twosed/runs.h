@@ -23,6 +23,14 @@ namespace twosed {
 /// everything except how results are shown (format, files, progress) and the thread count.
 std::string measure_config(const MeasureOptions& opts);
 
+/// Records this process (pid@host) as the one working on `run`, so that listings can tell a
+/// run in progress from one whose process is gone (run_is_stopped).
+void mark_process(ResultsStore& store, int64_t run);
+
+/// True if `run` is marked running but the process that worked on it (on this host) is gone:
+/// it was killed or crashed, and --resume continues it.
+bool run_is_stopped(const ResultsStore& store, const RunInfo& run);
+
 /// How a run is recorded.
 struct RecordOptions {
   bool resume = false;     ///< continue an unfinished run of the same configuration

@@ -78,7 +78,7 @@ Runner add_runs_command(CLI::App& app) {
       for (const auto& r : runs)
         arr.push_back({{"id", r.id},
                        {"kind", r.kind},
-                       {"status", r.status},
+                       {"status", run_is_stopped(store, r) ? "stopped" : r.status},
                        {"label", r.label},
                        {"parent", r.parent},
                        {"created", r.created},
@@ -90,17 +90,17 @@ Runner add_runs_command(CLI::App& app) {
       write_output(arr.dump(2) + "\n", "");
       return 0;
     }
-    std::string out = fmt::format("{} runs in {}\n", runs.size(), p->db);
+    std::string out =
+        fmt::format("{} runs in {} (stopped: killed or crashed; continue with --resume)\n", runs.size(), p->db);
     out += fmt::format("  {:>4} {:>7} {:>8} {:>6} {:>8} {:>20}  {}\n", "id", "kind", "status", "study", "done",
                        "updated", "label");
     for (const auto& r : runs) {
-      // A "running" run whose process is gone looks the same: resume it with --resume.
       const std::string done = r.kind == "measure" ? fmt::format("{} smp", r.num_samples)
                                : r.kind == "train" ? fmt::format("{} rec", r.num_records)
                                                    : std::to_string(store.children(r.id).size()) + " run";
-      out += fmt::format("  {:>4} {:>7} {:>8} {:>6} {:>8} {:>20}  {}{}\n", r.id, r.kind, r.status,
-                         r.parent ? std::to_string(r.parent) : "-", done, r.updated, r.label,
-                         r.message.empty() ? "" : "  (" + r.message + ")");
+      out += fmt::format("  {:>4} {:>7} {:>8} {:>6} {:>8} {:>20}  {}{}\n", r.id, r.kind,
+                         run_is_stopped(store, r) ? "stopped" : r.status, r.parent ? std::to_string(r.parent) : "-",
+                         done, r.updated, r.label, r.message.empty() ? "" : "  (" + r.message + ")");
     }
     write_output(out, "");
     return 0;
