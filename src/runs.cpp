@@ -346,8 +346,15 @@ RecordedTraining record_training(ResultsStore& store, const TrainConfig& cfg, co
   store.put_text(out.run, "data", data.description);
   TrainOptions topts = cfg.train;
   auto user_record = topts.on_record;
+  // Step records are committed with their epoch's record: one transaction (and fsync) per
+  // epoch, not per optimiser step.
+  std::vector<TrainingRecord> pending;
   topts.on_record = [&](const TrainingRecord& r) {
-    store.add_training_records(out.run, {r});
+    pending.push_back(r);
+    if (r.step < 0) {
+      store.add_training_records(out.run, pending);
+      pending.clear();
+    }
     if (user_record) user_record(r);
   };
   try {

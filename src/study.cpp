@@ -377,6 +377,7 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
       if (with_ed) mo.estimator.ed_n = {n};
       mo.estimator.bootstrap = cfg.bootstrap;
       mo.seed = cfg.measure_seed;
+      mo.progress = opts.step_progress;
       const std::string tag = fmt::format("model {}/{} {}", i + 1, cfg.models.size(), label);
       auto [mrun, mr] =
           measure(mo, fmt::format("{} (study {})", label, study), fmt::format("{}: 2sED of the standard model", tag));
@@ -442,6 +443,10 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
         tc.train = cfg.train;
         tc.train.seed = seed;
         tc.train.on_record = nullptr;
+        if (opts.step_progress)
+          tc.train.on_record = [&](const TrainingRecord& rec) {
+            if (rec.step < 0) opts.step_progress(rec.epoch, cfg.train.epochs);
+          };
         const auto trc = train_config(tc);
         json result;
         int64_t trun = 0;

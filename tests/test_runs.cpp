@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -145,13 +146,17 @@ TEST(RecordTraining, CommitsEveryRecordAndTheTheta) {
   c.train.epochs = 4;
   c.train.batch = 32;
   c.train.lr = 0.01;
+  c.train.log_steps = true;  // step records are committed with their epoch's record
   const auto rec = record_training(db, c, {});
   const auto stored = db.training_records(rec.run);
   ASSERT_EQ(stored.size(), rec.result.records.size());
+  EXPECT_EQ(stored.size(), 5u + 4u * 8u);  // epochs 0..4, and ceil(240 / 32) = 8 steps per epoch
   for (size_t i = 0; i < stored.size(); ++i) {
     EXPECT_EQ(stored[i].epoch, rec.result.records[i].epoch);
-    EXPECT_EQ(stored[i].train_loss, rec.result.records[i].train_loss);
-    EXPECT_EQ(stored[i].test_loss, rec.result.records[i].test_loss);
+    EXPECT_EQ(stored[i].step, rec.result.records[i].step);
+    auto same = [](double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); };
+    EXPECT_TRUE(same(stored[i].train_loss, rec.result.records[i].train_loss)) << i;
+    EXPECT_TRUE(same(stored[i].test_loss, rec.result.records[i].test_loss)) << i;
   }
   EXPECT_EQ(db.get_array(rec.run, "theta"), rec.result.theta);
   const auto result = nlohmann::json::parse(db.run(rec.run).result);

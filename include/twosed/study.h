@@ -66,6 +66,8 @@ struct StudyOptions {
   int64_t resume_run = 0;  ///< or this one
   /// Progress lines ("model 2/5: measuring ..."). May be empty.
   std::function<void(const std::string&)> progress;
+  /// Within a measurement: (samples done, M); within a training: (epochs done, E). May be empty.
+  std::function<void(int64_t, int64_t)> step_progress;
 };
 
 /// Runs (or resumes) the study, recording everything in `store`. Returns the study's run id;

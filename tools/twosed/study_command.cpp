@@ -98,6 +98,12 @@ batch, epochs, seeds}, correlation {bootstrap, confidence, seed}.)");
     so.resume = resume->count() > 0;
     so.resume_run = p->resume;
     if (!p->quiet) so.progress = [](const std::string& s) { std::fprintf(stderr, "twosed study: %s\n", s.c_str()); };
+    if (!p->quiet && ::isatty(2))
+      so.step_progress = [](int64_t done, int64_t total) {
+        std::fprintf(stderr, "\r  %lld/%lld%s", static_cast<long long>(done), static_cast<long long>(total),
+                     done == total ? "\r            \r" : "");
+        std::fflush(stderr);
+      };
     const int64_t id = run_study(store, cfg, so);
     return show_study(store, store.run(id), p->format, p->out, p->plot);
   };
