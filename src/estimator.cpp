@@ -640,6 +640,16 @@ Points make_points(const EstimatorOptions& opts, double d, bool share = false) {
 // Public functions
 // ---------------------------------------------------------------------------------------------
 
+SampleSpectrum merge_spectra(const std::vector<SampleSpectrum>& blocks) {
+  SampleSpectrum s;
+  for (const auto& b : blocks) {
+    s.eigenvalues.insert(s.eigenvalues.end(), b.eigenvalues.begin(), b.eigenvalues.end());
+    s.trace += b.trace;
+    s.num_cut += b.num_cut;
+  }
+  return s;
+}
+
 std::vector<double> default_eps_grid() {
   return log_spaced(kDefaultEpsLo, kDefaultEpsHi, kDefaultEpsCount);
 }

@@ -241,13 +241,9 @@ std::string describe_layers(const ModelSpec& spec, int64_t first, int64_t last) 
 }  // namespace
 
 SampleSpectrum MarkovSpectrum::merged() const {
-  SampleSpectrum s;
-  for (const auto& l : layers) {
-    s.eigenvalues.insert(s.eigenvalues.end(), l.spectrum.eigenvalues.begin(), l.spectrum.eigenvalues.end());
-    s.trace += l.spectrum.trace;
-    s.num_cut += l.spectrum.num_cut;
-  }
-  return s;
+  std::vector<SampleSpectrum> blocks;
+  for (const auto& l : layers) blocks.push_back(l.spectrum);
+  return merge_spectra(blocks);
 }
 
 MarkovChainModel::MarkovChainModel(const Network& net, MarkovOptions opts) : net_(&net), opts_(std::move(opts)) {

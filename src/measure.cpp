@@ -204,17 +204,6 @@ std::vector<double> read_noise(const std::string& path, int64_t m, int64_t n, in
   return std::move(arr.data);
 }
 
-// All blocks of one sample as one spectrum: tr F = sum of the block traces (spec section 3).
-SampleSpectrum merge_blocks(const std::vector<SampleSpectrum>& blocks) {
-  SampleSpectrum s;
-  for (const auto& b : blocks) {
-    s.eigenvalues.insert(s.eigenvalues.end(), b.eigenvalues.begin(), b.eigenvalues.end());
-    s.trace += b.trace;
-    s.num_cut += b.num_cut;
-  }
-  return s;
-}
-
 // The samples a resumed run takes back, by index; checks they fit this run.
 std::map<int64_t, const SampleRecord*> completed_by_index(const MeasureOptions& opts, int64_t m, size_t blocks,
                                                           bool markov) {
@@ -307,14 +296,14 @@ void run_markov(const MeasureOptions& opts, const Network& net, const torch::Ten
         record.summary.matrix_size = std::max(record.summary.matrix_size, b.largest_block);
         record.blocks.push_back(std::move(b.spectrum));
       }
-      const auto all = merge_blocks(record.blocks);
+      const auto all = merge_spectra(record.blocks);
       record.summary.kept = static_cast<int64_t>(all.eigenvalues.size());
       record.summary.cut = all.num_cut;
       record.summary.trace = all.trace;
       for (double e : all.eigenvalues) record.summary.largest = std::max(record.summary.largest, e);
       if (opts.on_sample) opts.on_sample(record);
     }
-    merged.push_back(merge_blocks(record.blocks));
+    merged.push_back(merge_spectra(record.blocks));
     if (writer) writer->append_layers(j, record.blocks);
     report.sample_traces.emplace_back();
     for (size_t l = 0; l < num_layers; ++l) {
@@ -447,7 +436,7 @@ MeasureResult measure_from_records(const SpectraHeader& header, const std::vecto
     if (r.blocks.size() != num_blocks)
       throw DataError(
           fmt::format("{}: sample {} has {} blocks, expected {}", description, r.index, r.blocks.size(), num_blocks));
-    merged.push_back(merge_blocks(r.blocks));
+    merged.push_back(merge_spectra(r.blocks));
     SampleSummary summary = r.summary;
     const auto& s = merged.back();
     summary.kept = static_cast<int64_t>(s.eigenvalues.size());

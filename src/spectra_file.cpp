@@ -157,15 +157,8 @@ SpectraFile read_spectra(const std::string& path) {
         throw DataError(
             fmt::format("{}:{}: expected {} layers, found {}", path, line_no, out.header.layers.size(), layers.size()));
       std::vector<SampleSpectrum> per_layer;
-      SampleSpectrum merged;
-      for (const auto& l : layers) {
-        per_layer.push_back(parse_spectrum(l, path, line_no));
-        const auto& s = per_layer.back();
-        merged.eigenvalues.insert(merged.eigenvalues.end(), s.eigenvalues.begin(), s.eigenvalues.end());
-        merged.trace += s.trace;
-        merged.num_cut += s.num_cut;
-      }
-      out.spectra.push_back(std::move(merged));
+      for (const auto& l : layers) per_layer.push_back(parse_spectrum(l, path, line_no));
+      out.spectra.push_back(merge_spectra(per_layer));
       out.layer_spectra.push_back(std::move(per_layer));
     } catch (const nlohmann::json::exception& e) {
       throw DataError(fmt::format("{}:{}: {}", path, line_no, e.what()));

@@ -31,6 +31,10 @@ struct SampleSpectrum {
   int64_t num_cut = 0;              ///< eigenvalues removed by the zero cutoff (incl. negative round-off)
 };
 
+/// The spectrum of a block-diagonal Fisher from its blocks' spectra: all kept eigenvalues, in
+/// block order, with tr F = the sum of the block traces (spec section 3) and the cuts added.
+SampleSpectrum merge_spectra(const std::vector<SampleSpectrum>& blocks);
+
 /// How the image of a meso-scale cube is covered (spec section 4).
 enum class Cover {
   Box,        ///< prod_i (1 + a*sqrt(lambda_i)): the default

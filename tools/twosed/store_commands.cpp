@@ -267,15 +267,7 @@ Runner add_bound_command(CLI::App& app) {
     const auto records = stored_samples(store, p->run, &header);
     if (records.empty()) throw DataError(fmt::format("{}: run {} has no finished samples", p->db, p->run));
     std::vector<SampleSpectrum> merged;
-    for (const auto& r : records) {
-      SampleSpectrum s;
-      for (const auto& b : r.blocks) {
-        s.eigenvalues.insert(s.eigenvalues.end(), b.eigenvalues.begin(), b.eigenvalues.end());
-        s.trace += b.trace;
-        s.num_cut += b.num_cut;
-      }
-      merged.push_back(std::move(s));
-    }
+    for (const auto& r : records) merged.push_back(merge_spectra(r.blocks));
     const Cover cover = config.value("cover", "box") == "box" ? Cover::Box : Cover::Ellipsoid;
     const bool lower = header.markov && p->use == "lower";
     const TwoScaleFunction dimension(merged, header.num_params, cover, lower ? Aggregate::Mean : Aggregate::LogMeanExp);
