@@ -914,9 +914,9 @@ TEST(EstimatorSpeedTest, DefaultSizes) {
 }  // namespace twosed
 
 TEST(EstimatorTest, MergeSpectraConcatenatesAndAddsTraces) {
-  const auto m = merge_spectra({{{1.0, 2.0}, 5.0, 1}, {{}, 0.5, 3}, {{0.25}, 0.25, 0}});
+  const auto m = twosed::merge_spectra({{{1.0, 2.0}, 5.0, 1}, {{}, 0.5, 3}, {{0.25}, 0.25, 0}});
   EXPECT_EQ(m.eigenvalues, (std::vector<double>{1.0, 2.0, 0.25}));
   EXPECT_EQ(m.trace, 5.75);
   EXPECT_EQ(m.num_cut, 4);
-  EXPECT_TRUE(merge_spectra({}).eigenvalues.empty());
+  EXPECT_TRUE(twosed::merge_spectra({}).eigenvalues.empty());
 }
