@@ -56,6 +56,12 @@ expect 0 "run 1 \(done" show 1
 same_curves shown.json fresh.json && ok || bad "show --eps/--zeta differs from a fresh measurement"
 expect 0 "^kind,zeta,eps,n,value,stderr" export 1 --format csv
 expect 0 '"config"' export 1 --format json
+# The stored spectra exported as a spectra file give the same curves through --spectra-in.
+"$TWOSED" export 1 --format spectra --out run1.jsonl || bad "export --format spectra failed"
+"$TWOSED" measure --spectra-in run1.jsonl --bootstrap 100 --format json -q > from-file.json
+"$TWOSED" show 1 --format json > shown1.json
+same_curves from-file.json shown1.json && ok || bad "exported spectra give other curves"
+expect 2 "needs --out" export 1 --format spectra
 expect 0 "measure" measure "${SMALL[@]}" --no-db
 expect 0 "1 +measure" runs   # --no-db added nothing
 [ "$("$TWOSED" runs --format json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 1 ] && ok ||
@@ -113,7 +119,7 @@ sqlite3 newer.db "pragma user_version = 7"
 expect 1 "newer.db: schema version 7 is newer than this twosed" show 1 --db newer.db
 expect 1 "missing.db: no such results database" runs --db missing.db
 expect 1 "no run 42" show 42
-expect 2 "expected csv or json" export 1 --format xml
+expect 2 "expected csv, json or spectra" export 1 --format xml
 
 # --- train: deterministic, checkpoints that measure accepts, and refuses for another model.
 TRAIN=(--model mlp:6-8-3 --data synthetic:blobs:3:6:300 --test-fraction 0.2 --epochs 3 --batch 32 --lr 0.01 -q)

@@ -11,6 +11,7 @@
 #include "twosed/generalization.h"
 #include "twosed/plot.h"
 #include "twosed/runs.h"
+#include "twosed/spectra_file.h"
 
 namespace twosed::cli {
 namespace {
@@ -178,14 +179,33 @@ Runner add_export_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("export", "Export a stored run with its configuration as CSV or JSON");
   cmd->add_option("run", p->run, "Run id (see 'twosed runs')")->required();
   cmd->add_option("--db", p->db, "Results database (default: twosed.db)");
-  cmd->add_option("--format", p->format, "csv | json (default: json)");
+  cmd->add_option("--format", p->format,
+                  "csv | json | spectra (a measurement's spectra as a --spectra-out file, for --spectra-in) "
+                  "(default: json)");
   cmd->add_option("--out", p->out, "Write to this file instead of stdout");
-  cmd->footer("Examples:\n  twosed export 3 --format csv --out run3.csv\n  twosed export 1 --format json");
+  cmd->footer(
+      "Examples:\n  twosed export 3 --format csv --out run3.csv\n  twosed export 1 --format json\n"
+      "  twosed export 3 --format spectra --out run3.jsonl && twosed measure --spectra-in run3.jsonl");
   return [p]() {
-    if (p->format != "json" && p->format != "csv")
-      throw UsageError(fmt::format("--format {}: expected csv or json", p->format));
+    if (p->format != "json" && p->format != "csv" && p->format != "spectra")
+      throw UsageError(fmt::format("--format {}: expected csv, json or spectra", p->format));
     ResultsStore store(p->db, false);
     const auto info = store.run(p->run);
+    if (p->format == "spectra") {
+      if (info.kind != "measure")
+        throw UsageError(fmt::format("--format spectra: run {} is a {} run, not a measurement", p->run, info.kind));
+      if (p->out.empty()) throw UsageError("--format spectra needs --out FILE");
+      SpectraHeader header;
+      const auto records = stored_samples(store, p->run, &header);
+      SpectraWriter writer(p->out, header);
+      for (const auto& r : records) {
+        if (header.markov)
+          writer.append_layers(r.index, r.blocks);
+        else
+          writer.append(r.index, r.blocks.front());
+      }
+      return 0;
+    }
     if (info.kind == "measure") {
       const auto config = json::parse(info.config);
       const auto o = CurveFlags{}.options(config);
