@@ -445,7 +445,8 @@ std::string num(double v, const char* fmt_spec = "{:.6g}") {
 }  // namespace
 
 std::string training_table(const RunInfo& info, const std::vector<TrainingRecord>& recs) {
-  std::string out = fmt::format("run {}: training of {} ({})\n", info.id, info.label, info.status);
+  std::string out = info.id > 0 ? fmt::format("run {}: training of {} ({})\n", info.id, info.label, info.status)
+                                : fmt::format("training of {} (not recorded)\n", info.label);
   out += fmt::format("  {:>6} {:>8} {:>12} {:>10} {:>12} {:>10} {:>9}\n", "epoch", "step", "train loss", "train acc",
                      "test loss", "test acc", "seconds");
   for (const auto& r : recs)

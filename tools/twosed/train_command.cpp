@@ -131,9 +131,9 @@ Runner add_train_command(CLI::App& app) {
       text = training_csv(rec.result.records);
     } else {
       const auto& f = rec.result.final_record;
-      text = fmt::format("twosed train: {} (d = {}), {} {} lr {:g}, batch {}, {} epochs, seed {}\n  data  {}\n\n",
+      text = fmt::format("twosed train: {} (d = {}), {}{} lr {:g}, batch {}, {} epochs, seed {}\n  data  {}\n\n",
                          spec.text, spec.num_params(), t.optimizer,
-                         t.optimizer == "sgd" ? fmt::format("momentum {:g}", t.momentum) : "", t.lr, t.batch, t.epochs,
+                         t.optimizer == "sgd" ? fmt::format(" momentum {:g}", t.momentum) : "", t.lr, t.batch, t.epochs,
                          t.seed, rec.data_description) +
              training_table(info, rec.result.records) +
              fmt::format("\n  final train loss {:.6g}{}; {} steps in {:.1f} s\n", f.train_loss,
