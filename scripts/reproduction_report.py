@@ -78,7 +78,9 @@ def study_section(study, bounds, img_dir):
     lines.append(f"- data: {study['data']}")
     lines.append(f"- n = {study['n_train']:g} training examples; {study['epochs']} epochs x {len(study['seeds'])} "
                  f"seeds per model; losses are the final training/test cross-entropy, mean over seeds")
-    lines.append(f"- measures before training at the initialisation box, eps_zeta(n) = (2 pi log n / n)^(1/(2(1-zeta)))")
+    lines.append(f"- measures before training at the initialisation box"
+                 + (f" (N = {study['inputs']} inputs, M = {study['samples']} parameter samples)" if "inputs" in study else "")
+                 + ", at eps_zeta(n) = (2 pi log n / n)^(1/(2(1-zeta)))")
     lines.append(f"- study file: `examples/{name}.json`; figures: `{img_dir}/{name}-*.png`")
     lines.append("")
     head = ["model", "d", f"2sED z={z0:g}", f"2sED z={z1:g}"]
@@ -146,6 +148,16 @@ def study_section(study, bounds, img_dir):
             f"The parameter count alone has rho {ci(d['spearman'])}: the headline measure "
             + ("orders the models better than d does." if better else
                "does not order the models better than d does."))
+    # The standard model's Fisher at N inputs has rank <= N(k-1): the 2sED at zeta = 0 cannot
+    # exceed it, so larger models are told apart only through zeta*d or the Markov blocks.
+    if "inputs" in study and models and "k" in models[0]:
+        cap = study["inputs"] * (models[0]["k"] - 1)
+        near = [m for m in models if m["measures"].get(f"2sED zeta={z0:g} {at}", 0) > 0.8 * cap]
+        if near:
+            findings.append(
+                f"The standard model's Fisher has rank at most N(k-1) = {cap} with N = {study['inputs']} inputs, "
+                f"and the 2sED at zeta = {z0:g} is above 80% of that for {len(near)} of {len(models)} models: "
+                "more inputs would separate them better.")
     lines += [f"- {f}" for f in findings]
     lines.append("")
 

@@ -354,11 +354,8 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
       if (m.options.activation != Activation::ReLU)
         label += fmt::format(" ({})", activation_name(m.options.activation));
       if (!m.options.bias) label += " (no bias)";
-      json mj = {{"spec", spec.text},
-                 {"name", label},
-                 {"act", activation_name(m.options.activation)},
-                 {"bias", m.options.bias},
-                 {"d", spec.num_params()}};
+      json mj = {{"spec", spec.text},      {"name", label},          {"act", activation_name(m.options.activation)},
+                 {"bias", m.options.bias}, {"d", spec.num_params()}, {"k", spec.num_outputs()}};
       json measures = json::object(), stderrs = json::object(), curves = json::object(), runs = json::object();
       measures["params d"] = spec.num_params();
       stderrs["params d"] = 0.0;
@@ -518,6 +515,8 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
                          {"data", data0.description},
                          {"n_train", n},
                          {"n_test", data0.test.size()},
+                         {"inputs", cfg.inputs},
+                         {"samples", cfg.samples},
                          {"task", task_name(cfg.data.task)},
                          {"epochs", cfg.train.epochs},
                          {"seeds", cfg.seeds},
