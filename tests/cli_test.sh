@@ -3,34 +3,7 @@
 # and message. Usage: cli_test.sh PATH/TO/twosed
 set -u
 TWOSED="$1"
-WORK=$(mktemp -d)
-cd "$WORK"  # measurements record into ./twosed.db: keep it in the temporary folder
-trap 'rm -rf "$WORK"' EXIT
-pass=0
-fail=0
-
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-
-# expect CODE REGEX ARGS...: runs twosed ARGS, checks the exit code and that stderr (for a
-# non-zero code) or stdout (for 0) matches REGEX, and that stderr is a single line on error.
-expect() {
-  local code="$1" regex="$2"
-  shift 2
-  "$TWOSED" "$@" > "$WORK/out" 2> "$WORK/err" < /dev/null
-  local got=$?
-  local text
-  if [ "$code" -eq 0 ]; then text=$(cat "$WORK/out"); else text=$(cat "$WORK/err"); fi
-  if [ "$got" -ne "$code" ]; then
-    bad "twosed $* : exit $got, expected $code; stderr: $(head -c 400 "$WORK/err")"
-  elif ! grep -Eq -- "$regex" <<< "$text"; then
-    bad "twosed $* : output does not match /$regex/: $(head -c 400 <<< "$text")"
-  elif [ "$code" -ne 0 ] && [ "$(wc -l < "$WORK/err")" -ne 1 ]; then
-    bad "twosed $* : error is not one line: $(cat "$WORK/err")"
-  else
-    ok
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/cli_lib.sh"
 
 # Tiny .npy writer (float64 or float32, C order) with the standard library only.
 write_npy() {  # write_npy PATH DTYPE ROWS COLS SEED
@@ -205,5 +178,4 @@ if command -v gnuplot > /dev/null; then
   if grep -q "<svg" "$WORK/s.svg"; then ok; else bad "--plot did not write an SVG"; fi
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -4,32 +4,7 @@
 # Usage: store_cli_test.sh PATH/TO/twosed
 set -u
 TWOSED="$1"
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-cd "$WORK"
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-
-# expect CODE REGEX ARGS...: exit code, and stdout (0) or the one-line stderr (non-zero) matches.
-expect() {
-  local code="$1" regex="$2"
-  shift 2
-  "$TWOSED" "$@" > out 2> err < /dev/null
-  local got=$?
-  local text
-  if [ "$code" -eq 0 ]; then text=$(cat out); else text=$(cat err); fi
-  if [ "$got" -ne "$code" ]; then
-    bad "twosed $* : exit $got, expected $code; stderr: $(head -c 400 err)"
-  elif ! grep -Eq -- "$regex" <<< "$text"; then
-    bad "twosed $* : output does not match /$regex/: $(head -c 400 <<< "$text")"
-  elif [ "$code" -ne 0 ] && [ "$(wc -l < err)" -ne 1 ]; then
-    bad "twosed $* : error is not one line: $(cat err)"
-  else
-    ok
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/cli_lib.sh"
 
 # same_curves A.json B.json: the curves, at_n and ed values of two JSON results are identical.
 same_curves() {
@@ -198,5 +173,4 @@ used = {r for m in b["models"] for r in m["train_runs"]} | {r for m in b["models
 assert done <= used, (done, used)   # every run finished before the kill is reused, not redone
 PY
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

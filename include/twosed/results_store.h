@@ -30,6 +30,9 @@ struct sqlite3;
 
 namespace twosed {
 
+/// The database every command uses unless --db says otherwise (in the working directory).
+constexpr const char* kDefaultResultsDb = "twosed.db";
+
 /// A run as the store records it.
 struct RunInfo {
   int64_t id = 0;

@@ -60,7 +60,7 @@ struct MeasureParams {
   std::string noise;
   std::string plot;
   double breakdown_eps = 0.0;
-  std::string db = "twosed.db";
+  std::string db = kDefaultResultsDb;
   bool no_db = false;
   int64_t resume = 0;
 };
@@ -280,13 +280,7 @@ Runner add_measure_command(CLI::App& app) {
       throw UsageError(fmt::format("--noise-draws must be in [1, 1000000], got {}", p->noise_draws));
     if (breakdown->count() > 0 && !(p->breakdown_eps > 0 && p->breakdown_eps < 1))
       throw UsageError(fmt::format("--breakdown-eps must be in (0,1), got {}", p->breakdown_eps));
-    if (!p->plot.empty()) {
-      // Fail on a bad file name before a long run, not after it.
-      std::string ext = p->plot.size() >= 4 ? p->plot.substr(p->plot.size() - 4) : "";
-      std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-      if (ext != ".png" && ext != ".svg")
-        throw UsageError(fmt::format("--plot {}: expected a .png or .svg file name", p->plot));
-    }
+    if (!p->plot.empty()) plot_extension(p->plot);
     const auto format =
         pick<std::string>("--format", p->format, {{"table", "table"}, {"json", "json"}, {"csv", "csv"}});
     // LibTorch's own default can be a single thread; use every core unless told otherwise.

@@ -397,6 +397,16 @@ std::string to_table(const MeasureResult& r, const MeasureOptions& o, size_t bre
   return out;
 }
 
+std::string plot_extension(const std::string& path, const std::string& hint) {
+  const auto dot = path.rfind('.');
+  std::string ext = dot == std::string::npos ? "" : path.substr(dot + 1);
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (ext != "png" && ext != "svg")
+    throw UsageError(
+        fmt::format("--plot {}: expected a .png or .svg file name{}", path, hint.empty() ? "" : " (" + hint + ")"));
+  return ext;
+}
+
 void write_output(const std::string& text, const std::string& path) {
   if (path.empty()) {
     std::fwrite(text.data(), 1, text.size(), stdout);

@@ -23,6 +23,11 @@ std::string to_csv(const MeasureResult& r);
 /// A measurement as a human-readable table.
 std::string to_table(const MeasureResult& r, const MeasureOptions& o, size_t breakdown);
 
+/// The extension of a --plot file name, "png" or "svg" (case-insensitive), checked before a long
+/// run rather than after it. Throws UsageError "--plot PATH: expected a .png or .svg file name"
+/// followed by ` (hint)` when a hint is given.
+std::string plot_extension(const std::string& path, const std::string& hint = "");
+
 /// Writes text to `path`, or to stdout if it is empty. Throws DataError naming --out.
 void write_output(const std::string& text, const std::string& path);
 

@@ -18,8 +18,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kDefaultDb = "twosed.db";
-
 // The estimator options a stored measurement was made with, overridden by the given flags.
 struct CurveFlags {
   std::string eps, zeta, cover, n, ed_n;
@@ -59,7 +57,7 @@ struct CurveFlags {
 
 Runner add_runs_command(CLI::App& app) {
   struct P {
-    std::string db = kDefaultDb, kind, format = "table";
+    std::string db = kDefaultResultsDb, kind, format = "table";
   };
   auto p = std::make_shared<P>();
   auto* cmd = app.add_subcommand("runs", "List the runs in a results database");
@@ -110,7 +108,7 @@ Runner add_runs_command(CLI::App& app) {
 
 Runner add_show_command(CLI::App& app) {
   struct P {
-    std::string db = kDefaultDb, format = "table", out, plot;
+    std::string db = kDefaultResultsDb, format = "table", out, plot;
     int64_t run = 0;
     double breakdown_eps = 0;
     CurveFlags curves;
@@ -172,7 +170,7 @@ Runner add_show_command(CLI::App& app) {
 
 Runner add_export_command(CLI::App& app) {
   struct P {
-    std::string db = kDefaultDb, format = "json", out;
+    std::string db = kDefaultResultsDb, format = "json", out;
     int64_t run = 0;
   };
   auto p = std::make_shared<P>();
@@ -235,7 +233,7 @@ Runner add_export_command(CLI::App& app) {
 
 Runner add_bound_command(CLI::App& app) {
   struct P {
-    std::string db = kDefaultDb, n, zeta, format = "table", out, search = "continuous", use = "chain", plot;
+    std::string db = kDefaultResultsDb, n, zeta, format = "table", out, search = "continuous", use = "chain", plot;
     int64_t run = 0;
     double eps_min = 1e-12, eps_max = 0.99;
     BoundOptions bound;

@@ -18,15 +18,8 @@ namespace {
 
 // "fig.png" -> {"fig", "png"}; the study's figures get -curves/-training/-scatter suffixes.
 std::pair<std::string, std::string> plot_prefix(const std::string& plot) {
-  const auto dot = plot.rfind('.');
-  std::string ext = dot == std::string::npos ? "" : plot.substr(dot + 1);
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (ext != "png" && ext != "svg")
-    throw UsageError(
-        fmt::format("--plot {}: expected a .png or .svg file name (the figures are PREFIX-curves.EXT, "
-                    "PREFIX-training.EXT, PREFIX-scatter.EXT)",
-                    plot));
-  return {plot.substr(0, dot), ext};
+  const auto ext = plot_extension(plot, "the figures are PREFIX-curves.EXT, PREFIX-training.EXT, PREFIX-scatter.EXT");
+  return {plot.substr(0, plot.rfind('.')), ext};
 }
 
 }  // namespace
@@ -57,7 +50,7 @@ int show_study(const ResultsStore& store, const RunInfo& info, const std::string
 
 Runner add_study_command(CLI::App& app) {
   struct P {
-    std::string file, db = "twosed.db", format = "table", out, plot;
+    std::string file, db = kDefaultResultsDb, format = "table", out, plot;
     int64_t resume = 0;
     int threads = 0;
     bool quiet = false;

@@ -23,7 +23,7 @@ Runner add_train_command(CLI::App& app) {
     int64_t train_size = 0, test_size = 0, batch = 64, epochs = 10;
     uint64_t seed = 0;
     int threads = 0;
-    std::string checkpoint, db = "twosed.db", format = "table", out, plot, init;
+    std::string checkpoint, db = kDefaultResultsDb, format = "table", out, plot, init;
   };
   auto p = std::make_shared<P>();
   auto* cmd = app.add_subcommand("train", "Train a model on a data set (Adam or SGD, float64, deterministic per seed)");
