@@ -43,14 +43,14 @@
 #include <thread>
 #include <vector>
 
-#include "layers/layer.h"
-#include "twosed/data.h"
-#include "twosed/fisher.h"
-#include "twosed/measure.h"
-#include "twosed/model_spec.h"
-#include "twosed/network.h"
-#include "twosed/npy.h"
-#include "twosed/parameter_space.h"
+#include "model/layers/layer.h"
+#include "twosed/data/data.h"
+#include "twosed/fisher/fisher.h"
+#include "twosed/measure/measure.h"
+#include "twosed/model/model_spec.h"
+#include "twosed/model/network.h"
+#include "twosed/data/npy.h"
+#include "twosed/model/parameter_space.h"
 
 using json = nlohmann::json;
 

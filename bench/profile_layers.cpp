@@ -11,10 +11,10 @@
 #include <cstdlib>
 #include <string>
 
-#include "layers/layer.h"
-#include "twosed/fisher.h"
-#include "twosed/measure.h"
-#include "twosed/parameter_space.h"
+#include "model/layers/layer.h"
+#include "twosed/fisher/fisher.h"
+#include "twosed/measure/measure.h"
+#include "twosed/model/parameter_space.h"
 
 using namespace twosed;
 using Clock = std::chrono::steady_clock;

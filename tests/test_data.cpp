@@ -13,7 +13,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
-#include "twosed/data.h"
+#include "twosed/data/data.h"
 #include "twosed/error.h"
 
 namespace {

@@ -3,7 +3,7 @@
 // Expected values come from closed forms (constant Fisher), from the Abbas et al. formula
 // written out independently with products of determinants, and from a brute-force bootstrap
 // that evaluates every resample directly with the same random stream.
-#include "twosed/estimator.h"
+#include "twosed/estimate/estimator.h"
 
 #include <algorithm>
 #include <chrono>

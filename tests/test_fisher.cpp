@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "twosed/fisher.h"
-#include "twosed/parameter_space.h"
+#include "twosed/fisher/fisher.h"
+#include "twosed/model/parameter_space.h"
 
 using namespace twosed;
 

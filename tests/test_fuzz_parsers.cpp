@@ -20,10 +20,10 @@
 
 #include <gtest/gtest.h>
 
-#include "twosed/data.h"
+#include "twosed/data/data.h"
 #include "twosed/error.h"
-#include "twosed/model_spec.h"
-#include "twosed/npy.h"
+#include "twosed/model/model_spec.h"
+#include "twosed/data/npy.h"
 #include "twosed/random.h"
 
 namespace {

@@ -2,7 +2,7 @@
 //
 // References: explicit loops over the same grid, a brute-force scan of 10^6 log-spaced eps,
 // and, for a constant dimension, the zero of the derivative found by bisection here.
-#include "twosed/generalization.h"
+#include "twosed/estimate/generalization.h"
 
 #include <cmath>
 #include <functional>

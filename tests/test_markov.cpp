@@ -9,11 +9,11 @@
 #include <iterator>
 
 #include "twosed/error.h"
-#include "twosed/fisher.h"
-#include "twosed/markov.h"
-#include "twosed/measure.h"
-#include "twosed/npy.h"
-#include "twosed/parameter_space.h"
+#include "twosed/fisher/fisher.h"
+#include "twosed/fisher/markov.h"
+#include "twosed/measure/measure.h"
+#include "twosed/data/npy.h"
+#include "twosed/model/parameter_space.h"
 #include "twosed/random.h"
 
 using namespace twosed;

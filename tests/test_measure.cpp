@@ -6,8 +6,8 @@
 #include <cmath>
 
 #include "twosed/error.h"
-#include "twosed/measure.h"
-#include "twosed/npy.h"
+#include "twosed/measure/measure.h"
+#include "twosed/data/npy.h"
 
 using namespace twosed;
 

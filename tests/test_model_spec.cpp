@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "twosed/error.h"
-#include "twosed/model_spec.h"
+#include "twosed/model/model_spec.h"
 
 using namespace twosed;
 

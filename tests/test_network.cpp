@@ -4,8 +4,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "twosed/network.h"
-#include "twosed/parameter_space.h"
+#include "twosed/model/network.h"
+#include "twosed/model/parameter_space.h"
 
 using namespace twosed;
 

@@ -12,7 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "twosed/error.h"
-#include "twosed/npy.h"
+#include "twosed/data/npy.h"
 
 namespace {
 

@@ -1,6 +1,6 @@
 // Tests of the gnuplot figures: the script text, real PNG/SVG output, and every error path.
 // Tests that run gnuplot are skipped where /usr/bin/gnuplot is absent.
-#include "twosed/plot.h"
+#include "twosed/report/plot.h"
 
 #include <unistd.h>
 

@@ -3,7 +3,7 @@
 // Expected values are computed by hand (in the comments), from properties (monotone
 // invariance, +-1 for monotone data) and from brute-force implementations written here
 // independently: ranks by counting, Pearson by its textbook formula, tau-b by a pair loop.
-#include "twosed/rank_correlation.h"
+#include "twosed/study/rank_correlation.h"
 
 #include <algorithm>
 #include <cmath>

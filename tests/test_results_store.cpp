@@ -1,6 +1,6 @@
 // The results store: round trips (bit-exact spectra), schema identification, refusal of
 // foreign files without touching them, and consistency after SIGKILL during writes.
-#include "twosed/results_store.h"
+#include "twosed/store/results_store.h"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>

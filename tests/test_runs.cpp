@@ -11,8 +11,8 @@
 #include <string>
 
 #include "twosed/error.h"
-#include "twosed/runs.h"
-#include "twosed/study.h"
+#include "twosed/store/runs.h"
+#include "twosed/study/study.h"
 
 using namespace twosed;
 

@@ -15,14 +15,14 @@
 #include <string>
 #include <vector>
 
-#include "twosed/data.h"
+#include "twosed/data/data.h"
 #include "twosed/error.h"
-#include "twosed/measure.h"
-#include "twosed/network.h"
-#include "twosed/npy.h"
-#include "twosed/parameter_space.h"
+#include "twosed/measure/measure.h"
+#include "twosed/model/network.h"
+#include "twosed/data/npy.h"
+#include "twosed/model/parameter_space.h"
 #include "twosed/random.h"
-#include "twosed/train.h"
+#include "twosed/train/train.h"
 
 using namespace twosed;
 

@@ -7,6 +7,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace twosed {
 
@@ -14,6 +15,22 @@ namespace twosed {
 class UsageError : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;
+};
+
+/// A bad value of one named option. `option` is the field as the library names it,
+/// "Struct.field" ("TrainOptions.momentum", "MeasureOptions.num_inputs"); `rule` says what was
+/// expected and what was given ("must be in [0, 1), got 1.5"). what() is "option rule". Front
+/// ends print their own name for the option instead (the CLI a flag, Python a keyword), so the
+/// library never speaks of flags.
+class OptionError : public UsageError {
+ public:
+  OptionError(std::string option, std::string rule)
+      : UsageError(option + " " + rule), option_(std::move(option)), rule_(std::move(rule)) {}
+  const std::string& option() const noexcept { return option_; }
+  const std::string& rule() const noexcept { return rule_; }
+
+ private:
+  std::string option_, rule_;
 };
 
 /// A missing, unreadable or malformed data file, or data that does not fit the model

@@ -13,7 +13,7 @@
 
 #include <fmt/format.h>
 
-#include "twosed/data.h"
+#include "twosed/data/data.h"
 #include "twosed/error.h"
 
 namespace twosed {

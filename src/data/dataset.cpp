@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "twosed/data.h"
+#include "twosed/data/data.h"
 #include "twosed/error.h"
 #include "twosed/random.h"
 

@@ -10,7 +10,7 @@
 #include <fmt/format.h>
 #include <zlib.h>
 
-#include "twosed/data.h"
+#include "twosed/data/data.h"
 #include "twosed/error.h"
 
 namespace twosed {

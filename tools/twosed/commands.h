@@ -7,7 +7,7 @@
 #include <functional>
 #include <string>
 
-#include "twosed/results_store.h"
+#include "twosed/store/results_store.h"
 
 namespace twosed::cli {
 

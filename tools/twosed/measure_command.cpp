@@ -17,8 +17,8 @@
 #include "commands.h"
 #include "reports.h"
 #include "twosed/error.h"
-#include "twosed/measure.h"
-#include "twosed/runs.h"
+#include "twosed/measure/measure.h"
+#include "twosed/store/runs.h"
 
 namespace twosed::cli {
 namespace {

@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "twosed/error.h"
-#include "twosed/plot.h"
+#include "twosed/report/plot.h"
 
 namespace twosed::cli {
 

@@ -5,9 +5,9 @@
 
 #include <string>
 
-#include "twosed/measure.h"
-#include "twosed/results_store.h"
-#include "twosed/train.h"
+#include "twosed/measure/measure.h"
+#include "twosed/store/results_store.h"
+#include "twosed/train/train.h"
 
 namespace twosed::cli {
 

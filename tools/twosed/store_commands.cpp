@@ -8,10 +8,10 @@
 #include "commands.h"
 #include "reports.h"
 #include "twosed/error.h"
-#include "twosed/generalization.h"
-#include "twosed/plot.h"
-#include "twosed/runs.h"
-#include "twosed/spectra_file.h"
+#include "twosed/estimate/generalization.h"
+#include "twosed/report/plot.h"
+#include "twosed/store/runs.h"
+#include "twosed/store/spectra_file.h"
 
 namespace twosed::cli {
 namespace {

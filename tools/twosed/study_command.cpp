@@ -10,8 +10,8 @@
 #include "commands.h"
 #include "reports.h"
 #include "twosed/error.h"
-#include "twosed/measure.h"
-#include "twosed/study.h"
+#include "twosed/measure/measure.h"
+#include "twosed/study/study.h"
 
 namespace twosed::cli {
 namespace {

@@ -9,9 +9,9 @@
 #include "commands.h"
 #include "reports.h"
 #include "twosed/error.h"
-#include "twosed/measure.h"
-#include "twosed/npy.h"
-#include "twosed/runs.h"
+#include "twosed/measure/measure.h"
+#include "twosed/data/npy.h"
+#include "twosed/store/runs.h"
 
 namespace twosed::cli {
 

@@ -1,0 +1,91 @@
+// Measurements and training runs recorded in the results store (results_store.h): their
+// configurations as canonical JSON, every parameter sample committed as soon as it is done,
+// runs resumed after a kill, and stored runs read back.
+//
+// Example:
+//   ResultsStore db("twosed.db");
+//   auto m = record_measure(db, opts, {});                 // commits sample by sample
+//   auto again = stored_measure(db, m.run, other_eps_opts);  // curves for new eps/zeta, no network
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "twosed/measure/measure.h"
+#include "twosed/store/results_store.h"
+#include "twosed/train/train.h"
+#include "twosed/data/training_data.h"
+
+namespace twosed {
+
+/// The options that determine a measurement's results, as canonical JSON text (sorted keys):
+/// everything except how results are shown (format, files, progress) and the thread count.
+std::string measure_config(const MeasureOptions& opts);
+
+/// Records this process (pid@host) as the one working on `run`, so that listings can tell a
+/// run in progress from one whose process is gone (run_is_stopped).
+void mark_process(ResultsStore& store, int64_t run);
+
+/// True if `run` is marked running but the process that worked on it (on this host) is gone:
+/// it was killed or crashed, and --resume continues it.
+bool run_is_stopped(const ResultsStore& store, const RunInfo& run);
+
+/// How a run is recorded.
+struct RecordOptions {
+  bool resume = false;     ///< continue an unfinished run of the same configuration
+  int64_t resume_run = 0;  ///< that run; 0: the newest unfinished one of this kind with this configuration
+  int64_t parent = 0;      ///< the study the run belongs to (0: none)
+  std::string label;       ///< for listings; default: the model spec
+};
+
+struct RecordedMeasurement {
+  int64_t run = 0;
+  MeasureResult result;
+};
+
+/// The run a resume continues: `ropts.resume_run` or the newest unfinished run of `kind` with
+/// this configuration. Throws DataError when there is none, when it is finished, or when its
+/// configuration differs (naming the keys that differ and their two values).
+RunInfo find_resumable(const ResultsStore& store, const std::string& kind, const std::string& config,
+                       const RecordOptions& ropts);
+
+/// run_measure with the run's header and every sample committed to `store` as soon as they
+/// exist. With ropts.resume the committed samples are taken back instead of recomputed. A
+/// failure marks the run failed (its samples stay) and rethrows. On success the run is marked
+/// done with result_json(result), or "{}" if that is empty.
+RecordedMeasurement record_measure(ResultsStore& store, MeasureOptions opts, const RecordOptions& ropts,
+                                   const std::function<std::string(const MeasureResult&)>& result_json = {});
+
+/// A stored measurement's curves (finished or not) recomputed from its committed spectra with
+/// these estimator options. Throws DataError if the run is not a measurement or has no samples.
+MeasureResult stored_measure(const ResultsStore& store, int64_t run, const EstimatorOptions& eopts);
+
+/// The spectra of a stored measurement as records (index, blocks, costs) and its header.
+std::vector<SampleRecord> stored_samples(const ResultsStore& store, int64_t run, SpectraHeader* header = nullptr);
+
+/// Everything a training run needs, as one configuration.
+struct TrainConfig {
+  std::string model;
+  ModelOptions model_options;
+  TrainingDataOptions data;
+  TrainOptions train;
+};
+
+/// Canonical JSON of a training configuration (sorted keys).
+std::string train_config(const TrainConfig& cfg);
+
+struct RecordedTraining {
+  int64_t run = 0;
+  TrainResult result;
+  std::string data_description;
+};
+
+/// Loads the data and trains, without recording (run = 0).
+RecordedTraining run_training(const TrainConfig& cfg);
+
+/// Trains and records: every record committed as it is made, the final theta stored as the
+/// run's array "theta". A failure marks the run failed and rethrows.
+RecordedTraining record_training(ResultsStore& store, const TrainConfig& cfg, const RecordOptions& ropts);
+
+}  // namespace twosed

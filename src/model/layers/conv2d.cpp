@@ -1,0 +1,95 @@
+// Conv2d layer (stride, zero padding, no dilation). Its per-example gradient does not factor
+// as a single Kronecker product, so the Gram is accumulated from explicit per-example
+// gradients, a block of output channels at a time to bound memory (spec section 7): for
+// example i and channel o, dW_o = sum_p b_{o,p} * patch_p(x_i), a batched matrix product of the
+// backpropagated map with the unfolded input.
+#include "model/layers/layer.h"
+
+#include <algorithm>
+
+namespace twosed::layers {
+namespace {
+
+class Conv2d final : public Layer {
+ public:
+  using Layer::Layer;
+
+  int64_t patch() const { return spec_.fan_in(); }  // C*k*k
+
+  torch::Tensor weight(const torch::Tensor& p) const {
+    return p.narrow(0, 0, spec_.weight_count()).view({spec_.out, spec_.in_shape[0], spec_.kernel, spec_.kernel});
+  }
+  torch::Tensor bias(const torch::Tensor& p) const {
+    return spec_.bias ? p.narrow(0, spec_.weight_count(), spec_.out) : torch::Tensor();
+  }
+
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& p) const override {
+    return torch::conv2d(x, weight(p), bias(p), spec_.stride, spec_.padding);
+  }
+
+  torch::Tensor backward_input(const torch::Tensor& g_out, const torch::Tensor& x, const torch::Tensor&,
+                               const torch::Tensor& p) const override {
+    const int64_t n = g_out.size(0), r = g_out.size(1);
+    const int64_t ho = spec_.out_shape[1], wo = spec_.out_shape[2];
+    // The transposed convolution is the exact adjoint; output_padding recovers input rows and
+    // columns that the stride skipped.
+    const int64_t oph = x.size(2) + 2 * spec_.padding - ((ho - 1) * spec_.stride + spec_.kernel);
+    const int64_t opw = x.size(3) + 2 * spec_.padding - ((wo - 1) * spec_.stride + spec_.kernel);
+    auto g = torch::conv_transpose2d(g_out.reshape({n * r, spec_.out, ho, wo}), weight(p), {}, spec_.stride,
+                                     spec_.padding, {oph, opw});
+    return split_rows(g, n, r);
+  }
+
+  // Unfolded input: (N, C*k*k, L) with L = Ho*Wo output positions.
+  torch::Tensor unfold(const torch::Tensor& x) const {
+    return torch::nn::functional::unfold(x, torch::nn::functional::UnfoldFuncOptions({spec_.kernel, spec_.kernel})
+                                                .padding(spec_.padding)
+                                                .stride(spec_.stride));
+  }
+
+  // Per-example gradients of output channels [o0, o0+oc): weights (N*R, oc*C*k*k), biases (N*R, oc).
+  std::pair<torch::Tensor, torch::Tensor> channel_grads(const torch::Tensor& u, const torch::Tensor& g_out, int64_t o0,
+                                                        int64_t oc) const {
+    const int64_t n = g_out.size(0), r = g_out.size(1);
+    const int64_t l = spec_.out_shape[1] * spec_.out_shape[2];
+    auto b = g_out.reshape({n, r, spec_.out, l}).narrow(2, o0, oc).reshape({n, r * oc, l});
+    auto w = torch::bmm(b, u.transpose(1, 2)).reshape({n * r, oc * patch()});
+    torch::Tensor bias_grad;
+    if (spec_.bias) bias_grad = b.sum(2).reshape({n * r, oc});
+    return {w, bias_grad};
+  }
+
+  torch::Tensor design_rows(const torch::Tensor& x) const override {
+    auto rows = unfold(x).transpose(1, 2);  // (N, L, C*k*k), channel-major like the weight
+    if (spec_.bias) rows = torch::cat({rows, torch::ones({rows.size(0), rows.size(1), 1}, rows.options())}, 2);
+    return rows.contiguous();
+  }
+
+  torch::Tensor per_example_grads(const torch::Tensor& x, const torch::Tensor& g_out) const override {
+    auto [w, b] = channel_grads(unfold(x), g_out, 0, spec_.out);
+    return spec_.bias ? torch::cat({w, b}, 1) : w;
+  }
+
+  void add_gram(const torch::Tensor& x, const torch::Tensor& g_out, torch::Tensor& gram,
+                int64_t memory_budget) const override {
+    const int64_t rows = g_out.size(0) * g_out.size(1);
+    const auto u = unfold(x);
+    // Channels per chunk: the gradient block is rows x (oc * (C*k*k + 1)) doubles.
+    const int64_t per_channel = rows * (patch() + 1) * static_cast<int64_t>(sizeof(double));
+    const int64_t oc = std::clamp<int64_t>(memory_budget / std::max<int64_t>(per_channel, 1), 1, spec_.out);
+    for (int64_t o0 = 0; o0 < spec_.out; o0 += oc) {
+      const int64_t count = std::min(oc, spec_.out - o0);
+      auto [w, b] = channel_grads(u, g_out, o0, count);
+      syrk_lower(w, gram);
+      if (spec_.bias) syrk_lower(b, gram);
+    }
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_conv2d(const LayerSpec& spec) {
+  return std::make_unique<Conv2d>(spec);
+}
+
+}  // namespace twosed::layers

@@ -1,0 +1,382 @@
+// Measurements and training runs recorded in the results store.
+#include "twosed/store/runs.h"
+
+#include <fmt/format.h>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "twosed/error.h"
+#include "twosed/model/network.h"
+
+namespace twosed {
+namespace {
+
+using nlohmann::json;
+
+const char* task_name(Task t) {
+  return t == Task::Classify ? "classify" : "regress";
+}
+
+const char* side_name(GramSide s) {
+  switch (s) {
+    case GramSide::Auto:
+      return "auto";
+    case GramSide::Samples:
+      return "samples";
+    case GramSide::Parameters:
+      return "parameters";
+  }
+  return "auto";
+}
+
+GramSide side_from(const std::string& s) {
+  return s == "parameters" ? GramSide::Parameters : s == "auto" ? GramSide::Auto : GramSide::Samples;
+}
+
+// One sample's summary and costs as the store's stats text (its spectra go in blocks).
+std::string stats_json(const SampleRecord& r) {
+  const auto& s = r.summary;
+  json costs = json::array();
+  for (const auto& c : r.costs)
+    costs.push_back({c.blocks_samples_side, c.blocks_parameter_side, c.largest_block, c.seconds, c.cpu_seconds_products,
+                     c.cpu_seconds_eigen});
+  return json{{"matrix_size", s.matrix_size},
+              {"kept", s.kept},
+              {"cut", s.cut},
+              {"trace", s.trace},
+              {"largest", s.largest},
+              {"most_negative", s.most_negative},
+              {"seconds", {s.seconds_forward_backward, s.seconds_gram, s.seconds_eigen}},
+              {"side", side_name(r.side)},
+              {"costs", costs}}
+      .dump();
+}
+
+SampleRecord record_from(const StoredSample& st, const std::string& where) {
+  SampleRecord r;
+  r.index = st.index;
+  r.blocks = st.blocks;
+  try {
+    const auto j = json::parse(st.stats);
+    auto& s = r.summary;
+    s.matrix_size = j.at("matrix_size").get<int64_t>();
+    s.kept = j.at("kept").get<int64_t>();
+    s.cut = j.at("cut").get<int64_t>();
+    s.trace = j.at("trace").get<double>();
+    s.largest = j.at("largest").get<double>();
+    s.most_negative = j.at("most_negative").get<double>();
+    const auto sec = j.at("seconds").get<std::vector<double>>();
+    if (sec.size() == 3) s.seconds_forward_backward = sec[0], s.seconds_gram = sec[1], s.seconds_eigen = sec[2];
+    r.side = side_from(j.at("side").get<std::string>());
+    for (const auto& c : j.at("costs")) {
+      const auto v = c.get<std::vector<double>>();
+      if (v.size() != 6) throw DataError(fmt::format("{}: sample {}: malformed costs", where, st.index));
+      r.costs.push_back(
+          {static_cast<int64_t>(v[0]), static_cast<int64_t>(v[1]), static_cast<int64_t>(v[2]), v[3], v[4], v[5]});
+    }
+  } catch (const json::exception& e) {
+    throw DataError(fmt::format("{}: sample {}: malformed stats ({})", where, st.index, e.what()));
+  }
+  return r;
+}
+
+// "key: stored X, now Y" for every top-level key that differs (at most `limit`).
+std::string config_differences(const std::string& stored, const std::string& now, size_t limit = 4) {
+  const auto a = json::parse(stored), b = json::parse(now);
+  std::vector<std::string> diffs;
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : a.items()) keys.push_back(k);
+  for (const auto& [k, v] : b.items())
+    if (!a.contains(k)) keys.push_back(k);
+  for (const auto& k : keys) {
+    const json va = a.contains(k) ? a.at(k) : json(nullptr), vb = b.contains(k) ? b.at(k) : json(nullptr);
+    if (va != vb) {
+      auto shown = [](const json& v) {
+        auto s = v.dump();
+        return s.size() > 60 ? s.substr(0, 57) + "..." : s;
+      };
+      diffs.push_back(fmt::format("{} {} (now {})", k, shown(va), shown(vb)));
+    }
+  }
+  std::string out;
+  for (size_t i = 0; i < diffs.size() && i < limit; ++i) out += (i ? "; " : "") + diffs[i];
+  if (diffs.size() > limit) out += fmt::format("; and {} more", diffs.size() - limit);
+  return out;
+}
+
+uint64_t fnv1a(const void* data, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+std::string this_process() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return fmt::format("{}@{}", ::getpid(), host);
+}
+
+}  // namespace
+
+void mark_process(ResultsStore& store, int64_t run) {
+  store.put_text(run, "process", this_process());
+}
+
+bool run_is_stopped(const ResultsStore& store, const RunInfo& run) {
+  if (run.status != "running") return false;
+  const auto text = store.get_text(run.id, "process");
+  if (!text) return false;
+  const auto at = text->find('@');
+  if (at == std::string::npos) return false;
+  const std::string self = this_process();
+  if (text->substr(at) != self.substr(self.find('@'))) return false;  // another host: cannot tell
+  const long pid = std::strtol(text->c_str(), nullptr, 10);
+  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+
+std::string measure_config(const MeasureOptions& o) {
+  const auto spec = parse_model_spec(o.model, o.model_options);
+  json j = {{"kind", "measure"},
+            {"model", spec.text},
+            {"activation", activation_name(o.model_options.activation)},
+            {"bias", o.model_options.bias},
+            {"task", task_name(o.fisher.task)},
+            {"fisher", o.fisher.kind == FisherKind::Exact ? "exact" : "sampled"},
+            {"side", side_name(o.fisher.side)},
+            {"cutoff", o.fisher.cutoff},
+            {"memory_budget", o.fisher.memory_budget},
+            {"standardize", o.standardize},
+            {"seed", o.seed},
+            {"eps", o.estimator.eps.empty() ? default_eps_grid() : o.estimator.eps},
+            {"zetas", o.estimator.zetas},
+            {"cover", o.estimator.cover == Cover::Box ? "box" : "ellipsoid"},
+            {"ed_n", o.estimator.ed_n},
+            {"at_n", o.estimator.at_n},
+            {"bootstrap", o.estimator.bootstrap},
+            {"markov", o.markov}};
+  if (o.fisher.task == Task::Regress) j["out_noise"] = o.fisher.out_noise;
+  if (!o.inputs_file.empty())
+    j["inputs_file"] = o.inputs_file;
+  else
+    j["data"] = o.data.empty() ? default_data_source(spec) : o.data, j["inputs"] = o.num_inputs;
+  if (!o.thetas_file.empty())
+    j["thetas"] = o.thetas_file;
+  else
+    j["space"] = o.space, j["samples"] = o.num_param_samples;
+  if (o.markov) {
+    j["sigma"] = o.sigma;
+    j["noise_draws"] = o.noise_draws;
+    if (!o.noise_file.empty()) j["noise"] = o.noise_file;
+  }
+  return j.dump();
+}
+
+RunInfo find_resumable(const ResultsStore& store, const std::string& kind, const std::string& config,
+                       const RecordOptions& ropts) {
+  const auto where = fmt::format("--resume: {}", store.path());
+  auto check = [&](const RunInfo& r) {
+    if (r.kind != kind) throw DataError(fmt::format("{}: run {} is a {} run, not a {} run", where, r.id, r.kind, kind));
+    if (r.config != config)
+      throw DataError(fmt::format("{}: run {} has a different configuration: {}", where, r.id,
+                                  config_differences(r.config, config)));
+    if (r.status == "done")
+      throw DataError(fmt::format("{}: run {} is already finished (see 'twosed show {}')", where, r.id, r.id));
+    return r;
+  };
+  if (ropts.resume_run > 0) return check(store.run(ropts.resume_run));
+  // The newest unfinished run with this configuration; else say why there is none.
+  std::optional<RunInfo> done, other;
+  const auto runs = store.runs(kind);
+  for (auto it = runs.rbegin(); it != runs.rend(); ++it) {
+    if (it->parent != ropts.parent) continue;
+    const bool same = it->config == config;
+    if (same && it->status != "done") return *it;
+    if (same && !done) done = *it;
+    if (!same && it->status != "done" && !other) other = *it;
+  }
+  if (done)
+    throw DataError(fmt::format("{}: run {} with this configuration is already finished (see 'twosed show {}')", where,
+                                done->id, done->id));
+  if (other) return check(*other);
+  throw DataError(fmt::format("{}: no unfinished {} run to resume", where, kind));
+}
+
+std::vector<SampleRecord> stored_samples(const ResultsStore& store, int64_t run, SpectraHeader* header) {
+  const auto info = store.run(run);
+  const auto where = fmt::format("{}: run {}", store.path(), run);
+  if (info.kind != "measure") throw DataError(fmt::format("{} is a {} run, not a measurement", where, info.kind));
+  if (header) {
+    const auto text = store.get_text(run, "header");
+    if (!text) throw DataError(fmt::format("{} has no header (it stopped before its first sample)", where));
+    *header = parse_spectra_header(*text, where);
+  }
+  std::vector<SampleRecord> out;
+  for (const auto& s : store.samples(run)) out.push_back(record_from(s, where));
+  return out;
+}
+
+RecordedMeasurement record_measure(ResultsStore& store, MeasureOptions opts, const RecordOptions& ropts,
+                                   const std::function<std::string(const MeasureResult&)>& result_json) {
+  const auto config = measure_config(opts);
+  RecordedMeasurement out;
+  std::string stored_header;
+  if (ropts.resume) {
+    const auto info = find_resumable(store, "measure", config, ropts);
+    out.run = info.id;
+    stored_header = store.get_text(out.run, "header").value_or("");
+    opts.completed = stored_samples(store, out.run);
+    store.reopen_run(out.run);
+    mark_process(store, out.run);
+  }
+  auto user_start = opts.on_start;
+  opts.on_start = [&](const SpectraHeader& h) {
+    const auto text = spectra_header_json(h);
+    if (out.run == 0) {
+      out.run = store.create_run("measure", ropts.label.empty() ? h.model : ropts.label, config, ropts.parent);
+      mark_process(store, out.run);
+      store.put_text(out.run, "header", text);
+    } else if (stored_header.empty()) {
+      store.put_text(out.run, "header", text);
+    } else if (stored_header != text) {
+      throw DataError(fmt::format(
+          "--resume: run {} was computed with another model or other inputs (its header differs: stored {}, now {})",
+          out.run, stored_header, text));
+    }
+    if (user_start) user_start(h);
+  };
+  auto user_sample = opts.on_sample;
+  opts.on_sample = [&](const SampleRecord& r) {
+    store.add_sample(out.run, StoredSample{r.index, stats_json(r), r.blocks});
+    if (user_sample) user_sample(r);
+  };
+  try {
+    out.result = run_measure(opts);
+  } catch (const std::exception& e) {
+    if (out.run != 0) {
+      std::string msg = e.what();
+      store.fail_run(out.run, msg.substr(0, msg.find('\n')));
+    }
+    throw;
+  }
+  store.finish_run(out.run, result_json ? result_json(out.result) : "{}");
+  return out;
+}
+
+MeasureResult stored_measure(const ResultsStore& store, int64_t run, const EstimatorOptions& eopts) {
+  SpectraHeader header;
+  const auto records = stored_samples(store, run, &header);
+  const auto info = store.run(run);
+  if (records.empty()) throw DataError(fmt::format("{}: run {} has no finished samples", store.path(), run));
+  EstimatorOptions e = eopts;
+  const auto config = json::parse(info.config);
+  e.seed = config.value("seed", uint64_t{0});  // the run's own bootstrap seed
+  auto result = measure_from_records(
+      header, records, e,
+      fmt::format("{} ({} of {} samples stored in run {} of {}{})",
+                  config.contains("data") ? config["data"].get<std::string>() : config.value("inputs_file", ""),
+                  records.size(), config.value("samples", static_cast<int64_t>(records.size())), run, store.path(),
+                  info.status == "done" ? "" : ", unfinished"));
+  result.space_description = config.contains("space") ? config["space"].get<std::string>()
+                                                      : "given samples from " + config.value("thetas", "");
+  result.fisher.cutoff = config.value("cutoff", kZeroCutoff);
+  if (config.contains("out_noise")) result.fisher.out_noise = config["out_noise"].get<double>();
+  return result;
+}
+
+std::string train_config(const TrainConfig& c) {
+  const auto spec = parse_model_spec(c.model, c.model_options);
+  const auto& d = c.data;
+  const auto& t = c.train;
+  json j = {{"kind", "train"},
+            {"model", spec.text},
+            {"activation", activation_name(c.model_options.activation)},
+            {"bias", c.model_options.bias},
+            {"data",
+             {{"data", d.data.empty() ? default_data_source(spec) : d.data},
+              {"test_data", d.test_data},
+              {"test_fraction", d.test_fraction},
+              {"train_size", d.train_size},
+              {"test_size", d.test_size},
+              {"standardize", d.standardize},
+              {"task", task_name(d.task)},
+              {"seed", d.seed}}},
+            {"train",
+             {{"optimizer", t.optimizer},
+              {"lr", t.lr},
+              {"momentum", t.momentum},
+              {"weight_decay", t.weight_decay},
+              {"batch", t.batch},
+              {"epochs", t.epochs},
+              {"seed", t.seed},
+              {"task", task_name(t.task)},
+              {"log_steps", t.log_steps}}}};
+  if (!t.initial_theta.empty())
+    j["train"]["initial_theta"] = fmt::format("{} values, fnv1a {:016x}", t.initial_theta.size(),
+                                              fnv1a(t.initial_theta.data(), t.initial_theta.size() * sizeof(double)));
+  return j.dump();
+}
+
+RecordedTraining run_training(const TrainConfig& cfg) {
+  const auto spec = parse_model_spec(cfg.model, cfg.model_options);
+  Network net(spec);
+  const auto data = load_training_data(cfg.data, spec, cfg.model_options);
+  RecordedTraining out;
+  out.data_description = data.description;
+  out.result = train_network(net, data.train, data.test.size() > 0 ? &data.test : nullptr, cfg.train);
+  return out;
+}
+
+RecordedTraining record_training(ResultsStore& store, const TrainConfig& cfg, const RecordOptions& ropts) {
+  const auto config = train_config(cfg);
+  const auto spec = parse_model_spec(cfg.model, cfg.model_options);
+  Network net(spec);
+  auto data = load_training_data(cfg.data, spec, cfg.model_options);
+  RecordedTraining out;
+  out.data_description = data.description;
+  out.run = store.create_run("train", ropts.label.empty() ? spec.text : ropts.label, config, ropts.parent);
+  mark_process(store, out.run);
+  store.put_text(out.run, "data", data.description);
+  TrainOptions topts = cfg.train;
+  auto user_record = topts.on_record;
+  // Step records are committed with their epoch's record: one transaction (and fsync) per
+  // epoch, not per optimiser step.
+  std::vector<TrainingRecord> pending;
+  topts.on_record = [&](const TrainingRecord& r) {
+    pending.push_back(r);
+    if (r.step < 0) {
+      store.add_training_records(out.run, pending);
+      pending.clear();
+    }
+    if (user_record) user_record(r);
+  };
+  try {
+    out.result = train_network(net, data.train, data.test.size() > 0 ? &data.test : nullptr, topts);
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    store.fail_run(out.run, msg.substr(0, msg.find('\n')));
+    throw;
+  }
+  store.put_array(out.run, "theta", out.result.theta);
+  const auto& f = out.result.final_record;
+  auto num = [](double v) { return std::isnan(v) ? json(nullptr) : json(v); };
+  store.finish_run(out.run, json{{"train_loss", num(f.train_loss)},
+                                 {"train_accuracy", num(f.train_accuracy)},
+                                 {"test_loss", num(f.test_loss)},
+                                 {"test_accuracy", num(f.test_accuracy)},
+                                 {"epochs", f.epoch},
+                                 {"steps", out.result.steps},
+                                 {"seconds", out.result.seconds},
+                                 {"d", net.num_params()}}
+                                .dump());
+  return out;
+}
+
+}  // namespace twosed
