@@ -43,13 +43,14 @@
 #include <thread>
 #include <vector>
 
+#include "linalg/linalg.h"
 #include "model/layers/layer.h"
 #include "twosed/data/data.h"
+#include "twosed/data/npy.h"
 #include "twosed/fisher/fisher.h"
 #include "twosed/measure/measure.h"
 #include "twosed/model/model_spec.h"
 #include "twosed/model/network.h"
-#include "twosed/data/npy.h"
 #include "twosed/model/parameter_space.h"
 
 using json = nlohmann::json;
@@ -232,7 +233,10 @@ std::vector<double> kept(const twosed::FisherSpectrum& fs) {
 // Gram job: M timed parameter samples on the default side, then the Gram stage replayed and the
 // BLAS references of the same shapes.
 void apply_threads(int threads, const Options& o) {
-  twosed::set_num_threads(threads);
+  // The bench is a program of its own: its thread setting lasts until the next job's.
+  static std::unique_ptr<twosed::ScopedThreads> scoped;
+  scoped.reset();
+  scoped = std::make_unique<twosed::ScopedThreads>(threads);
   if (o.torch_threads > 0) torch::set_num_threads(o.torch_threads);
   if (o.blas_threads > 0) openblas_set_num_threads(o.blas_threads);
 }
@@ -358,7 +362,7 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
   });
   auto acc = torch::zeros({rows, rows}, torch::kFloat64);
   bd["symmetrize_and_scale"] =
-      time_median([&] { auto s = layers::symmetrize_from_lower(acc).div_(static_cast<double>(n)); }, budget);
+      time_median([&] { auto s = linalg::symmetrize_from_lower(acc).div_(static_cast<double>(n)); }, budget);
 
   json layer_rows = json::array();
   double flops_gram = 0, flops_gemm = 0, flops_syrk = 0, t_gemm = 0, t_syrk = 0, t_add_gram = 0;
@@ -382,7 +386,7 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
         },
         budget);
     L["zeros_mm"] = time_median([&] { auto z = torch::zeros({m, m}, torch::kFloat64); }, budget);
-    L["syrk_lower_B"] = time_median([&] { layers::syrk_lower(b, bb); }, budget);
+    L["syrk_lower_B"] = time_median([&] { linalg::syrk_lower(b, bb); }, budget);
     L["addcmul"] = time_median(
         [&] {
           acc.view({n, m / n, n, m / n}).addcmul_(bb.view({n, m / n, n, m / n}), aa.view({n, 1, n, 1}));

@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
       spec_text = a;
   }
   try {
-    set_num_threads(threads);
+    ScopedThreads scoped(threads);
     Network net(parse_model_spec(spec_text));
     auto theta = torch::empty({net.num_params()}, torch::kFloat64);
     ParameterSpace::parse("init", net).sample(0, 0, theta.data_ptr<double>());

@@ -8,11 +8,11 @@
 #include <fstream>
 #include <iterator>
 
+#include "twosed/data/npy.h"
 #include "twosed/error.h"
 #include "twosed/fisher/fisher.h"
 #include "twosed/fisher/markov.h"
 #include "twosed/measure/measure.h"
-#include "twosed/data/npy.h"
 #include "twosed/model/parameter_space.h"
 #include "twosed/random.h"
 
@@ -244,12 +244,12 @@ TEST(MarkovTest, LargeSigmaLeavesOnlyTheOutputBlock) {
 // threads within 1e-9 relative.
 TEST(MarkovTest, ReproducibleAndThreadIndependent) {
   auto opts = markov_measure("cnn:1x6x6-c4k3-relu-p2-f6-relu-f3", 0.2);
-  set_num_threads(2);
-  auto a = run_measure(opts);
-  auto b = run_measure(opts);
-  set_num_threads(1);
-  auto c = run_measure(opts);
-  set_num_threads(2);
+  ExecutionContext two, one;
+  two.threads = 2;
+  one.threads = 1;
+  auto a = run_measure(opts, two);
+  auto b = run_measure(opts, two);
+  auto c = run_measure(opts, one);
   for (size_t z = 0; z < a.markov.lower.curves.size(); ++z)
     for (size_t e = 0; e < a.markov.lower.curves[z].value.size(); ++e) {
       EXPECT_EQ(a.markov.lower.curves[z].value[e], b.markov.lower.curves[z].value[e]);

@@ -5,9 +5,9 @@
 
 #include <cmath>
 
+#include "twosed/data/npy.h"
 #include "twosed/error.h"
 #include "twosed/measure/measure.h"
-#include "twosed/data/npy.h"
 
 using namespace twosed;
 
@@ -102,13 +102,15 @@ TEST(MeasureTest, ReproducibleAcrossRunsAndThreadCounts) {
   o.estimator.zetas = {0.0, 0.5};
   o.estimator.bootstrap = 200;
   o.seed = 42;
-  const int saved = num_threads();
-  set_num_threads(2);
-  const auto a = run_measure(o);
-  const auto b = run_measure(o);
-  set_num_threads(1);
-  const auto c = run_measure(o);
-  set_num_threads(saved);
+  const int saved = current_threads();
+  ExecutionContext two, one;
+  two.threads = 2;
+  one.threads = 1;
+  const auto a = run_measure(o, two);
+  const auto b = run_measure(o, two);
+  const auto c = run_measure(o, one);
+  // A call's thread setting is scoped: the process's is as it was.
+  EXPECT_EQ(current_threads(), saved);
   for (size_t z = 0; z < a.estimate.curves.size(); ++z) {
     EXPECT_EQ(a.estimate.curves[z].value, b.estimate.curves[z].value);
     EXPECT_EQ(a.estimate.curves[z].std_error, b.estimate.curves[z].std_error);

@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "twosed/data/data.h"
+#include "twosed/data/npy.h"
 #include "twosed/error.h"
 #include "twosed/measure/measure.h"
 #include "twosed/model/network.h"
-#include "twosed/data/npy.h"
 #include "twosed/model/parameter_space.h"
 #include "twosed/random.h"
 #include "twosed/train/train.h"
@@ -161,7 +161,7 @@ std::string checkpoint_error(const std::string& npy) {
 }  // namespace
 
 TEST(TrainTest, DeterministicPerSeed) {
-  set_num_threads(2);
+  ScopedThreads threads(2);
   const Network net = make_net("mlp:5-8-3", Activation::Tanh);
   const Dataset data = make_blobs(3, 5, 200, 1);
   TrainOptions o;
@@ -607,7 +607,7 @@ TEST(TrainTest, CheckpointRoundTrip) {
 // 128, one epoch. Run with --gtest_also_run_disabled_tests --gtest_filter='*Speed*'.
 TEST(TrainTest, DISABLED_Speed) {
   for (int threads : {1, 2}) {
-    set_num_threads(threads);
+    ScopedThreads scoped(threads);
     const Network net = make_net("mlp:784-64-10");
     const Dataset data = make_blobs(10, 784, 10000, 17);
     TrainOptions o;

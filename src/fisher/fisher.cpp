@@ -3,6 +3,7 @@
 
 #include <chrono>
 
+#include "linalg/linalg.h"
 #include "model/layers/layer.h"
 #include "twosed/error.h"
 #include "twosed/random.h"
@@ -88,7 +89,7 @@ torch::Tensor build_gram(const Network& net, const torch::Tensor& theta, const t
                });
   // Layers accumulate the lower triangle only (half the flops, see syrk_lower).
   const auto t0 = Clock::now();
-  if (!lower_only) gram = layers::symmetrize_from_lower(gram);
+  if (!lower_only) gram = linalg::symmetrize_from_lower(gram);
   gram.div_(static_cast<double>(x.size(0)));
   gram_seconds += seconds_since(t0);
   return gram;
@@ -138,16 +139,11 @@ FisherSpectrum spectrum_of(const torch::Tensor& symmetric, double cutoff) {
   FisherSpectrum out;
   out.matrix_size = symmetric.size(0);
   out.spectrum.trace = symmetric.trace().item<double>();
-  const auto ev = torch::linalg_eigvalsh(symmetric, "L").contiguous();  // ascending; reads the lower triangle
-  const double* e = ev.data_ptr<double>();
-  const int64_t m = ev.size(0);
-  out.largest = m > 0 ? e[m - 1] : 0.0;
-  out.most_negative = m > 0 ? std::min(0.0, e[0]) : 0.0;
-  // Spec section 5: eigenvalues <= cutoff * largest (and negative round-off) are exact zeros.
-  const double threshold = cutoff * std::max(out.largest, 0.0);
-  for (int64_t i = 0; i < m; ++i)
-    if (e[i] > threshold && e[i] > 0) out.spectrum.eigenvalues.push_back(e[i]);
-  out.spectrum.num_cut = m - static_cast<int64_t>(out.spectrum.eigenvalues.size());
+  auto cs = linalg::symmetric_spectrum(symmetric, cutoff);
+  out.largest = cs.largest;
+  out.most_negative = cs.most_negative;
+  out.spectrum.eigenvalues = std::move(cs.kept);
+  out.spectrum.num_cut = cs.cut;
   return out;
 }
 
@@ -156,8 +152,7 @@ FisherSpectrum fisher_spectrum(const Network& net, const torch::Tensor& theta, c
   check_theta(net, theta);
   torch::NoGradGuard no_grad;
   const int64_t rows = x.size(0) * rows_per_example(net.num_outputs(), opts);
-  GramSide side = opts.side;
-  if (side == GramSide::Auto) side = rows <= net.num_params() ? GramSide::Samples : GramSide::Parameters;
+  const GramSide side = linalg::choose_side(opts.side, rows, net.num_params());
 
   const auto t0 = Clock::now();
   torch::Tensor matrix;

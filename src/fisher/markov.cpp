@@ -2,7 +2,6 @@
 // hidden layers, the standard-model block of the output layer.
 #include "twosed/fisher/markov.h"
 
-#include <cblas.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -13,17 +12,11 @@
 #include <mutex>
 #include <thread>
 
+#include "linalg/linalg.h"
 #include "model/layers/layer.h"
 #include "twosed/error.h"
 #include "twosed/fisher/fisher.h"
 #include "twosed/random.h"
-
-extern "C" {
-void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w, double* work,
-             const int* lwork, int* iwork, const int* liwork, int* info);
-void openblas_set_num_threads(int);
-int openblas_get_num_threads();
-}
 
 namespace twosed {
 namespace {
@@ -33,19 +26,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// The blocks of one layer run on T user threads, each calling single-threaded BLAS/LAPACK: the
-// blocks are small (hundreds of rows), where OpenBLAS's own threading gains little, and each
-// block's result then does not depend on T.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() : saved_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
-  ~SingleThreadedBlas() { openblas_set_num_threads(saved_); }
-  int saved() const { return saved_; }
-
- private:
-  int saved_;
-};
-
 // One unit's block: its kept eigenvalues, trace and how it was solved.
 struct UnitResult {
   std::vector<double> kept;
@@ -54,17 +34,6 @@ struct UnitResult {
   bool solved = false, samples_side = false;
   double seconds_products = 0.0, seconds_eigen = 0.0;
 };
-
-// Eigenvalues of the symmetric m x m matrix whose row-major lower triangle is in `a`
-// (destroyed), ascending. Row-major lower is column-major upper, hence uplo = 'U'.
-void symmetric_eigenvalues(std::vector<double>& a, int m, std::vector<double>& w) {
-  w.resize(static_cast<size_t>(m));
-  const int lwork = 2 * m + 1, liwork = 1;
-  std::vector<double> work(static_cast<size_t>(lwork));
-  int iwork = 0, info = 0;
-  dsyevd_("N", "U", &m, a.data(), &m, w.data(), work.data(), &lwork, &iwork, &liwork, &info);
-  if (info != 0) throw std::runtime_error(fmt::format("LAPACK dsyevd failed (info = {}) on a {}x{} block", info, m, m));
-}
 
 // The per-unit blocks of one hidden layer (spec section 2). For unit c, the Jacobian rows are
 // P_c[(i,p), :] = sum_k w[i,c,p,k] * design[i, idx[i,c,p,k], :], and A_c = scale * P_c^T P_c.
@@ -86,7 +55,7 @@ class UnitBlocks {
     // block of unit c is then diag(w_c) G diag(w_c), no product per unit.
     if (q_ == 1 && positions_ == 1 && terms_ == 1 && opts.side != GramSide::Parameters) {
       gram_ = torch::empty({rows_, rows_}, design_.options());
-      layers::syrk_lower(design_.view({rows_, dim_}), gram_, 1.0, 0.0);
+      linalg::syrk_lower(design_.view({rows_, dim_}), gram_, 1.0, 0.0);
     }
   }
 
@@ -105,7 +74,7 @@ class UnitBlocks {
       }
     const int64_t n_act = static_cast<int64_t>(active.size());
     if (n_act == 0) return out;
-    const bool samples = opts_.side == GramSide::Samples || (opts_.side == GramSide::Auto && n_act <= dim_);
+    const bool samples = linalg::choose_side(opts_.side, n_act, dim_) == GramSide::Samples;
     const int64_t m = samples ? n_act : dim_;
     std::vector<double> a(static_cast<size_t>(m * m), 0.0);
     const double* design = design_.data_ptr<double>();
@@ -135,24 +104,17 @@ class UnitBlocks {
       for (int64_t r0 = 0; r0 < n_act; r0 += chunk) {
         const int64_t cnt = std::min(chunk, n_act - r0);
         for (int64_t r = 0; r < cnt; ++r) build_row(active[r0 + r], &x[r * dim_]);
-        const int mi = static_cast<int>(m), ki = static_cast<int>(samples ? dim_ : cnt);
-        if (samples)
-          cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, mi, ki, scale_, x.data(), ki, 1.0, a.data(), mi);
-        else
-          cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, mi, ki, scale_, x.data(), mi, 1.0, a.data(), mi);
+        linalg::syrk_lower(x.data(), m, samples ? dim_ : cnt, /*trans=*/!samples, scale_, 1.0, a.data());
       }
     }
     for (int64_t r = 0; r < m; ++r) out.trace += a[r * m + r];
     const auto t1 = Clock::now();
     out.seconds_products = std::chrono::duration<double>(t1 - t0).count();
-    std::vector<double> ev;
-    symmetric_eigenvalues(a, static_cast<int>(m), ev);
-    out.seconds_eigen = seconds_since(t1);
     // Spec section 5's zero cutoff, relative to this block's largest eigenvalue.
-    const double threshold = opts_.cutoff * std::max(ev.back(), 0.0);
-    for (double e : ev)
-      if (e > threshold && e > 0) out.kept.push_back(e);
-    out.cut = m - static_cast<int64_t>(out.kept.size());
+    auto cs = linalg::zero_cutoff(linalg::symmetric_eigenvalues(a.data(), m, /*uplo=*/'U'), opts_.cutoff);
+    out.seconds_eigen = seconds_since(t1);
+    out.kept = std::move(cs.kept);
+    out.cut = cs.cut;
     out.size = m;
     out.solved = true;
     out.samples_side = samples;
@@ -172,7 +134,7 @@ LayerBlockSpectrum solve_units(const UnitBlocks& blocks) {
   const int64_t units = blocks.units();
   std::vector<UnitResult> results(static_cast<size_t>(units));
   {
-    SingleThreadedBlas guard;
+    linalg::SingleThreadedBlas guard;
     const int threads = static_cast<int>(std::min<int64_t>(std::max(guard.saved(), 1), units));
     std::atomic<int64_t> next{0};
     std::exception_ptr error;

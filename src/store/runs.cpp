@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "twosed/error.h"
+#include "twosed/measure/result_json.h"
 #include "twosed/model/network.h"
 
 namespace twosed {
@@ -224,7 +225,7 @@ std::vector<SampleRecord> stored_samples(const ResultsStore& store, int64_t run,
 }
 
 RecordedMeasurement record_measure(ResultsStore& store, MeasureOptions opts, const RecordOptions& ropts,
-                                   const std::function<std::string(const MeasureResult&)>& result_json) {
+                                   const ExecutionContext& ctx) {
   const auto config = measure_config(opts);
   RecordedMeasurement out;
   std::string stored_header;
@@ -258,7 +259,7 @@ RecordedMeasurement record_measure(ResultsStore& store, MeasureOptions opts, con
     if (user_sample) user_sample(r);
   };
   try {
-    out.result = run_measure(opts);
+    out.result = run_measure(opts, ctx);
   } catch (const std::exception& e) {
     if (out.run != 0) {
       std::string msg = e.what();
@@ -266,7 +267,7 @@ RecordedMeasurement record_measure(ResultsStore& store, MeasureOptions opts, con
     }
     throw;
   }
-  store.finish_run(out.run, result_json ? result_json(out.result) : "{}");
+  store.finish_run(out.run, result_json(out.result).dump());
   return out;
 }
 
@@ -278,17 +279,33 @@ MeasureResult stored_measure(const ResultsStore& store, int64_t run, const Estim
   EstimatorOptions e = eopts;
   const auto config = json::parse(info.config);
   e.seed = config.value("seed", uint64_t{0});  // the run's own bootstrap seed
-  auto result = measure_from_records(
-      header, records, e,
+  ResultSources sources;
+  sources.data =
       fmt::format("{} ({} of {} samples stored in run {} of {}{})",
                   config.contains("data") ? config["data"].get<std::string>() : config.value("inputs_file", ""),
                   records.size(), config.value("samples", static_cast<int64_t>(records.size())), run, store.path(),
-                  info.status == "done" ? "" : ", unfinished"));
-  result.space_description = config.contains("space") ? config["space"].get<std::string>()
-                                                      : "given samples from " + config.value("thetas", "");
+                  info.status == "done" ? "" : ", unfinished");
+  sources.space = config.contains("space") ? config["space"].get<std::string>()
+                                           : "given samples from " + config.value("thetas", "");
+  sources.activation = config.value("activation", "");
+  auto result = assemble_result(header, records, e, sources);
+  result.recomputed = true;
   result.fisher.cutoff = config.value("cutoff", kZeroCutoff);
   if (config.contains("out_noise")) result.fisher.out_noise = config["out_noise"].get<double>();
   return result;
+}
+
+EstimatorOptions stored_estimator_options(const ResultsStore& store, int64_t run) {
+  const auto config = json::parse(store.run(run).config);
+  EstimatorOptions e;
+  e.eps = config.at("eps").get<std::vector<double>>();
+  e.zetas = config.at("zetas").get<std::vector<double>>();
+  e.cover = config.value("cover", "box") == "ellipsoid" ? Cover::Ellipsoid : Cover::Box;
+  e.at_n = config.value("at_n", std::vector<double>{});
+  e.ed_n = config.value("ed_n", std::vector<double>{});
+  e.bootstrap = config.value("bootstrap", int64_t{1000});
+  e.seed = config.value("seed", uint64_t{0});
+  return e;
 }
 
 std::string train_config(const TrainConfig& c) {

@@ -284,7 +284,9 @@ Runner add_measure_command(CLI::App& app) {
     const auto format =
         pick<std::string>("--format", p->format, {{"table", "table"}, {"json", "json"}, {"csv", "csv"}});
     // LibTorch's own default can be a single thread; use every core unless told otherwise.
-    set_num_threads(p->threads != 0 ? p->threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    ExecutionContext ctx;
+    ctx.threads = p->threads != 0 ? p->threads : hardware_threads();
+    ScopedThreads threads(ctx);
     ProgressBar bar(!p->quiet);
     o.progress = [&bar](int64_t done, int64_t total) { bar.update(done, total); };
     o.layer_progress = [&bar](int64_t sample, int64_t done, int64_t layers, int64_t total) {
@@ -292,24 +294,20 @@ Runner add_measure_command(CLI::App& app) {
     };
 
     if (p->plan) {
-      write_output(plan_measure(o), p->out);
+      write_output(plan_measure(o, ctx), p->out);
       return 0;
     }
     // Record the run unless it only recomputes curves from a spectra file.
     MeasureResult result;
     std::string stored;
     if (p->no_db || !o.spectra_in.empty()) {
-      result = run_measure(o);
+      result = run_measure(o, ctx);
     } else {
       ResultsStore store(p->db);
       RecordOptions ropts;
       ropts.resume = resume->count() > 0;
       ropts.resume_run = p->resume;
-      auto rec = record_measure(store, o, ropts, [&](const MeasureResult& r) {
-        auto j = to_json(r, o);
-        if (r.markov.enabled) add_markov_json(j, r);
-        return j.dump();
-      });
+      auto rec = record_measure(store, o, ropts, ctx);
       result = std::move(rec.result);
       stored = fmt::format("run {} in {}", rec.run, p->db);
       if (result.resumed_samples > 0)
@@ -321,15 +319,14 @@ Runner add_measure_command(CLI::App& app) {
     const size_t breakdown = breakdown_index(
         result.estimate.curves.empty() ? std::vector<double>{} : result.estimate.curves.front().eps, p->breakdown_eps);
     if (format == "json") {
-      auto j = to_json(result, o);
-      if (result.markov.enabled) add_markov_json(j, result);
+      auto j = result_json(result);
       j["resumed_samples"] = result.resumed_samples;
       if (!stored.empty()) j["stored"] = stored;
       write_output(j.dump(2) + "\n", p->out);
     } else if (format == "csv") {
       write_output(result.markov.enabled ? markov_csv(result) : to_csv(result), p->out);
     } else {
-      write_output(to_table(result, o, breakdown) + (stored.empty() ? "" : "\n  stored as " + stored + "\n"), p->out);
+      write_output(to_table(result, breakdown) + (stored.empty() ? "" : "\n  stored as " + stored + "\n"), p->out);
     }
     if (!p->plot.empty()) write_plot(result, p->plot, breakdown);
     return 0;

@@ -26,73 +26,6 @@ size_t breakdown_index(const std::vector<double>& eps, double wanted) {
   return best;
 }
 
-void add_markov_json(nlohmann::json& j, const MeasureResult& r) {
-  using nlohmann::json;
-  const auto& mk = r.markov;
-  const double d = static_cast<double>(r.estimate.num_params);
-  json curves = json::array();
-  for (size_t z = 0; z < r.estimate.curves.size(); ++z) {
-    const auto& chain = r.estimate.curves[z];
-    const auto& lower = mk.lower.curves[z];
-    json layers = json::array();
-    for (const auto& l : mk.layers)
-      layers.push_back({{"name", l.name},
-                        {"params", l.params},
-                        {"contribution", l.share.curves[z].value},
-                        {"contribution_stderr", l.share.curves[z].std_error}});
-    std::vector<double> gap(chain.value.size());
-    for (size_t e = 0; e < gap.size(); ++e) gap[e] = chain.value[e] - lower.value[e];
-    curves.push_back({{"zeta", chain.zeta},
-                      {"eps", chain.eps},
-                      {"lower", lower.value},
-                      {"lower_stderr", lower.std_error},
-                      {"chain", chain.value},
-                      {"chain_stderr", chain.std_error},
-                      {"gap", gap},
-                      {"layers", layers}});
-  }
-  json at_n = json::array();
-  for (size_t i = 0; i < r.estimate.at_n.size(); ++i) {
-    const auto& c = r.estimate.at_n[i];
-    const auto& l = mk.lower.at_n[i];
-    at_n.push_back({{"zeta", c.zeta},
-                    {"n", c.n},
-                    {"eps", c.eps},
-                    {"lower", l.value},
-                    {"lower_stderr", l.std_error},
-                    {"chain", c.value},
-                    {"chain_stderr", c.std_error}});
-  }
-  json layers = json::array();
-  for (const auto& l : mk.layers) {
-    const double m = static_cast<double>(std::max<int64_t>(r.estimate.num_param_samples, 1));
-    layers.push_back({{"name", l.name},
-                      {"layers", l.description},
-                      {"params", l.params},
-                      {"param_share", static_cast<double>(l.params) / d},
-                      {"hidden", l.hidden},
-                      {"units", l.units},
-                      {"blocks_samples_side", l.blocks_samples_side},
-                      {"blocks_parameter_side", l.blocks_parameter_side},
-                      {"largest_block", l.largest_block},
-                      {"cut", l.num_cut},
-                      {"mean_trace", l.mean_trace},
-                      {"seconds_per_sample", l.seconds / m},
-                      {"cpu_seconds_products_per_sample", l.cpu_seconds_products / m},
-                      {"cpu_seconds_eigen_per_sample", l.cpu_seconds_eigen / m}});
-  }
-  j["model_kind"] = "markov";
-  j["markov"] = {{"sigma", mk.sigma},
-                 {"noise_draws", mk.noise_draws},
-                 {"noise_width", mk.noise_width},
-                 {"noise", mk.noise_description}};
-  j["curves"] = curves;
-  j["at_n"] = at_n;
-  j["layers"] = layers;
-  j["sample_traces"] = mk.sample_traces;
-  j.erase("gram_side");
-}
-
 std::string markov_csv(const MeasureResult& r) {
   std::string out = "kind,zeta,eps,n,layer,value,stderr\n";
   const auto& mk = r.markov;
@@ -118,7 +51,7 @@ std::string markov_csv(const MeasureResult& r) {
   return out;
 }
 
-std::string markov_table(const MeasureResult& r, const MeasureOptions& o, size_t breakdown) {
+std::string markov_table(const MeasureResult& r, size_t breakdown) {
   const auto& mk = r.markov;
   const double d = static_cast<double>(r.estimate.num_params);
   const double m = static_cast<double>(std::max<int64_t>(r.estimate.num_param_samples, 1));
@@ -154,7 +87,7 @@ std::string markov_table(const MeasureResult& r, const MeasureOptions& o, size_t
           l.num_cut, l.description);
     }
   }
-  out += fmt::format("\n  lower and chain 2sED +- bootstrap standard error (B = {}, {} cover)\n", o.estimator.bootstrap,
+  out += fmt::format("\n  lower and chain 2sED +- bootstrap standard error (B = {}, {} cover)\n", r.estimator.bootstrap,
                      r.estimate.cover == Cover::Box ? "box" : "ellipsoid");
   for (size_t z = 0; z < r.estimate.curves.size(); ++z) {
     const auto& c = r.estimate.curves[z];
@@ -258,69 +191,6 @@ void write_plot(const MeasureResult& r, const std::string& path, size_t breakdow
   write_figure(fig, path);
 }
 
-// Where and when a result was made: enough to tell two runs' environments apart.
-nlohmann::json run_context() {
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  const std::time_t now = std::time(nullptr);
-  char date[32] = {};
-  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  return {{"date", date},
-          {"host", host},
-          {"threads", num_threads()},
-          {"hardware_concurrency", std::thread::hardware_concurrency()}};
-}
-
-nlohmann::json to_json(const MeasureResult& r, const MeasureOptions& o) {
-  using nlohmann::json;
-  const auto& e = r.estimate;
-  json curves = json::array();
-  for (const auto& c : e.curves)
-    curves.push_back({{"zeta", c.zeta}, {"eps", c.eps}, {"value", c.value}, {"stderr", c.std_error}});
-  auto points = [](const std::vector<PointEstimate>& ps) {
-    json arr = json::array();
-    for (const auto& p : ps)
-      arr.push_back({{"zeta", p.zeta}, {"n", p.n}, {"eps", p.eps}, {"value", p.value}, {"stderr", p.std_error}});
-    return arr;
-  };
-  json samples = json::array();
-  for (const auto& s : r.samples)
-    samples.push_back({{"matrix_size", s.matrix_size},
-                       {"kept", s.kept},
-                       {"cut", s.cut},
-                       {"trace", s.trace},
-                       {"largest", s.largest},
-                       {"most_negative", s.most_negative}});
-  int64_t cut = 0;
-  for (const auto& s : r.samples) cut += s.cut;
-  return {
-      {"schema_version", 1},
-      {"twosed_version", TWOSED_VERSION},
-      {"context", run_context()},
-      {"model", r.spec.text},
-      {"d", e.num_params},
-      {"M", e.num_param_samples},
-      {"N", r.num_inputs},
-      {"k", r.num_outputs},
-      {"task", r.fisher.task == Task::Classify ? "classify" : "regress"},
-      {"out_noise", r.fisher.task == Task::Regress ? json(r.fisher.out_noise) : json(nullptr)},
-      {"fisher", r.fisher.kind == FisherKind::Exact ? "exact" : "sampled"},
-      {"cover", e.cover == Cover::Box ? "box" : "ellipsoid"},
-      {"gram_side", r.side == GramSide::Samples ? "samples" : "parameters"},
-      {"data", r.data_description},
-      {"space", r.space_description},
-      {"seed", o.seed},
-      {"bootstrap", o.estimator.bootstrap},
-      {"mean_trace", e.mean_trace},
-      {"zero_cutoff", {{"relative", o.fisher.cutoff}, {"removed", cut}}},
-      {"curves", curves},
-      {"ed", points(e.ed)},
-      {"at_n", points(e.at_n)},
-      {"samples", samples},
-      {"seconds", r.seconds_total},
-  };
-}
-
 std::string to_csv(const MeasureResult& r) {
   std::string out = "kind,zeta,eps,n,value,stderr\n";
   for (const auto& c : r.estimate.curves)
@@ -333,18 +203,16 @@ std::string to_csv(const MeasureResult& r) {
   return out;
 }
 
-std::string to_table(const MeasureResult& r, const MeasureOptions& o, size_t breakdown) {
+std::string to_table(const MeasureResult& r, size_t breakdown) {
   const auto& e = r.estimate;
   std::string out;
   out += r.markov.enabled ? "twosed measure: Markov chain model, lower 2sED (layer by layer) and chain 2sED\n"
                           : "twosed measure: two-scale effective dimension (2sED)\n";
   out += fmt::format("  model   {}  (d = {} parameters, k = {} outputs{})\n", r.spec.text, e.num_params, r.num_outputs,
-                     r.spec.text.rfind("mlp:", 0) == 0 && o.spectra_in.empty()
-                         ? std::string(", ") + activation_name(o.model_options.activation)
-                         : "");
+                     r.spec.text.rfind("mlp:", 0) == 0 && !r.activation.empty() ? ", " + r.activation : "");
   out += fmt::format("  data    {}\n", r.data_description);
   out += fmt::format("  Theta   {}\n", r.space_description);
-  if (r.markov.enabled) return out + markov_table(r, o, breakdown);
+  if (r.markov.enabled) return out + markov_table(r, breakdown);
   const int64_t size = r.samples.empty() ? 0 : r.samples.front().matrix_size;
   out +=
       fmt::format("  Fisher  {} ({}), {} x {} {} matrix per sample, M = {} samples, N = {} inputs\n",
@@ -363,11 +231,11 @@ std::string to_table(const MeasureResult& r, const MeasureOptions& o, size_t bre
     eig += s.seconds_eigen;
   }
   out += fmt::format("  cutoff  {} eigenvalues <= {:g} x largest removed in all; {}..{} kept per sample\n", cut,
-                     o.fisher.cutoff, kept_min, kept_max);
+                     r.fisher.cutoff, kept_min, kept_max);
   out += fmt::format("  time    {:.2f} s (passes {:.2f} s, Gram {:.2f} s, eigen {:.2f} s)\n\n", r.seconds_total, fb,
                      gram, eig);
 
-  out += fmt::format("  d_zeta(eps) +- bootstrap standard error (B = {}, {} cover)\n", o.estimator.bootstrap,
+  out += fmt::format("  d_zeta(eps) +- bootstrap standard error (B = {}, {} cover)\n", r.estimator.bootstrap,
                      e.cover == Cover::Box ? "box" : "ellipsoid");
   out += fmt::format("  {:>10}", "eps");
   for (const auto& c : e.curves) out += fmt::format("  {:>24}", fmt::format("zeta = {:g}", c.zeta));

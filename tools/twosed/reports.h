@@ -6,22 +6,17 @@
 #include <string>
 
 #include "twosed/measure/measure.h"
+#include "twosed/measure/result_json.h"
 #include "twosed/store/results_store.h"
 #include "twosed/train/train.h"
 
 namespace twosed::cli {
 
-/// Where and when a result was made (date, host, threads).
-nlohmann::json run_context();
-
-/// A measurement as JSON (standard-model keys; add_markov_json adds the Markov ones).
-nlohmann::json to_json(const MeasureResult& r, const MeasureOptions& o);
-
 /// A standard-model measurement as CSV: kind,zeta,eps,n,value,stderr.
 std::string to_csv(const MeasureResult& r);
 
 /// A measurement as a human-readable table.
-std::string to_table(const MeasureResult& r, const MeasureOptions& o, size_t breakdown);
+std::string to_table(const MeasureResult& r, size_t breakdown);
 
 /// The extension of a --plot file name, "png" or "svg" (case-insensitive), checked before a long
 /// run rather than after it. Throws UsageError "--plot PATH: expected a .png or .svg file name"
@@ -34,14 +29,11 @@ void write_output(const std::string& text, const std::string& path);
 /// The grid index of eps nearest (in log scale) to `wanted`, or the grid's middle if wanted <= 0.
 size_t breakdown_index(const std::vector<double>& eps, double wanted);
 
-/// The Markov parts of the JSON (curves with lower/chain/layers, at_n, layers, markov, sample_traces).
-void add_markov_json(nlohmann::json& j, const MeasureResult& r);
-
 /// Markov results as CSV: kind,zeta,eps,n,layer,value,stderr.
 std::string markov_csv(const MeasureResult& r);
 
 /// Markov results as a human-readable table (header lines are the caller's).
-std::string markov_table(const MeasureResult& r, const MeasureOptions& o, size_t breakdown);
+std::string markov_table(const MeasureResult& r, size_t breakdown);
 
 /// --plot: the curves vs eps with standard-error bands; for Markov, the lower 2sED (and the
 /// chain 2sED) and the layer breakdown at eps[breakdown] as stacked bars.

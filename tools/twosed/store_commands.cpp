@@ -30,26 +30,21 @@ struct CurveFlags {
     cmd->add_option("--ed-n", ed_n, "Also the Abbas ED at these n (default: the run's)");
     cmd->add_option("--bootstrap", bootstrap, "Bootstrap resamples (default: the run's)");
   }
-  MeasureOptions options(const json& config) const {
-    MeasureOptions o;
-    auto& e = o.estimator;
-    e.eps = eps.empty() ? config.at("eps").get<std::vector<double>>() : parse_eps_grid(eps, "--eps");
-    e.zetas = zeta.empty() ? config.at("zetas").get<std::vector<double>>() : parse_double_list(zeta, "--zeta");
-    const std::string c = cover.empty() ? config.value("cover", "box") : cover;
-    if (c != "box" && c != "ellipsoid") throw UsageError(fmt::format("--cover {}: expected box or ellipsoid", c));
-    e.cover = c == "box" ? Cover::Box : Cover::Ellipsoid;
-    e.at_n = n.empty() ? config.value("at_n", std::vector<double>{}) : parse_double_list(n, "--n");
-    e.ed_n = ed_n.empty() ? config.value("ed_n", std::vector<double>{}) : parse_double_list(ed_n, "--ed-n");
-    e.bootstrap = bootstrap > 0 ? bootstrap : config.value("bootstrap", int64_t{1000});
+  // The run's own estimator options (runs.h reads them back), overridden by the flags given.
+  EstimatorOptions options(const ResultsStore& store, int64_t run) const {
+    EstimatorOptions e = stored_estimator_options(store, run);
+    if (!eps.empty()) e.eps = parse_eps_grid(eps, "--eps");
+    if (!zeta.empty()) e.zetas = parse_double_list(zeta, "--zeta");
+    if (!cover.empty()) {
+      if (cover != "box" && cover != "ellipsoid")
+        throw UsageError(fmt::format("--cover {}: expected box or ellipsoid", cover));
+      e.cover = cover == "box" ? Cover::Box : Cover::Ellipsoid;
+    }
+    if (!n.empty()) e.at_n = parse_double_list(n, "--n");
+    if (!ed_n.empty()) e.ed_n = parse_double_list(ed_n, "--ed-n");
+    if (bootstrap > 0) e.bootstrap = bootstrap;
     validate_estimator_options(e);
-    o.model = config.value("model", "");
-    o.model_options.activation = parse_activation(config.value("activation", "relu"), "activation");
-    o.model_options.bias = config.value("bias", true);
-    o.fisher.cutoff = config.value("cutoff", kZeroCutoff);
-    o.seed = config.value("seed", uint64_t{0});
-    o.markov = config.value("markov", false);
-    o.sigma = config.value("sigma", 0.0);
-    return o;
+    return e;
   }
 };
 
@@ -134,12 +129,10 @@ Runner add_show_command(CLI::App& app) {
     const auto info = store.run(p->run);
     if (info.kind == "measure") {
       const auto config = json::parse(info.config);
-      const auto o = p->curves.options(config);
-      const auto r = stored_measure(store, p->run, o.estimator);
+      const auto r = stored_measure(store, p->run, p->curves.options(store, p->run));
       const size_t b = breakdown_index(r.estimate.curves.front().eps, p->breakdown_eps);
       if (p->format == "json") {
-        auto j = to_json(r, o);
-        if (r.markov.enabled) add_markov_json(j, r);
+        auto j = result_json(r);
         j["run"] = info.id;
         j["status"] = info.status;
         j["config"] = config;
@@ -149,7 +142,7 @@ Runner add_show_command(CLI::App& app) {
       } else {
         write_output(
             fmt::format("run {} ({}, created {}, twosed {})\n", info.id, info.status, info.created, info.version) +
-                to_table(r, o, b),
+                to_table(r, b),
             p->out);
       }
       if (!p->plot.empty()) write_plot(r, p->plot, b);
@@ -206,13 +199,11 @@ Runner add_export_command(CLI::App& app) {
     }
     if (info.kind == "measure") {
       const auto config = json::parse(info.config);
-      const auto o = CurveFlags{}.options(config);
-      const auto r = stored_measure(store, p->run, o.estimator);
+      const auto r = stored_measure(store, p->run, stored_estimator_options(store, p->run));
       if (p->format == "csv") {
         write_output(r.markov.enabled ? markov_csv(r) : to_csv(r), p->out);
       } else {
-        auto j = to_json(r, o);
-        if (r.markov.enabled) add_markov_json(j, r);
+        auto j = result_json(r);
         j["run"] = info.id;
         j["status"] = info.status;
         j["config"] = config;

@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "reports.h"
 #include "twosed/error.h"
+#include "twosed/execution.h"
 #include "twosed/measure/measure.h"
 #include "twosed/study/study.h"
 
@@ -85,7 +86,7 @@ batch, epochs, seeds}, correlation {bootstrap, confidence, seed}.)");
       throw UsageError(fmt::format("--format {}: expected table, json or csv", p->format));
     if (!p->plot.empty()) plot_prefix(p->plot);  // a bad name fails before the study runs
     const auto cfg = parse_study(p->file);
-    set_num_threads(p->threads != 0 ? p->threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    ScopedThreads threads(p->threads != 0 ? p->threads : hardware_threads());
     ResultsStore store(p->db);
     StudyOptions so;
     so.resume = resume->count() > 0;

@@ -8,9 +8,10 @@
 
 #include "commands.h"
 #include "reports.h"
-#include "twosed/error.h"
-#include "twosed/measure/measure.h"
 #include "twosed/data/npy.h"
+#include "twosed/error.h"
+#include "twosed/execution.h"
+#include "twosed/measure/measure.h"
 #include "twosed/store/runs.h"
 
 namespace twosed::cli {
@@ -94,7 +95,7 @@ Runner add_train_command(CLI::App& app) {
         throw DataError(fmt::format("{}: a checkpoint of '{}', not of '{}'", p->init, ci.model, spec.text));
       t.initial_theta = std::move(arr.data);
     }
-    set_num_threads(p->threads != 0 ? p->threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    ScopedThreads threads(p->threads != 0 ? p->threads : hardware_threads());
     const bool show = !p->quiet && ::isatty(2);
     t.on_record = [show](const TrainingRecord& r) {
       if (!show || r.step >= 0) return;

@@ -1,5 +1,9 @@
-// One 2sED measurement end to end: model spec + data + parameter space -> Fisher spectra of
-// M parameter samples -> curves (what `twosed measure` runs). LibTorch-free interface.
+// A 2sED measurement described by strings and files, as `twosed measure` takes it: model spec,
+// data source, parameter space -> Fisher spectra of M parameter samples -> curves. This
+// interface is LibTorch-free; run_measure() loads what the strings name and hands it to the
+// engine (engine.h), which also takes in-memory networks, tensors and parameter matrices.
+// A MeasureResult carries what produced it (header, effective options), so reporters and the
+// store need nothing else.
 //
 // Example:
 //   MeasureOptions opts;
@@ -15,9 +19,10 @@
 #include <vector>
 
 #include "twosed/estimate/estimator.h"
+#include "twosed/execution.h"
+#include "twosed/fisher/statistical_model.h"
 #include "twosed/model/model_spec.h"
 #include "twosed/store/spectra_file.h"
-#include "twosed/fisher/statistical_model.h"
 
 namespace twosed {
 
@@ -113,6 +118,10 @@ struct MarkovReport {
 };
 
 struct MeasureResult {
+  SpectraHeader header;        ///< what produced the spectra: model, d, N, k, task, Fisher, seed, Markov layers
+  EstimatorOptions estimator;  ///< the effective estimator options (eps grid filled in; seed = the bootstrap's)
+  std::string activation;      ///< a spec string's activation, for reports ("" when not known)
+  bool recomputed = false;     ///< curves recomputed from stored spectra (a spectra file or the results store)
   ModelSpec spec;
   int64_t num_inputs = 0;             ///< N
   int64_t num_outputs = 0;            ///< k
@@ -128,21 +137,29 @@ struct MeasureResult {
   int64_t resumed_samples = 0;  ///< samples taken from MeasureOptions::completed, not computed
 };
 
-/// Runs the measurement. Throws UsageError (bad options/spec) or DataError (files, data that
-/// do not fit the model).
-MeasureResult run_measure(const MeasureOptions& opts);
+/// Runs the measurement: loads what the options name, then the engine (engine.h). Throws
+/// UsageError (bad options/spec) or DataError (files, data that do not fit the model).
+MeasureResult run_measure(const MeasureOptions& opts, const ExecutionContext& ctx = {});
 
-/// Curves from spectra kept by an earlier run (a spectra file or the results store), without
-/// the network: `header` describes the run, records[j].blocks hold sample j's spectra (Markov:
-/// one per layer, costs if known). `description` names where they came from (data line of the
-/// report). Throws DataError if there are no records or their blocks do not fit the header.
-MeasureResult measure_from_records(const SpectraHeader& header, const std::vector<SampleRecord>& records,
-                                   const EstimatorOptions& eopts, const std::string& description);
+/// Where a result's records came from: the report's data, Theta and noise lines.
+struct ResultSources {
+  std::string data, space, noise;
+  std::vector<int64_t> layer_units;  ///< Markov: blocks per layer (output units or channels), when known
+  std::string activation;            ///< for reports
+};
+
+/// The one place where a result is assembled from records, for a fresh run, a resumed run, the
+/// results store and spectra files alike: `header` describes the run, records (ascending index)
+/// hold each sample's spectra (Markov: one per layer, costs if known). Estimates use `eopts`
+/// as given (its seed seeds the bootstrap). Throws DataError if there are no records or their
+/// blocks do not fit the header.
+MeasureResult assemble_result(const SpectraHeader& header, const std::vector<SampleRecord>& records,
+                              const EstimatorOptions& eopts, const ResultSources& sources);
 
 /// What run_measure would do, without doing it: the layers and parameter counts, the side and
 /// size of the matrix diagonalised per sample, and the estimated peak memory per sample against
 /// this machine's (N taken from opts.num_inputs). Throws UsageError for a bad spec.
-std::string plan_measure(const MeasureOptions& opts);
+std::string plan_measure(const MeasureOptions& opts, const ExecutionContext& ctx = {});
 
 /// The data source used when none is given: Fashion-MNIST (Debian's dataset-fashion-mnist)
 /// when installed and the model takes 784 inputs, else synthetic blobs shaped for the model.
@@ -151,12 +168,4 @@ std::string default_data_source(const ModelSpec& spec);
 /// Where Debian's dataset-fashion-mnist package installs the data.
 constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
-}  // namespace twosed
-
-namespace twosed {
-/// Sets the threads for this process (T >= 1): OpenBLAS, which does the heavy work, gets T;
-/// LibTorch's own pool gets 1 (two spinning pools on the same cores slow each other down).
-void set_num_threads(int threads);
-/// The number of threads set by set_num_threads (OpenBLAS's).
-int num_threads();
 }  // namespace twosed

@@ -12,10 +12,10 @@
 #include <functional>
 #include <string>
 
+#include "twosed/data/training_data.h"
 #include "twosed/measure/measure.h"
 #include "twosed/store/results_store.h"
 #include "twosed/train/train.h"
-#include "twosed/data/training_data.h"
 
 namespace twosed {
 
@@ -53,9 +53,12 @@ RunInfo find_resumable(const ResultsStore& store, const std::string& kind, const
 /// run_measure with the run's header and every sample committed to `store` as soon as they
 /// exist. With ropts.resume the committed samples are taken back instead of recomputed. A
 /// failure marks the run failed (its samples stay) and rethrows. On success the run is marked
-/// done with result_json(result), or "{}" if that is empty.
+/// done with the result's JSON (result_json.h).
 RecordedMeasurement record_measure(ResultsStore& store, MeasureOptions opts, const RecordOptions& ropts,
-                                   const std::function<std::string(const MeasureResult&)>& result_json = {});
+                                   const ExecutionContext& ctx = {});
+
+/// The estimator options a stored measurement was made with (its configuration, read back).
+EstimatorOptions stored_estimator_options(const ResultsStore& store, int64_t run);
 
 /// A stored measurement's curves (finished or not) recomputed from its committed spectra with
 /// these estimator options. Throws DataError if the run is not a measurement or has no samples.

@@ -3,6 +3,7 @@
 // gradients, a block of output channels at a time to bound memory (spec section 7): for
 // example i and channel o, dW_o = sum_p b_{o,p} * patch_p(x_i), a batched matrix product of the
 // backpropagated map with the unfolded input.
+#include "linalg/linalg.h"
 #include "model/layers/layer.h"
 
 #include <algorithm>
@@ -80,8 +81,8 @@ class Conv2d final : public Layer {
     for (int64_t o0 = 0; o0 < spec_.out; o0 += oc) {
       const int64_t count = std::min(oc, spec_.out - o0);
       auto [w, b] = channel_grads(u, g_out, o0, count);
-      syrk_lower(w, gram);
-      if (spec_.bias) syrk_lower(b, gram);
+      linalg::syrk_lower(w, gram);
+      if (spec_.bias) linalg::syrk_lower(b, gram);
     }
   }
 };

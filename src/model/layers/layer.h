@@ -52,7 +52,7 @@ class Layer {
   /// Parametric layers: K += G G^T with G = per_example_grads(x, g_out), (N*R) x (N*R), without
   /// necessarily forming G (Kronecker form for Linear, output-channel chunks for Conv2d).
   /// Only the lower triangle (with the diagonal) of K is updated; the upper triangle is left as
-  /// is (see symmetrize_from_lower). `memory_budget` bounds the bytes of any temporary.
+  /// is (see linalg::symmetrize_from_lower). `memory_budget` bounds the bytes of any temporary.
   virtual void add_gram(const torch::Tensor& x, const torch::Tensor& g_out, torch::Tensor& gram,
                         int64_t memory_budget) const;
 
@@ -79,13 +79,6 @@ std::unique_ptr<Layer> make_layer(const LayerSpec& spec);
 std::unique_ptr<Layer> make_linear(const LayerSpec& spec);
 std::unique_ptr<Layer> make_conv2d(const LayerSpec& spec);
 std::unique_ptr<Layer> make_nonparametric(const LayerSpec& spec);
-
-/// C = alpha * A A^T + beta * C on the lower triangle of C (BLAS dsyrk: half the flops of
-/// A A^T); the upper triangle is not touched. A (m, n) and C (m, m) float64; C contiguous.
-void syrk_lower(const torch::Tensor& a, torch::Tensor& c, double alpha = 1.0, double beta = 1.0);
-
-/// tril(C) + tril(C, -1)^T: the symmetric matrix whose lower triangle is C's.
-torch::Tensor symmetrize_from_lower(const torch::Tensor& c);
 
 /// (N, R, rest...) -> (N*R, rest...) and back: rows of backpropagated quantities.
 inline torch::Tensor merge_rows(const torch::Tensor& g) {

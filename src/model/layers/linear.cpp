@@ -1,6 +1,7 @@
 // Linear layer y = W x + b (x flattened first), with the Kronecker Gram of spec section 7:
 // the per-example gradient of row (i,c) is b_ic (x) [x_i; 1], so
 // <g_ic, g_jc'> = <b_ic, b_jc'> * (<x_i, x_j> + 1).
+#include "linalg/linalg.h"
 #include "model/layers/layer.h"
 
 namespace twosed::layers {
@@ -53,7 +54,7 @@ class Linear final : public Layer {
     auto b = g_out.reshape({m, spec_.out});
     // B B^T into an uninitialised buffer (beta = 0): only its lower triangle is written and read.
     auto bb = torch::empty({m, m}, b.options());
-    syrk_lower(b, bb, 1.0, 0.0);
+    linalg::syrk_lower(b, bb, 1.0, 0.0);
     // K[(i,c),(j,c')] += (B B^T)[(i,c),(j,c')] * (A A^T)[i,j] on the lower triangle, in one pass:
     // half the memory traffic of a broadcast addcmul over the whole matrix, which dominated the
     // Gram stage of narrow layers.

@@ -1,0 +1,134 @@
+#include "linalg/linalg.h"
+
+#include <cblas.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <limits>
+#include <thread>
+
+#include "twosed/error.h"
+#include "twosed/execution.h"
+
+extern "C" {
+void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w, double* work,
+             const int* lwork, int* iwork, const int* liwork, int* info);
+void openblas_set_num_threads(int);
+int openblas_get_num_threads();
+}
+
+namespace twosed::linalg {
+
+GramSide choose_side(GramSide requested, int64_t sample_rows, int64_t params) {
+  if (requested != GramSide::Auto) return requested;
+  return sample_rows <= params ? GramSide::Samples : GramSide::Parameters;
+}
+
+std::vector<double> symmetric_eigenvalues(double* a, int64_t m, char uplo) {
+  std::vector<double> w(static_cast<size_t>(m));
+  if (m == 0) return w;
+  if (m > std::numeric_limits<int>::max()) throw DataError(fmt::format("a {}x{} matrix is too large for LAPACK", m, m));
+  const int n = static_cast<int>(m);
+  // Eigenvalues only. The workspace is queried: with the minimal one (2n + 1) dsytrd runs its
+  // unblocked level-2 code, several times slower on the 900 x 900 Gram matrices of N = 100.
+  int lwork = -1, liwork = -1, iwork_size = 0, info = 0;
+  double work_size = 0;
+  dsyevd_("N", &uplo, &n, a, &n, w.data(), &work_size, &lwork, &iwork_size, &liwork, &info);
+  lwork = std::max(2 * n + 1, static_cast<int>(work_size));
+  liwork = std::max(1, iwork_size);
+  std::vector<double> work(static_cast<size_t>(lwork));
+  std::vector<int> iwork(static_cast<size_t>(liwork));
+  if (info == 0) dsyevd_("N", &uplo, &n, a, &n, w.data(), work.data(), &lwork, iwork.data(), &liwork, &info);
+  if (info != 0)
+    throw DataError(fmt::format(
+        "the eigen-solver (LAPACK dsyevd) did not converge on a {}x{} matrix (info = {}): its entries are too large or "
+        "too small for float64 (inputs or parameters far outside the usual range?)",
+        m, m, info));
+  return w;
+}
+
+CutSpectrum zero_cutoff(const std::vector<double>& ascending, double cutoff) {
+  CutSpectrum out;
+  if (ascending.empty()) return out;
+  out.largest = ascending.back();
+  out.most_negative = std::min(0.0, ascending.front());
+  // Spec section 5: eigenvalues <= cutoff * largest (and negative round-off) are exact zeros.
+  const double threshold = cutoff * std::max(out.largest, 0.0);
+  for (double e : ascending)
+    if (e > threshold && e > 0) out.kept.push_back(e);
+  out.cut = static_cast<int64_t>(ascending.size() - out.kept.size());
+  return out;
+}
+
+CutSpectrum symmetric_spectrum(const torch::Tensor& lower, double cutoff) {
+  TORCH_CHECK(lower.dim() == 2 && lower.size(0) == lower.size(1) && lower.scalar_type() == torch::kFloat64,
+              "symmetric_spectrum: a square float64 matrix");
+  // Row-major A^T is column-major A.
+  auto a = lower.t().contiguous();
+  return zero_cutoff(symmetric_eigenvalues(a.data_ptr<double>(), a.size(0), 'L'), cutoff);
+}
+
+void syrk_lower(const torch::Tensor& a, torch::Tensor& c, double alpha, double beta) {
+  TORCH_CHECK(a.scalar_type() == torch::kFloat64 && c.scalar_type() == torch::kFloat64, "syrk_lower: float64 only");
+  TORCH_CHECK(c.is_contiguous() && c.dim() == 2 && c.size(0) == c.size(1) && a.size(0) == c.size(0),
+              "syrk_lower: shape mismatch");
+  const auto ac = a.contiguous();
+  TORCH_CHECK(ac.size(1) > 0, "syrk_lower: A has no columns");
+  if (ac.size(0) == 0) return;
+  syrk_lower(ac.data_ptr<double>(), ac.size(0), ac.size(1), false, alpha, beta, c.data_ptr<double>());
+}
+
+void syrk_lower(const double* a, int64_t m, int64_t k, bool trans, double alpha, double beta, double* c) {
+  const int mi = static_cast<int>(m), ki = static_cast<int>(k);
+  // Row-major lower triangle of C = column-major upper triangle of C^T.
+  cblas_dsyrk(CblasRowMajor, CblasLower, trans ? CblasTrans : CblasNoTrans, mi, ki, alpha, a, trans ? mi : ki, beta, c,
+              mi);
+}
+
+torch::Tensor symmetrize_from_lower(const torch::Tensor& c) {
+  return torch::tril(c) + torch::tril(c, -1).t();
+}
+
+int blas_threads() {
+  return openblas_get_num_threads();
+}
+void set_blas_threads(int threads) {
+  openblas_set_num_threads(threads);
+}
+
+SingleThreadedBlas::SingleThreadedBlas() : saved_(blas_threads()) {
+  set_blas_threads(1);
+}
+SingleThreadedBlas::~SingleThreadedBlas() {
+  set_blas_threads(saved_);
+}
+
+}  // namespace twosed::linalg
+
+namespace twosed {
+
+int current_threads() {
+  return linalg::blas_threads();
+}
+
+int hardware_threads() {
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+ScopedThreads::ScopedThreads(int threads) {
+  if (threads == 0) return;
+  if (threads < 0) throw OptionError("ExecutionContext.threads", fmt::format("must be >= 1, got {}", threads));
+  saved_blas_ = linalg::blas_threads();
+  saved_torch_ = torch::get_num_threads();
+  torch::set_num_threads(1);
+  linalg::set_blas_threads(threads);
+  active_ = true;
+}
+
+ScopedThreads::~ScopedThreads() {
+  if (!active_) return;
+  linalg::set_blas_threads(saved_blas_);
+  torch::set_num_threads(saved_torch_);
+}
+
+}  // namespace twosed
