@@ -20,8 +20,8 @@ namespace twosed {
 namespace {
 
 // Bounds on one line, so that a file without newlines (/dev/zero, a binary file given by
-// mistake) or a line of separators fails with a message rather than exhausting memory:
-// 16 MiB is 100,000 columns of full-precision numbers; each field costs at least 32 bytes.
+// mistake) or a line of separators fails with a message rather than exhausting memory.
+// 16 MiB holds some 700,000 full-precision numbers; each field costs at least 32 bytes held.
 constexpr size_t kMaxLineBytes = size_t{16} << 20;
 constexpr size_t kMaxFields = 1000000;
 
