@@ -1,13 +1,22 @@
 // Tests of the data loaders and helpers (include/twosed/data.h).
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -42,6 +51,60 @@ void write_gz(const std::string& path, const std::string& bytes) {
   ASSERT_NE(f, nullptr);
   ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
   ASSERT_EQ(gzclose(f), Z_OK);
+}
+
+// Writes `bytes` and then `zeros` zero bytes, gzip-compressed, a piece at a time, so that the
+// test itself holds no large buffer (its peak memory is measured).
+void write_gz_padded(const std::string& path, const std::string& bytes, size_t zeros) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
+  const std::vector<char> block(size_t{1} << 20, '\0');
+  for (size_t done = 0; done < zeros;) {
+    const unsigned k = static_cast<unsigned>(std::min(block.size(), zeros - done));
+    ASSERT_EQ(gzwrite(f, block.data(), k), static_cast<int>(k));
+    done += k;
+  }
+  ASSERT_EQ(gzclose(f), Z_OK);
+}
+
+// Serves `bytes` to one reader through a named pipe: a stream whose size the reader cannot
+// know in advance (as a pipe or a device on the command line). A reader that stops early
+// makes the writes fail with EPIPE (SIGPIPE is ignored), which ends the writer.
+class FifoFeed {
+ public:
+  FifoFeed(const std::string& path, std::string bytes) {
+    std::signal(SIGPIPE, SIG_IGN);
+    ::unlink(path.c_str());
+    if (::mkfifo(path.c_str(), 0600) != 0) throw std::runtime_error("mkfifo " + path);
+    writer_ = std::thread([path, bytes = std::move(bytes)] {
+      const int fd = ::open(path.c_str(), O_WRONLY);  // blocks until the reader opens it
+      if (fd < 0) return;
+      for (size_t off = 0; off < bytes.size();) {
+        const ssize_t w = ::write(fd, bytes.data() + off, bytes.size() - off);
+        if (w <= 0) break;
+        off += static_cast<size_t>(w);
+      }
+      ::close(fd);
+    });
+  }
+  FifoFeed(const FifoFeed&) = delete;
+  FifoFeed& operator=(const FifoFeed&) = delete;
+  ~FifoFeed() { writer_.join(); }
+
+ private:
+  std::thread writer_;
+};
+
+// The peak resident set size of this process so far, in bytes.
+int64_t peak_rss_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 template <class E, class F>
@@ -344,6 +407,110 @@ TEST(IdxErrors, Files) {
   expect_data_error([&] { twosed::load_idx(dir + "/cut.gz", ""); }, {dir + "/cut.gz"});
 }
 
+// Regression: a 1 MB .gz holding a valid IDX file and then 1 GiB of zeros was inflated in full
+// (2.25 GB of memory) before its size was compared with the header. The reader now stops one
+// byte past what the header declares.
+TEST(IdxStreaming, GzipBombStopsOneBytePastTheDeclaredData) {
+  const std::string dir = temp_dir("idx_bomb");
+  const std::string images = dir + "/bomb-images.gz", labels = dir + "/bomb-labels.gz";
+  write_gz_padded(images, idx_images(20, 4, 4), size_t{64} << 20);
+  write_gz_padded(labels, idx_labels(std::string(20, '\x01')), size_t{64} << 20);
+  ASSERT_LT(std::filesystem::file_size(images), 1u << 20);  // tiny compressed, 64 MiB inflated
+
+  const int64_t rss0 = peak_rss_bytes();
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_data_error([&] { twosed::load_idx(images, ""); },
+                    {images + ": unexpected bytes after the data (header says 20 images of 4x4)"});
+  expect_data_error([&] { twosed::load_idx_subset(images, "", 5, 1); },
+                    {images + ": unexpected bytes after the data (header says 20 images of 4x4)"});
+  write_gz(dir + "/images.gz", idx_images(20, 4, 4));
+  expect_data_error([&] { twosed::load_idx(dir + "/images.gz", labels); },
+                    {labels + ": unexpected bytes after the data (header says 20 labels)"});
+  EXPECT_LT(seconds_since(t0), 2.0);
+  // The old reader held the whole 64 MiB (and more while its buffer grew).
+  EXPECT_LT(peak_rss_bytes() - rss0, int64_t{32} << 20);
+
+  // Without the padding the same files load.
+  write_gz(dir + "/labels.gz", idx_labels(std::string(20, '\x01')));
+  const Dataset d = twosed::load_idx(dir + "/images.gz", dir + "/labels.gz");
+  EXPECT_EQ(d.size(), 20);
+  EXPECT_EQ(d.sample_shape, (std::vector<int64_t>{1, 4, 4}));
+}
+
+TEST(IdxStreaming, GzipHeaderIsCheckedBeforeTheData) {
+  const std::string dir = temp_dir("idx_gz_header");
+  // Fewer pixels than declared: the count of what was there, as for raw files.
+  const std::string img = idx_images(3, 2, 3);
+  write_gz(dir + "/short.gz", img.substr(0, img.size() - 1));
+  expect_data_error([&] { twosed::load_idx(dir + "/short.gz", ""); },
+                    {dir + "/short.gz: truncated: header says 3 images of 2x3, file holds 17 pixel bytes"});
+  // A declared size beyond the cap fails at the header, before anything is read or allocated.
+  write_gz(dir + "/huge.gz", be32(0x803) + be32(0xffffffff) + be32(0xffff) + be32(0xffff) + "abc");
+  expect_data_error([&] { twosed::load_idx(dir + "/huge.gz", ""); },
+                    {dir + "/huge.gz: header says 4294967295 images of 65535x65535, more than the limit of "
+                           "2147483648 pixel bytes"});
+  write_gz(dir + "/lab.gz", be32(0x801) + be32(0xffffffff) + "abc");
+  write_gz(dir + "/img.gz", img);
+  expect_data_error([&] { twosed::load_idx(dir + "/img.gz", dir + "/lab.gz"); },
+                    {dir + "/lab.gz: header says 4294967295 labels, more than the limit of 2147483648"});
+  // A gzip stream cut inside the header: zlib's error, naming the file.
+  std::ifstream in(dir + "/img.gz", std::ios::binary);
+  const std::string gz((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  write_bytes(dir + "/cut.gz", gz.substr(0, 12));
+  expect_data_error([&] { twosed::load_idx(dir + "/cut.gz", ""); }, {dir + "/cut.gz: "});
+}
+
+TEST(IdxStreaming, RawFilesAreCheckedAgainstTheirSize) {
+  const std::string dir = temp_dir("idx_raw_size");
+  write_bytes(dir + "/img", idx_images() + "xyz");
+  expect_data_error([&] { twosed::load_idx(dir + "/img", ""); },
+                    {dir + "/img: 3 unexpected bytes after the data (header says 3 images of 2x3)"});
+  write_bytes(dir + "/img", idx_images());
+  write_bytes(dir + "/lab", idx_labels() + "z");
+  expect_data_error([&] { twosed::load_idx(dir + "/img", dir + "/lab"); },
+                    {dir + "/lab: 1 unexpected bytes after the data (header says 3 labels)"});
+  // Huge declared counts in a small raw file: truncated, as before.
+  write_bytes(dir + "/huge", be32(0x803) + be32(0xffffffff) + be32(0xffffffff) + be32(0xffffffff) + "abc");
+  expect_data_error([&] { twosed::load_idx(dir + "/huge", ""); },
+                    {dir + "/huge: truncated: header says 4294967295 images of 4294967295x4294967295, file holds 3 "
+                           "pixel bytes"});
+}
+
+// Regression: --data idx:/dev/zero,/dev/zero grew to 16.9 GB before failing. Its magic number
+// is 0, refused after 16 bytes.
+TEST(IdxStreaming, DevZeroFailsAtTheMagicNumber) {
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_data_error([] { twosed::load_idx("/dev/zero", "/dev/zero"); },
+                    {"/dev/zero: bad magic number 0x00000000 (expected 0x00000803 for an IDX image file)"});
+  expect_data_error([] { twosed::load_idx_subset("/dev/zero", "", 10, 1); }, {"/dev/zero: bad magic number"});
+  const std::string dir = temp_dir("idx_dev_zero");
+  write_bytes(dir + "/img", idx_images());
+  expect_data_error([&] { twosed::load_idx(dir + "/img", "/dev/zero"); },
+                    {"/dev/zero: bad magic number 0x00000000 (expected 0x00000801 for an IDX label file)"});
+  EXPECT_LT(seconds_since(t0), 2.0);
+}
+
+// A stream of unknown size (a named pipe): read to the declared size, then one byte more.
+TEST(IdxStreaming, PipesAreReadToTheDeclaredSize) {
+  const std::string dir = temp_dir("idx_fifo");
+  const std::string fifo = dir + "/pipe";
+  {
+    FifoFeed feed(fifo, idx_images());
+    check_tiny(twosed::load_idx(fifo, ""), false);
+  }
+  {
+    FifoFeed feed(fifo, idx_images() + std::string(size_t{8} << 20, 'x'));
+    expect_data_error([&] { twosed::load_idx(fifo, ""); },
+                      {fifo + ": unexpected bytes after the data (header says 3 images of 2x3)"});
+  }
+  {
+    const std::string img = idx_images();
+    FifoFeed feed(fifo, img.substr(0, img.size() - 1));
+    expect_data_error([&] { twosed::load_idx(fifo, ""); },
+                      {fifo + ": truncated: header says 3 images of 2x3, file holds 17 pixel bytes"});
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Synthetic blobs, subsets, standardisation, finiteness
 
@@ -439,6 +606,66 @@ TEST(Standardize, ZScoresAndConstantColumns) {
   }
   for (int i = 0; i < 4; ++i) EXPECT_EQ(d.x[i * 3 + 1], 0.0);
   EXPECT_NEAR(d.x[0], -1.5 / std::sqrt(1.25), 1e-12);
+}
+
+// Regression: a column of +-1e200 standardised to zeros (its variance overflowed to inf), and
+// the 2sED then matched that of an all-zero column. The moments are now taken of the column
+// scaled by a power of two; the z-scores are those of the same column at ordinary scale.
+TEST(Standardize, HugeAndTinyColumnsGiveTheZScoresOfTheScaledColumn) {
+  const std::vector<double> base = {1, -1, 3, -2, 0.5, 1};
+  for (const double scale : {1e200, 1e300, -1e300, 1e-300, 4.9e-320}) {
+    Dataset big, plain;
+    big.sample_shape = plain.sample_shape = {2};
+    for (double b : base) {
+      big.x.push_back(b * scale);
+      big.x.push_back(b);
+      plain.x.push_back(b);
+      plain.x.push_back(b);
+    }
+    twosed::standardize(big);
+    twosed::standardize(plain);
+    double sum = 0;
+    for (size_t i = 0; i < base.size(); ++i) {
+      ASSERT_TRUE(std::isfinite(big.x[2 * i])) << "scale " << scale;
+      EXPECT_NEAR(big.x[2 * i], (scale > 0 ? 1 : -1) * plain.x[2 * i], 1e-12) << "scale " << scale << " row " << i;
+      EXPECT_EQ(big.x[2 * i + 1], plain.x[2 * i + 1]);
+      sum += big.x[2 * i] * big.x[2 * i];
+    }
+    EXPECT_NEAR(sum / static_cast<double>(base.size()), 1.0, 1e-12) << "scale " << scale;
+  }
+  // A mix: values of 1e-300 next to +-1e200 are negligible, as they are next to +-1.
+  Dataset mixed, plain;
+  mixed.sample_shape = plain.sample_shape = {1};
+  mixed.x = {1e200, -1e200, 1e-300, -1e-300, 0, 1e200};
+  plain.x = {1, -1, 0, 0, 0, 1};
+  twosed::standardize(mixed);
+  twosed::standardize(plain);
+  for (size_t i = 0; i < plain.x.size(); ++i) EXPECT_NEAR(mixed.x[i], plain.x[i], 1e-12) << i;
+}
+
+TEST(Standardize, OrdinaryColumnsAreUnchangedByTheScaling) {
+  // A power-of-two scale is exact: the z-scores are bit for bit those of the plain formula.
+  Dataset d;
+  d.sample_shape = {1};
+  d.x = {0.1, 0.7, -3.3, 12.25, 5.0, 1e-3};
+  const std::vector<double> x = d.x;
+  double mean = 0, ss = 0;
+  for (double v : x) mean += v;
+  mean /= static_cast<double>(x.size());
+  for (double v : x) ss += (v - mean) * (v - mean);
+  const double sd = std::sqrt(ss / static_cast<double>(x.size()));
+  twosed::standardize(d);
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(d.x[i], (x[i] - mean) / sd) << i;
+}
+
+TEST(Standardize, NonFiniteStatisticsNameTheColumn) {
+  Dataset d;
+  d.sample_shape = {2};
+  d.source = "t.csv";
+  d.x = {1, 2, 3, std::numeric_limits<double>::infinity(), 5, 6};
+  expect_data_error([&] { twosed::standardize(d); }, {"t.csv: feature 1: cannot standardise"});
+  d.x = {1, 2, 3, std::nan(""), 5, 6};
+  expect_data_error([&] { twosed::standardize(d); }, {"t.csv: feature 1: cannot standardise"});
 }
 
 TEST(CheckFinite, NamesExampleAndFeature) {
@@ -647,4 +874,44 @@ TEST(Covertype, ShapedLikeCovertypeAndDeterministic) {
   std::sort(count.begin(), count.end());
   EXPECT_GT(count[6] + count[5], 3000 / 2);
   EXPECT_GT(count[0], 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV limits (last in this file: these allocate tens of MB, after the IDX memory checks)
+
+// Regression: --data csv:/dev/zero ended in std::bad_alloc. /dev/zero has no newline: the
+// reader stops at the line cap.
+TEST(CsvLimits, DevZeroStopsAtTheLineCap) {
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_data_error([] { twosed::load_csv("/dev/zero"); }, {"/dev/zero:1: line longer than 16777216 bytes"});
+  EXPECT_LT(seconds_since(t0), 5.0);
+}
+
+TEST(CsvLimits, LongLinesAndManyFields) {
+  const size_t cap = size_t{16} << 20;
+  // A line of exactly the cap is read; one byte more is refused, by number, in files and in memory.
+  const std::string at_cap = std::string(cap - 1, '0') + "1";
+  CsvOptions no_labels;
+  no_labels.has_labels = false;
+  const Dataset ok = twosed::parse_csv("x\n" + at_cap + "\n", "t.csv", no_labels);
+  EXPECT_EQ(ok.x, (std::vector<double>{1.0}));
+  expect_data_error([&] { twosed::parse_csv("x\n1\n\n" + at_cap + "2\n", "t.csv", no_labels); },
+                    {"t.csv:4: line longer than 16777216 bytes"});
+  const std::string dir = temp_dir("csv_long");
+  write_bytes(dir + "/ok.csv", "x\n" + at_cap + "\n");
+  EXPECT_EQ(twosed::load_csv(dir + "/ok.csv", no_labels).x, (std::vector<double>{1.0}));
+  write_bytes(dir + "/long.csv", "x\n1\n\n" + at_cap + "2\n5\n");
+  expect_data_error([&] { twosed::load_csv(dir + "/long.csv", no_labels); },
+                    {dir + "/long.csv:4: line longer than 16777216 bytes"});
+  // The byte-order mark does not count towards the first line.
+  write_bytes(dir + "/bom.csv", "\xEF\xBB\xBF" + at_cap + "\n");
+  EXPECT_EQ(twosed::load_csv(dir + "/bom.csv", no_labels).x, (std::vector<double>{1.0}));
+
+  // At most 1,000,000 fields in a line.
+  std::string fields = "0";
+  for (int i = 1; i < 1000000; ++i) fields += ",0";
+  EXPECT_EQ(twosed::parse_csv(fields + "\n", "t.csv").num_features(), 999999);
+  expect_data_error([&] { twosed::parse_csv(fields + ",0\n", "t.csv"); }, {"t.csv:1: more than 1000000 fields"});
+  expect_data_error([&] { twosed::parse_csv("a,b\n" + std::string(cap, ','), "t.csv"); },
+                    {"t.csv:2: more than 1000000 fields"});
 }

@@ -3,15 +3,18 @@
 // Each test starts from valid inputs, applies random mutations (bit flips, byte inserts and
 // deletes, truncation, duplicated chunks, random header numbers) and checks that the parser
 // either succeeds with a self-consistent result or throws twosed::DataError /
-// twosed::UsageError: never another exception type, never a crash (run under
-// -fsanitize=address,undefined to catch memory errors). Seeds and iteration counts are fixed,
-// so a failure reproduces exactly; the failing input is printed as a C string literal ready to
-// be pasted into a TEST(FuzzRegression, ...) case below.
+// twosed::UsageError: never another exception type (std::bad_alloc included: gzip streams
+// that inflate past their header and lines past the CSV caps must fail as DataError), never a
+// crash (run under -fsanitize=address,undefined to catch memory errors). Seeds and iteration
+// counts are fixed, so a failure reproduces exactly; the failing input is printed as a C
+// string literal ready to be pasted into a TEST(FuzzRegression, ...) case below.
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <string>
@@ -19,11 +22,12 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include "twosed/data/data.h"
+#include "twosed/data/npy.h"
 #include "twosed/error.h"
 #include "twosed/model/model_spec.h"
-#include "twosed/data/npy.h"
 #include "twosed/random.h"
 
 namespace {
@@ -371,6 +375,143 @@ TEST(FuzzParsers, IdxMutations) {
     const std::string img = which != 1 ? m.mutate(images) : images;
     const std::string lab = which == 3 ? std::string() : which != 0 ? m.mutate(labels) : labels;
     run_guarded([&] { check_idx(img, lab); }, "parse_idx", img + "|" + lab, tally);
+  }
+  expect_both_outcomes(tally);
+}
+
+// ---------------------------------------------------------------------------------------------
+// IDX files through zlib: random, truncated and padded gzip streams around a valid IDX file
+
+// `bytes` as a gzip stream (as gzip(1) writes it), made in memory.
+std::string gzip(const std::string& bytes) {
+  z_stream z{};
+  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return {};
+  std::string out(deflateBound(&z, bytes.size()), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
+  z.avail_in = static_cast<uInt>(bytes.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  const int rc = deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return rc == Z_STREAM_END ? out : std::string();
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  // Removed first: ext4 flushes a file truncated and rewritten in place on close (auto_da_alloc),
+  // which made each input cost milliseconds of waiting.
+  std::filesystem::remove(path);
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+void check_idx_dataset(const twosed::Dataset& d, bool labels) {
+  ASSERT_EQ(d.sample_shape.size(), 3u);
+  EXPECT_EQ(static_cast<int64_t>(d.x.size()), d.size() * d.num_features());
+  for (double v : d.x) EXPECT_TRUE(v >= 0.0 && v <= 1.0);
+  if (labels) {
+    EXPECT_EQ(static_cast<int64_t>(d.labels.size()), d.size());
+    for (int64_t l : d.labels) EXPECT_TRUE(l >= 0 && l < d.num_classes);
+  }
+}
+
+TEST(FuzzParsers, IdxGzipStreams) {
+  std::string images = be32(0x803) + be32(6) + be32(3) + be32(2);
+  for (int i = 0; i < 36; ++i) images += static_cast<char>(i * 7);
+  const std::string labels = be32(0x801) + be32(6) + std::string("\x03\x00\x01\x02\x01\x00", 6);
+  const std::string gz_images = gzip(images), gz_labels = gzip(labels);
+  ASSERT_FALSE(gz_images.empty());
+  const std::string dir = ::testing::TempDir() + "twosed_fuzz_idx_gz";
+  std::filesystem::create_directories(dir);
+  const std::string img_path = dir + "/images.gz", lab_path = dir + "/labels.gz";
+  write_file(img_path, gz_images);
+  write_file(lab_path, gz_labels);
+  check_idx_dataset(twosed::load_idx(img_path, lab_path), true);
+
+  // Each input is written to a file (the gzip layer is in the file reader), so fewer of them.
+  const int n = std::max(kIterations / 20, 200);
+  Mutator m(707);
+  Tally tally;
+  for (int it = 0; it < n && tally.failed < 5; ++it) {
+    std::string img;
+    switch (m.below(6)) {
+      case 0:  // a corrupted gzip stream
+        img = m.mutate(gz_images);
+        break;
+      case 1:  // a gzip stream cut short
+        img = gz_images.substr(0, m.below(gz_images.size() + 1));
+        break;
+      case 2:  // random bytes behind a gzip magic
+        img = m.below(2) ? "\x1f\x8b\x08" : "\x1f\x8b";
+        for (uint64_t k = m.below(200); k > 0; --k) img += static_cast<char>(m.below(256));
+        break;
+      case 3:  // a valid stream of a corrupted file: the header checks behind zlib
+        img = gzip(m.mutate(images));
+        break;
+      case 4:  // trailing data: zeros (a small gzip bomb) or junk, inside the stream
+        img = gzip(images + (m.below(2) ? std::string(m.below(1 << 16), '\0') : m.mutate(images)));
+        break;
+      default:  // two members, or junk after a valid member
+        img = gz_images + (m.below(2) ? gz_images : m.mutate(gz_images));
+        break;
+    }
+    const bool with_labels = m.below(2);
+    const std::string lab = with_labels && m.below(3) == 0 ? gzip(m.mutate(labels)) : gz_labels;
+    write_file(img_path, img);
+    write_file(lab_path, lab);
+    run_guarded(
+        [&] {
+          if (m.below(4) == 0) {
+            check_idx_dataset(twosed::load_idx_subset(img_path, with_labels ? lab_path : "", 3, it), with_labels);
+          } else {
+            check_idx_dataset(twosed::load_idx(img_path, with_labels ? lab_path : ""), with_labels);
+          }
+        },
+        "load_idx (gzip)", img, tally);
+  }
+  expect_both_outcomes(tally);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV lines of extreme length: around the 16 MiB line cap and the 1,000,000-field cap
+
+TEST(FuzzParsers, CsvExtremeLines) {
+  const size_t cap = size_t{16} << 20;
+  static const char alphabet[] = "0123456789,.-+e \"\t;\r";
+  twosed::CsvOptions no_labels;
+  no_labels.has_labels = false;
+  Mutator m(808);
+  Tally tally;
+  for (int it = 0; it < 8 && tally.failed < 5; ++it) {
+    const size_t len = cap - 2 + m.below(5);  // cap-2 .. cap+2
+    std::string line;
+    line.reserve(len);
+    switch (it % 4) {
+      case 0:  // one long number
+        line.assign(len, '0');
+        line.back() = '7';
+        break;
+      case 1:  // random characters: many short fields
+        for (size_t i = 0; i < len; ++i) line += alphabet[m.below(sizeof alphabet - 1)];
+        break;
+      case 2:  // fields of one digit, up to about 8 million of them
+        while (line.size() + 2 <= len) line += "1,";
+        line.resize(len, '1');
+        break;
+      default:  // one quoted field, sometimes unterminated
+        line = "\"" + std::string(len - 2, '5') + (m.below(2) ? "\"" : "5");
+        break;
+    }
+    const std::string text = "x\n" + line + "\n" + (m.below(2) ? "1\n" : "");
+    run_guarded([&] { check_csv(text, no_labels); }, "parse_csv (long line)", text.substr(0, 64), tally);
+  }
+  // Lines around the field cap.
+  for (const int fields : {999999, 1000000, 1000001}) {
+    const std::string field = m.below(2) ? ",1" : ";2";
+    std::string line = "0";
+    for (int i = 1; i < fields; ++i) line += field;
+    const std::string text = line + "\n";
+    run_guarded([&] { check_csv(text, twosed::CsvOptions{}); }, "parse_csv (many fields)", text.substr(0, 64), tally);
   }
   expect_both_outcomes(tally);
 }

@@ -1,18 +1,27 @@
 // Tests of the .npy reader and writer (include/twosed/npy.h).
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
-#include "twosed/error.h"
 #include "twosed/data/npy.h"
+#include "twosed/error.h"
 
 namespace {
 
@@ -280,6 +289,104 @@ TEST(NpyErrors, WriteShapeMismatchAndUnwritablePath) {
   expect_data_error([&] { twosed::write_npy(path, {-1}, {}); }, {path, "negative dimension"});
   const std::string bad = temp_path("no_such_dir/x.npy");
   expect_data_error([&] { twosed::write_npy(bad, {1}, {1}); }, {bad, "cannot open file for writing"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounded reads: the magic and the header are checked before the data is read, and a stream
+// is never read past what its header declares.
+
+// Serves `bytes` to one reader through a named pipe, a stream of unknown size. A reader that
+// stops early makes the writes fail with EPIPE (SIGPIPE is ignored), which ends the writer.
+class FifoFeed {
+ public:
+  FifoFeed(const std::string& path, std::string bytes) {
+    std::signal(SIGPIPE, SIG_IGN);
+    ::unlink(path.c_str());
+    if (::mkfifo(path.c_str(), 0600) != 0) throw std::runtime_error("mkfifo " + path);
+    writer_ = std::thread([path, bytes = std::move(bytes)] {
+      const int fd = ::open(path.c_str(), O_WRONLY);  // blocks until the reader opens it
+      if (fd < 0) return;
+      for (size_t off = 0; off < bytes.size();) {
+        const ssize_t w = ::write(fd, bytes.data() + off, bytes.size() - off);
+        if (w <= 0) break;
+        off += static_cast<size_t>(w);
+      }
+      ::close(fd);
+    });
+  }
+  FifoFeed(const FifoFeed&) = delete;
+  FifoFeed& operator=(const FifoFeed&) = delete;
+  ~FifoFeed() { writer_.join(); }
+
+ private:
+  std::thread writer_;
+};
+
+int64_t peak_rss_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+// Regression: --inputs-file /dev/zero read 2.2 GB before "bad magic".
+TEST(NpyBounded, DevZeroFailsAtTheMagic) {
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_data_error([] { twosed::read_npy("/dev/zero"); },
+                    {"/dev/zero: not a .npy file (bad magic; expected \\x93NUMPY)"});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
+}
+
+TEST(NpyBounded, HeaderLengthIsCapped) {
+  // A version 1.0 header may use all of its 16-bit length; 2.0 and 3.0 up to 65536 bytes.
+  const std::string dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }";
+  const auto padded = [&](size_t len) { return dict + std::string(len - dict.size() - 1, ' ') + "\n"; };
+  EXPECT_EQ(twosed::parse_npy(make_npy(1, padded(65535), f8_bytes({4})), "x.npy").data, (std::vector<double>{4}));
+  EXPECT_EQ(twosed::parse_npy(make_npy(2, padded(65536), f8_bytes({4})), "x.npy").data, (std::vector<double>{4}));
+  expect_data_error([&] { twosed::parse_npy(make_npy(2, padded(65537), f8_bytes({4})), "x.npy"); },
+                    {"x.npy: header length 65537 bytes is more than the limit of 65536"});
+  // In a file too, before the header is read.
+  const std::string path = temp_path("long_header.npy");
+  write_bytes(path, make_npy(3, padded(1 << 20), f8_bytes({4})));
+  expect_data_error([&] { twosed::read_npy(path); }, {path + ": header length 1048576 bytes is more than the limit"});
+}
+
+TEST(NpyBounded, DeclaredSizeIsCheckedAgainstTheFileBeforeAllocating) {
+  const std::string path = temp_path("absurd.npy");
+  write_bytes(path, make_npy(1, header_for("<f8", "(1000000000, 1000000000)"), f8_bytes({1, 2})));
+  const int64_t rss0 = peak_rss_bytes();
+  expect_data_error([&] { twosed::read_npy(path); },
+                    {path + ": truncated: header says 1000000000000000000 values, file holds 2"});
+  write_bytes(path, make_npy(1, header_for("<f4", "(3,)"), f4_bytes({1, 2, 3}) + "xy"));
+  expect_data_error([&] { twosed::read_npy(path); },
+                    {path + ": 2 unexpected bytes after the data (header says 3 values of 4 bytes)"});
+  EXPECT_LT(peak_rss_bytes() - rss0, int64_t{32} << 20);
+}
+
+TEST(NpyBounded, PipesAreReadToTheDeclaredSize) {
+  const std::string fifo = temp_path("pipe.npy");
+  {
+    FifoFeed feed(fifo, make_npy(1, header_for("<f8", "(2, 2)"), f8_bytes({1, 2, 3, 4})));
+    const NpyArray a = twosed::read_npy(fifo);
+    EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 2}));
+    EXPECT_EQ(a.data, (std::vector<double>{1, 2, 3, 4}));
+  }
+  {
+    FifoFeed feed(fifo, make_npy(1, header_for("<f8", "(2,)"), f8_bytes({1, 2}) + std::string(size_t{8} << 20, 'x')));
+    expect_data_error([&] { twosed::read_npy(fifo); },
+                      {fifo + ": unexpected bytes after the data (header says 2 values of 8 bytes)"});
+  }
+  {
+    // A huge declared count over a short stream: only what arrives is held.
+    const int64_t rss0 = peak_rss_bytes();
+    FifoFeed feed(fifo, make_npy(1, header_for("<f8", "(1000000000, 1000000000)"), f8_bytes({1, 2}) + "abc"));
+    expect_data_error([&] { twosed::read_npy(fifo); },
+                      {fifo + ": truncated: header says 1000000000000000000 values, file holds 2"});
+    EXPECT_LT(peak_rss_bytes() - rss0, int64_t{32} << 20);
+  }
+  {
+    FifoFeed feed(fifo, std::string("\x93NUMPY\x01\x00\x40", 9));
+    expect_data_error([&] { twosed::read_npy(fifo); }, {fifo + ": truncated: file ends inside the header length"});
+  }
 }
 
 }  // namespace

@@ -8,7 +8,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <system_error>
 
 #include <fmt/format.h>
@@ -19,6 +18,16 @@
 namespace twosed {
 
 namespace {
+
+// Bounds on one line, so that a file without newlines (/dev/zero, a binary file given by
+// mistake) or a line of separators fails with a message rather than exhausting memory.
+// 16 MiB holds some 700,000 full-precision numbers; each field costs at least 32 bytes held.
+constexpr size_t kMaxLineBytes = size_t{16} << 20;
+constexpr size_t kMaxFields = 1000000;
+
+DataError line_too_long(const std::string& name, size_t line_no) {
+  return DataError(fmt::format("{}:{}: line longer than {} bytes", name, line_no, kMaxLineBytes));
+}
 
 struct Row {
   size_t line = 0;  // 1-based line number in the file
@@ -49,6 +58,8 @@ std::vector<std::string> split_fields(const std::string& line, char sep, const s
   std::string cur;
   size_t i = 0;
   while (true) {
+    if (fields.size() >= kMaxFields)
+      throw DataError(fmt::format("{}:{}: more than {} fields", name, line_no, kMaxFields));
     // Leading spaces before an opening quote do not count.
     size_t j = i;
     while (j < line.size() && (line[j] == ' ' || (line[j] == '\t' && sep != '\t'))) ++j;
@@ -144,6 +155,7 @@ Dataset parse_csv(const std::string& text, const std::string& name, const CsvOpt
   while (pos < text.size()) {
     size_t end = text.find('\n', pos);
     if (end == std::string::npos) end = text.size();
+    if (end - pos > kMaxLineBytes) throw line_too_long(name, line_no + 1);
     std::string line = text.substr(pos, end - pos);
     pos = end + 1;
     ++line_no;
@@ -247,10 +259,31 @@ Dataset load_csv(const std::string& path, const CsvOptions& opts) {
     throw DataError(fmt::format("{}: is a directory (expected a CSV file)", path));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw DataError(fmt::format("{}: cannot open file", path));
-  std::ostringstream buf;
-  buf << in.rdbuf();
+  // Read in chunks, checking the line length as the text arrives: a stream without newlines
+  // (a device, a pipe) stops at the cap instead of being read to the end of memory.
+  std::string text;
+  std::vector<char> buf(size_t{1} << 20);
+  size_t line_start = 0, lines = 0;
+  bool bom_checked = false;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const size_t got = static_cast<size_t>(in.gcount());
+    if (got == 0) break;
+    const size_t scan_from = text.size();
+    text.append(buf.data(), got);
+    if (!bom_checked && text.size() >= 3) {
+      // As in parse_csv, a UTF-8 byte-order mark is not part of the first line.
+      if (text.compare(0, 3, "\xEF\xBB\xBF") == 0) line_start = 3;
+      bom_checked = true;
+    }
+    for (size_t p = text.find('\n', scan_from); p != std::string::npos; p = text.find('\n', p + 1)) {
+      ++lines;
+      line_start = p + 1;
+    }
+    if (text.size() - line_start > kMaxLineBytes) throw line_too_long(path, lines + 1);
+  }
   if (in.bad()) throw DataError(fmt::format("{}: read error", path));
-  return parse_csv(buf.str(), path, opts);
+  return parse_csv(text, path, opts);
 }
 
 }  // namespace twosed

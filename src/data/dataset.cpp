@@ -289,12 +289,12 @@ void standardize(Dataset& data) {
   const int64_t f = data.num_features();
   if (n == 0) return;
   for (int64_t j = 0; j < f; ++j) {
-    double lo = data.x[j], hi = data.x[j], sum = 0;
+    double lo = data.x[j], hi = data.x[j], max_abs = 0;
     for (int64_t i = 0; i < n; ++i) {
       const double v = data.x[i * f + j];
       lo = std::min(lo, v);
       hi = std::max(hi, v);
-      sum += v;
+      max_abs = std::max(max_abs, std::fabs(v));
     }
     // Tested by value range rather than by the variance, which rounding can leave slightly
     // positive for a constant column and so blow rounding noise up to z-scores of order 1.
@@ -302,14 +302,25 @@ void standardize(Dataset& data) {
       for (int64_t i = 0; i < n; ++i) data.x[i * f + j] = 0.0;
       continue;
     }
+    // The moments are taken of the column scaled into [-2, 2] by a power of two, so that
+    // squares of values near 1e200 cannot overflow (nor those near 1e-300 underflow). A power
+    // of two scales exactly: ordinary columns give the same z-scores as without scaling.
+    const int shift = std::isfinite(max_abs) && max_abs > 0 ? std::ilogb(max_abs) : 0;
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += std::ldexp(data.x[i * f + j], -shift);
     const double mean = sum / static_cast<double>(n);
     double ss = 0;
     for (int64_t i = 0; i < n; ++i) {
-      const double d = data.x[i * f + j] - mean;
+      const double d = std::ldexp(data.x[i * f + j], -shift) - mean;
       ss += d * d;
     }
     const double sd = std::sqrt(ss / static_cast<double>(n));
-    for (int64_t i = 0; i < n; ++i) data.x[i * f + j] = (data.x[i * f + j] - mean) / sd;
+    if (!std::isfinite(mean) || !std::isfinite(sd) || sd == 0)
+      throw DataError(
+          fmt::format("{}: feature {}: cannot standardise (mean {}, standard deviation {} of the "
+                      "values scaled by 2^{}; expected finite values)",
+                      data.source, j, mean, sd, -shift));
+    for (int64_t i = 0; i < n; ++i) data.x[i * f + j] = (std::ldexp(data.x[i * f + j], -shift) - mean) / sd;
   }
 }
 

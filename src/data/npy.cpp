@@ -3,19 +3,23 @@
 // Format (numpy.lib.format): "\x93NUMPY", major, minor, header length (uint16 LE for 1.0,
 // uint32 LE for 2.0/3.0), then a Python dict literal such as
 //   {'descr': '<f8', 'fortran_order': False, 'shape': (3, 4), }
-// padded with spaces and ended by '\n', then the raw data. Every length and count read from
-// the file is checked against the bytes actually present before anything is allocated.
+// padded with spaces and ended by '\n', then the raw data. The file is read piece by piece
+// (byte_source.h): every length and count is checked, against the file size where it is
+// known, before what it declares is read or allocated.
 
 #include "twosed/data/npy.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
 
+#include "byte_source.h"
 #include "twosed/error.h"
 
 namespace twosed {
@@ -25,9 +29,9 @@ namespace {
 constexpr char kMagic[] = "\x93NUMPY";
 constexpr size_t kMagicLen = 6;
 
-uint32_t read_le(const std::string& bytes, size_t pos, size_t width) {
+uint32_t read_le(const char* p, size_t width) {
   uint32_t v = 0;
-  for (size_t i = 0; i < width; ++i) v |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[pos + i])) << (8 * i);
+  for (size_t i = 0; i < width; ++i) v |= static_cast<uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
   return v;
 }
 
@@ -235,13 +239,26 @@ int64_t NpyArray::numel() const {
   return n;
 }
 
-NpyArray parse_npy(const std::string& bytes, const std::string& name) {
-  if (bytes.size() < kMagicLen || bytes.compare(0, kMagicLen, kMagic, kMagicLen) != 0)
+namespace {
+
+using detail::ByteSource;
+
+// The longest header accepted. numpy writes headers of well under 1 KiB (version 1.0 allows
+// up to 65535 bytes, 2.0 up to 4 GiB) and its own reader refuses those over 10000 bytes unless
+// told otherwise (max_header_size); a longer length field is a corrupt file.
+constexpr size_t kMaxHeaderLen = 65536;
+
+// Reads a .npy stream piece by piece: magic, version, header length, header, then exactly the
+// data the header declares, checked against the size where it is known before anything is
+// allocated, and decoded a chunk at a time.
+NpyArray read_stream(ByteSource& src, const std::string& name) {
+  char prefix[kMagicLen + 2 + 4];
+  if (src.read(prefix, kMagicLen) < kMagicLen || std::memcmp(prefix, kMagic, kMagicLen) != 0)
     throw DataError(fmt::format("{}: not a .npy file (bad magic; expected \\x93NUMPY)", name));
-  if (bytes.size() < kMagicLen + 2)
+  if (src.read(prefix + kMagicLen, 2) < 2)
     throw DataError(fmt::format("{}: truncated: file ends inside the version bytes", name));
-  const int major = static_cast<unsigned char>(bytes[6]);
-  const int minor = static_cast<unsigned char>(bytes[7]);
+  const int major = static_cast<unsigned char>(prefix[6]);
+  const int minor = static_cast<unsigned char>(prefix[7]);
   size_t len_width;
   if (major == 1 && minor == 0)
     len_width = 2;
@@ -250,14 +267,23 @@ NpyArray parse_npy(const std::string& bytes, const std::string& name) {
   else
     throw DataError(
         fmt::format("{}: .npy format version {}.{} not supported (expected 1.0, 2.0 or 3.0)", name, major, minor));
-  const size_t prefix = kMagicLen + 2 + len_width;
-  if (bytes.size() < prefix) throw DataError(fmt::format("{}: truncated: file ends inside the header length", name));
-  const size_t header_len = read_le(bytes, kMagicLen + 2, len_width);
-  if (header_len > bytes.size() - prefix)
+  if (src.read(prefix + kMagicLen + 2, len_width) < len_width)
+    throw DataError(fmt::format("{}: truncated: file ends inside the header length", name));
+  const size_t header_len = read_le(prefix + kMagicLen + 2, len_width);
+  const std::optional<uint64_t> after_prefix = src.remaining();
+  if (after_prefix && header_len > *after_prefix)
     throw DataError(fmt::format("{}: truncated: header length is {} bytes, file holds {} after the prefix", name,
-                                header_len, bytes.size() - prefix));
+                                header_len, *after_prefix));
+  if (header_len > kMaxHeaderLen)
+    throw DataError(fmt::format("{}: header length {} bytes is more than the limit of {} (a corrupt file?)", name,
+                                header_len, kMaxHeaderLen));
+  std::string header_text(header_len, '\0');
+  const size_t got_header = src.read(header_text.data(), header_len);
+  if (got_header < header_len)
+    throw DataError(fmt::format("{}: truncated: header length is {} bytes, file holds {} after the prefix", name,
+                                header_len, got_header));
 
-  const Header h = HeaderParser(bytes.substr(prefix, header_len), name).parse();
+  const Header h = HeaderParser(header_text, name).parse();
 
   size_t item = 0;
   if (h.descr == "<f4")
@@ -270,10 +296,8 @@ NpyArray parse_npy(const std::string& bytes, const std::string& name) {
   if (h.fortran_order)
     throw DataError(fmt::format("{}: Fortran-order arrays are not supported (expected fortran_order False)", name));
 
-  // The count is checked against the bytes present before anything is allocated. The product
-  // of the non-zero dimensions must fit in int64 even when another dimension is 0, so that
-  // NpyArray::numel() and callers multiplying dimensions cannot overflow.
-  const size_t available = (bytes.size() - prefix - header_len) / item;
+  // The product of the non-zero dimensions must fit in int64 even when another dimension is
+  // 0, so that NpyArray::numel() and callers multiplying dimensions cannot overflow.
   uint64_t count = 1;
   bool zero = false;
   for (int64_t d : h.shape) {
@@ -287,33 +311,87 @@ NpyArray parse_npy(const std::string& bytes, const std::string& name) {
     count *= static_cast<uint64_t>(d);
   }
   if (zero) count = 0;
-  if (count > available)
-    throw DataError(fmt::format("{}: truncated: header says {} values, file holds {}", name, count, available));
-  const size_t data_bytes = static_cast<size_t>(count) * item;
-  const size_t extra = bytes.size() - prefix - header_len - data_bytes;
-  if (extra != 0)
-    throw DataError(fmt::format("{}: {} unexpected bytes after the data (header says {} values of {} bytes)", name,
-                                extra, count, item));
+  const auto truncated = [&](uint64_t available) {
+    return DataError(fmt::format("{}: truncated: header says {} values, file holds {}", name, count, available));
+  };
+  const std::optional<uint64_t> left = src.remaining();
+  if (left) {
+    if (count > *left / item) throw truncated(*left / item);
+    const uint64_t extra = *left - count * item;
+    if (extra != 0)
+      throw DataError(fmt::format("{}: {} unexpected bytes after the data (header says {} values of {} bytes)", name,
+                                  extra, count, item));
+  }
 
   NpyArray out;
   out.shape = h.shape;
   out.dtype = h.descr;
-  out.data.resize(static_cast<size_t>(count));
-  const char* p = bytes.data() + prefix + header_len;
-  for (size_t i = 0; i < out.data.size(); ++i, p += item) out.data[i] = item == 8 ? decode_f8(p) : decode_f4(p);
+  // Only a count checked against the size is reserved at once; a stream of unknown size
+  // grows with what arrives.
+  if (left) out.data.reserve(static_cast<size_t>(count));
+  // In values, not bytes: count * item may overflow where the size is not known.
+  const size_t chunk_values = static_cast<size_t>(std::min<uint64_t>(count, (size_t{1} << 20) / item));
+  std::vector<char> chunk(std::max<size_t>(chunk_values, 1) * item);
+  uint64_t done = 0;
+  while (done < count) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk_values, count - done));
+    const size_t got = src.read(chunk.data(), want * item) / item;
+    for (size_t i = 0; i < got; ++i)
+      out.data.push_back(item == 8 ? decode_f8(chunk.data() + i * 8) : decode_f4(chunk.data() + i * 4));
+    done += got;
+    if (got < want) throw truncated(done);
+  }
+  if (!left && detail::has_more(src))
+    throw DataError(
+        fmt::format("{}: unexpected bytes after the data (header says {} values of {} bytes)", name, count, item));
   return out;
+}
+
+// A file read with a stream; its size is known if it is a regular file.
+class FileSource : public ByteSource {
+ public:
+  explicit FileSource(const std::string& path) : path_(path), in_(path, std::ios::binary) {
+    if (!in_) throw DataError(fmt::format("{}: cannot open file", path));
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(path, ec)) {
+      const auto size = std::filesystem::file_size(path, ec);
+      if (!ec) size_ = size;
+    }
+  }
+
+  size_t read(char* buf, size_t n) override {
+    in_.read(buf, static_cast<std::streamsize>(n));
+    if (in_.bad()) throw DataError(fmt::format("{}: read error", path_));
+    const size_t got = static_cast<size_t>(in_.gcount());
+    consumed_ += got;
+    return got;
+  }
+
+  std::optional<uint64_t> remaining() const override {
+    if (!size_) return std::nullopt;
+    return *size_ > consumed_ ? *size_ - consumed_ : 0;
+  }
+
+ private:
+  std::string path_;
+  std::ifstream in_;
+  std::optional<uint64_t> size_;
+  uint64_t consumed_ = 0;
+};
+
+}  // namespace
+
+NpyArray parse_npy(const std::string& bytes, const std::string& name) {
+  detail::StringSource src(bytes);
+  return read_stream(src, name);
 }
 
 NpyArray read_npy(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
     throw DataError(fmt::format("{}: is a directory (expected a .npy file)", path));
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(fmt::format("{}: cannot open file", path));
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) throw DataError(fmt::format("{}: read error", path));
-  return parse_npy(buf.str(), path);
+  FileSource src(path);
+  return read_stream(src, path);
 }
 
 void write_npy(const std::string& path, const std::vector<int64_t>& shape, const std::vector<double>& data) {

@@ -58,7 +58,9 @@ struct CsvOptions {
 /// numeric fields, ',' separator (';' and tab also detected), blank lines skipped. Labels are
 /// integers; if they are not exactly 0..K-1 they are remapped in sorted order. Throws
 /// DataError as "PATH:LINE: expected F fields, found G" / "PATH:LINE:COL: 'abc' is not a number" /
-/// "PATH:LINE:COL: NaN or Inf" / "PATH:LINE: label '1.5' is not an integer".
+/// "PATH:LINE:COL: NaN or Inf" / "PATH:LINE: label '1.5' is not an integer". A line may hold
+/// at most 16 MiB and 1,000,000 fields ("PATH:LINE: line longer than 16777216 bytes"), so that
+/// a file without newlines (/dev/zero) fails without reading it to the end.
 Dataset load_csv(const std::string& path, const CsvOptions& opts = {});
 /// The same on text already in memory (for tests and fuzzing); `name` stands in for the path.
 Dataset parse_csv(const std::string& text, const std::string& name, const CsvOptions& opts = {});
@@ -66,7 +68,9 @@ Dataset parse_csv(const std::string& text, const std::string& name, const CsvOpt
 /// Reads MNIST-format IDX files (magic 0x00000803 images, 0x00000801 labels, big-endian
 /// counts, uint8 data), raw or gzip-compressed. Pixels are scaled to [0,1]; sample_shape is
 /// {1, rows, cols}. `labels_path` may be empty. Throws DataError naming the file on a bad
-/// magic number, truncated data, or a label count that differs from the image count.
+/// magic number, truncated data, trailing data, more than 2^31 pixel bytes, or a label count
+/// that differs from the image count. Files are streamed: the header is checked first, and no
+/// more is read than it declares plus one byte (a gzip bomb or /dev/zero costs no memory).
 Dataset load_idx(const std::string& images_path, const std::string& labels_path);
 /// idx:DIR: finds train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] in DIR.
 Dataset load_idx_dir(const std::string& dir);
@@ -85,7 +89,10 @@ Dataset make_covertype(int64_t n, uint64_t seed);
 /// Loads csv/idx/blobs/covertype sources (Teacher throws UsageError: it needs a network, see network.h).
 Dataset load_dataset(const DataSpec& spec, uint64_t seed);
 
-/// Replaces every feature by its z-score over the data set (constant features become 0).
+/// Replaces every feature by its z-score over the data set (constant features become 0). The
+/// moments are taken of each column scaled by a power of two, so that values near 1e300 or
+/// 1e-300 standardise like ordinary ones; throws DataError naming the feature if a statistic
+/// is still not finite (a NaN or Inf value).
 void standardize(Dataset& data);
 
 /// A seeded subset of `n` distinct examples (all of them, shuffled, if n >= size()).

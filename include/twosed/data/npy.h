@@ -21,7 +21,9 @@ struct NpyArray {
 };
 
 /// Reads `path`. Throws DataError naming the file and what is wrong (missing file, bad magic,
-/// unsupported version/dtype, Fortran order, truncated data, header that does not parse).
+/// unsupported version/dtype, Fortran order, truncated or trailing data, header that does not
+/// parse or is longer than 64 KiB). The magic and header are checked before the data is read,
+/// and no more is read or allocated than the header declares (checked against the file size).
 NpyArray read_npy(const std::string& path);
 
 /// Parses .npy bytes already in memory; `name` is used in error messages.
