@@ -113,7 +113,7 @@ for r in range(1, rounds + 1):
         f = lambda st: f"{st['total']['mean']*1e3:6.1f} ({st['forward_backward']['mean']*1e3:5.1f} / {st['gram']['mean']*1e3:5.1f} / {st['eigen']['mean']*1e3:5.1f})"
         print(f"   {r:5d} {t:2d}  {f(ts):40s}  {f(ns):40s}  {ns['total']['mean']/ts['total']['mean']:10.2f}x  {tj['dgemm_gflops_before']:.1f}/{tj['dgemm_gflops_after']:.1f}")
 PYEOF
-echo "   NNGeometry (Gram, exact) cannot be installed here (no PyPI); docs/peers.md reports 4.61 s for M = 10 at"
+echo "   NNGeometry (Gram, exact) cannot be installed here (no PyPI); docs/benchmarks.md (Other tools) lists 4.61 s for M = 10 at"
 echo "   d = 8.1e5 on a machine of this kind, i.e. 0.46 s per sample (not measured in this run)"
 
 if [ "$DENSE" = 1 ]; then

@@ -166,7 +166,7 @@ def study_section(study, bounds, img_dir):
         lines.append("### How close is the lower 2sED to the chain 2sED?")
         lines.append("")
         lines.append("Both from the same parameter samples and noise, at eps_zeta(n); lower <= chain by Jensen "
-                     "(spec section 4). The gap is what the layer-by-layer bound gives up.")
+                     "([math.md](math.md) section 4). The gap is what the layer-by-layer bound gives up.")
         lines.append("")
         head = ["model"] + [f"s={s:g} z={z:g}: lower / chain" for s in sigmas for z in (z0, z1)]
         lines.append("| " + " | ".join(head) + " |")
@@ -214,7 +214,7 @@ def study_section(study, bounds, img_dir):
 
     # Generalisation estimate.
     if bounds:
-        lines.append("### The generalisation estimate (spec section 6)")
+        lines.append("### The generalisation estimate ([math.md](math.md) section 6)")
         lines.append("")
         lines.append("`twosed bound` on each model's 2sED measurement at n = the training-set size, B = 1 (a 0-1 "
                      "loss), L = 1, delta = 0.05, eps minimised over [1e-12, 0.99]; beside it the observed "
@@ -290,8 +290,8 @@ def main():
            f"twosed {h['version']}, {h['date']}, {h['machine']}; {h['seconds']:.0f} s in all.", "",
            "The claim checked (Datres et al., NeurIPS 2024): the 2sED, computed before training, correlates "
            "with the training error reached after training, across architectures. Each example study measures a "
-           "family of models at their initialisation box (spec section 3), trains each with several seeds, and "
-           "rank-correlates. With 7 to 12 models per study the bootstrap intervals are wide; read them before "
+           "family of models at their initialisation box ([math.md](math.md) section 3), trains each with several "
+           "seeds, and rank-correlates. With 7 to 12 models per study the bootstrap intervals are wide; read them before "
            "the point values.", ""]
     studies = []
     for spec in args.studies:

@@ -143,7 +143,7 @@ class ProgressBar {
 
 Runner add_measure_command(CLI::App& app) {
   auto p = std::make_shared<MeasureParams>(kDefaults);
-  auto* cmd = app.add_subcommand("measure", "The 2sED of a network on a data set (spec sections 2-5)");
+  auto* cmd = app.add_subcommand("measure", "The 2sED of a network on a data set (docs/math.md sections 2-5)");
   cmd->footer(kExamples);
   auto def = [](auto v) { return fmt::format("(default: {})", v); };
   auto* model =

@@ -231,7 +231,7 @@ Runner add_bound_command(CLI::App& app) {
   };
   auto p = std::make_shared<P>();
   auto* cmd = app.add_subcommand(
-      "bound", "The generalisation estimate of spec section 6 for a stored measurement and training-set sizes n");
+      "bound", "Generalisation estimate of docs/math.md section 6 for a stored measurement and training-set sizes n");
   cmd->add_option("run", p->run, "Measurement run id (see 'twosed runs')")->required();
   cmd->add_option("--n", p->n, "Training-set sizes n (a list gives a curve)")->required();
   cmd->add_option("--db", p->db, "Results database (default: twosed.db)");
@@ -283,7 +283,7 @@ Runner add_bound_command(CLI::App& app) {
     const std::string measure = header.markov ? (lower ? "lower 2sED" : "chain 2sED") : "2sED";
     json rows = json::array();
     std::string table = fmt::format(
-        "twosed bound: generalisation estimate (spec section 6) for run {} ({}, d = {}, M = {}, {})\n"
+        "twosed bound: generalisation estimate (docs/math.md section 6) for run {} ({}, d = {}, M = {}, {})\n"
         "  gap(n) ~ min over eps of [ 2 L eps + B sqrt((d_zeta(eps) |log eps| + log(2/delta)) / (2n)) ]\n"
         "  B = {:g}, L = {:g}, delta = {:g}; eps searched {}\n\n",
         p->run, header.model, header.num_params, records.size(), measure, p->bound.loss_bound, p->bound.lipschitz,
