@@ -21,9 +21,9 @@
 #include <gtest/gtest.h>
 
 #include "twosed/data/data.h"
+#include "twosed/data/npy.h"
 #include "twosed/error.h"
 #include "twosed/model/model_spec.h"
-#include "twosed/data/npy.h"
 #include "twosed/random.h"
 
 namespace {
@@ -429,7 +429,9 @@ TEST(FuzzParsers, ModelSpecMutations) {
           EXPECT_GE(spec.num_outputs(), 1);
           auto shape = spec.input_shape;
           for (const auto& l : spec.layers) {
-            if (l.kind != twosed::LayerKind::Linear) EXPECT_EQ(l.in_shape, shape) << input;
+            if (l.kind != twosed::LayerKind::Linear) {
+              EXPECT_EQ(l.in_shape, shape) << input;
+            }
             for (int64_t v : l.out_shape) EXPECT_GE(v, 1) << input;
             shape = l.out_shape;
           }
