@@ -570,7 +570,9 @@ TEST(FuzzParsers, ModelSpecMutations) {
           EXPECT_GE(spec.num_outputs(), 1);
           auto shape = spec.input_shape;
           for (const auto& l : spec.layers) {
-            if (l.kind != twosed::LayerKind::Linear) EXPECT_EQ(l.in_shape, shape) << input;
+            if (l.kind != twosed::LayerKind::Linear) {
+              EXPECT_EQ(l.in_shape, shape) << input;
+            }
             for (int64_t v : l.out_shape) EXPECT_GE(v, 1) << input;
             shape = l.out_shape;
           }

@@ -107,8 +107,12 @@ TEST(MarkovTest, StructuredBlocksEqualDenseAutogradBlocks) {
       if (chain.layers()[l].hidden) {
         EXPECT_GE(fast.layers[l].blocks, 1) << what;
         EXPECT_LE(fast.layers[l].blocks, chain.layers()[l].units) << what;
-        if (c.side == GramSide::Samples) EXPECT_EQ(fast.layers[l].blocks_parameter_side, 0) << what;
-        if (c.side == GramSide::Parameters) EXPECT_EQ(fast.layers[l].blocks_samples_side, 0) << what;
+        if (c.side == GramSide::Samples) {
+          EXPECT_EQ(fast.layers[l].blocks_parameter_side, 0) << what;
+        }
+        if (c.side == GramSide::Parameters) {
+          EXPECT_EQ(fast.layers[l].blocks_samples_side, 0) << what;
+        }
       }
     }
   }
