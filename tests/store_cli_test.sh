@@ -112,14 +112,18 @@ expect 0 "final train loss" train "${TRAIN[@]}"
 train_run=$("$TWOSED" runs --kind train --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
 expect 0 "training of mlp:6-8-3" show "$train_run"
 expect 0 "^epoch,step,train_loss" export "$train_run" --format csv
-expect 2 "--optimizer rmsprop: expected adam or sgd" train "${TRAIN[@]}" --optimizer rmsprop
+# The library names the field (TrainOptions.momentum); the CLI says the flag.
+expect 2 "^twosed: error: --optimizer must be adam or sgd, got 'rmsprop'$" train "${TRAIN[@]}" --optimizer rmsprop
+expect 2 "^twosed: error: --momentum must be in \[0, 1\), got 1.5$" train "${TRAIN[@]}" --momentum 1.5
+expect 2 "^twosed: error: --test-fraction must be in \[0, 1\), got 2$" train --model mlp:6-8-3 \
+  --data synthetic:blobs:3:6:300 --test-fraction 2 --epochs 1 -q --no-db
 expect 2 "bound" bound "$train_run" --n 1000
 
 # --- bound: spec section 6, with the caveat printed beside it.
 expect 0 "covering constants are set to one" bound 1 --n 1e3,1e4
 expect 0 '"caveat"' bound 1 --n 1e4 --format json
 expect 0 "^n,zeta,eps" bound 1 --n 1e4 --format csv --search grid
-expect 2 "--delta" bound 1 --n 1e4 --delta 2
+expect 2 "^twosed: error: --delta must satisfy 0 < delta < 1, got 2$" bound 1 --n 1e4 --delta 2
 expect 2 "--n" bound 1 --n 0.5
 
 # --- study files: errors name the key and the expected type.
@@ -132,6 +136,15 @@ expect 2 "bad3.json: key 'models\[0\]'" study bad3.json
 printf '{"models": [' > bad4.json
 expect 1 "bad4.json: not valid JSON" study bad4.json
 expect 1 "nofile.json: cannot open study file" study nofile.json
+# A bad value fails before any work (no database is created), in the file's words, not as a flag.
+printf '{"models": ["mlp:6-4-3"], "train": {"momentum": 1.5}}' > bad5.json
+expect 2 "^twosed: error: bad5.json: key 'train.momentum': must be in \[0, 1\), got 1.5$" study -q --db bad5.db bad5.json
+[ ! -e bad5.db ] && ok || bad "a study with a bad value created its database"
+printf '{"models": ["mlp:6-4-3"], "measure": {"samples": 3, "samples": 4}}' > bad6.json
+expect 2 "bad6.json: key 'measure.samples' appears twice" study -q --db bad6.db bad6.json
+# A 100000-deep file is refused while parsing (it used to crash dumping the value: exit 139).
+python3 -c "open('deep.json','w').write('{\"name\":'+'['*100000+']'*100000+'}')"
+expect 1 "^twosed: error: deep.json: nesting deeper than 64 levels$" study -q --db deep.db deep.json
 cat > tiny.json <<'J'
 {"name": "tiny", "data": {"source": "synthetic:blobs:3:6:400", "test_fraction": 0.25},
  "models": ["mlp:6-2-3", "mlp:6-4-3", "mlp:6-16-3"],

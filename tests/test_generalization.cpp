@@ -65,19 +65,35 @@ double spec_gap(double eps, double dim, double n, const BoundOptions& o) {
 
 TEST(Generalization, ValidatesOptionsNamingThem) {
   EXPECT_NO_THROW(validate_bound_options(BoundOptions{}));
+  // The library names the field, never a CLI flag.
+  auto expect_option = [](const std::function<void()>& f, const std::string& option, const std::string& rule) {
+    try {
+      f();
+      ADD_FAILURE() << "expected OptionError for " << option;
+    } catch (const OptionError& e) {
+      EXPECT_EQ(e.option(), option);
+      EXPECT_NE(e.rule().find(rule), std::string::npos) << e.rule();
+      EXPECT_EQ(std::string(e.what()).find("--"), std::string::npos) << e.what();
+    }
+  };
   for (double b : {0.0, -1.0, kInf, kNaN}) {
-    expect_usage_error([&] { validate_bound_options(options(b, 1.0)); }, "--loss-bound");
+    expect_option([&] { validate_bound_options(options(b, 1.0)); }, "BoundOptions.loss_bound",
+                  "must be a finite number > 0, got ");
   }
   for (double l : {0.0, -2.0, kInf, kNaN}) {
-    expect_usage_error([&] { validate_bound_options(options(1.0, l)); }, "--lipschitz");
+    expect_option([&] { validate_bound_options(options(1.0, l)); }, "BoundOptions.lipschitz",
+                  "must be a finite number > 0, got ");
   }
   for (double d : {0.0, 1.0, -0.1, 1.5, kNaN}) {
-    expect_usage_error([&] { validate_bound_options(options(1.0, 1.0, d)); }, "--delta");
+    expect_option([&] { validate_bound_options(options(1.0, 1.0, d)); }, "BoundOptions.delta",
+                  "must satisfy 0 < delta < 1, got ");
   }
+  expect_usage_error([&] { validate_bound_options(options(1.0, 1.0, 2)); },
+                     "BoundOptions.delta must satisfy 0 < delta < 1, got 2");
   const auto dim = [](double) { return 3.0; };
   const std::vector<double> grid{0.1, 0.2};
-  expect_usage_error([&] { minimize_gap(dim, 100, grid, options(-1, 1)); }, "--loss-bound");
-  expect_usage_error([&] { minimize_gap_continuous(dim, 100, 0.01, 0.5, options(1, 0)); }, "--lipschitz");
+  expect_usage_error([&] { minimize_gap(dim, 100, grid, options(-1, 1)); }, "BoundOptions.loss_bound");
+  expect_usage_error([&] { minimize_gap_continuous(dim, 100, 0.01, 0.5, options(1, 0)); }, "BoundOptions.lipschitz");
   for (double n : {1.0, 0.5, kNaN, kInf}) {
     expect_usage_error([&] { minimize_gap(dim, n, grid, {}); }, "n (training examples)");
     expect_usage_error([&] { minimize_gap_continuous(dim, n, 0.01, 0.5, {}); }, "n (training examples)");

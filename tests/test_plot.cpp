@@ -146,7 +146,7 @@ TEST(PlotErrors, BadInputIsUsageError) {
     gnuplot_script(fig, "x.pdf");
     FAIL();
   } catch (const UsageError& e) {
-    EXPECT_STREQ(e.what(), "--plot FILE: expected a .png or .svg file name, got 'x.pdf'");
+    EXPECT_STREQ(e.what(), "figure file 'x.pdf': expected a .png or .svg file name");
   }
   Figure none;
   EXPECT_THROW(write_figure(none, "x.png"), UsageError);

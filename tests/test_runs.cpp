@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -201,6 +203,132 @@ TEST(StudyFile, ErrorsNameTheKeyAndTheExpectedType) {
   EXPECT_EQ(c.seeds, (std::vector<uint64_t>{3, 4}));
   EXPECT_EQ(c.sigmas, std::vector<double>{0.5});
   EXPECT_EQ(c.train.epochs, 2);
+}
+
+// The whole file is validated before any work, with the library's own checks, and the errors
+// are in the file's words (keys), not the library's (fields) or the CLI's (flags).
+TEST(StudyFile, ValuesAreValidatedBeforeAnyWorkInTheFilesWords) {
+  auto error_of = [](const std::string& text) -> std::string {
+    try {
+      parse_study_text(text, "s.json");
+    } catch (const OptionError& e) {
+      return std::string("OptionError: ") + e.what();  // must not escape: it names a field
+    } catch (const UsageError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  const std::string m = R"("models": ["mlp:4-3"], )";
+  EXPECT_EQ(error_of("{" + m + R"("train": {"momentum": 1.5}})"),
+            "s.json: key 'train.momentum': must be in [0, 1), got 1.5");
+  EXPECT_EQ(error_of("{" + m + R"("train": {"optimizer": "rmsprop"}})"),
+            "s.json: key 'train.optimizer': must be adam or sgd, got 'rmsprop'");
+  EXPECT_EQ(error_of("{" + m + R"("train": {"lr": 0}})"), "s.json: key 'train.lr': must be a finite number > 0, got 0");
+  EXPECT_EQ(error_of("{" + m + R"("train": {"weight_decay": -1}})"),
+            "s.json: key 'train.weight_decay': must be a finite number >= 0, got -1");
+  EXPECT_EQ(error_of("{" + m + R"("data": {"test_fraction": 1}})"),
+            "s.json: key 'data.test_fraction': must be in [0, 1), got 1");
+  EXPECT_EQ(error_of("{" + m + R"("data": {"source": "foo:bar"}})").rfind("s.json: key 'data.source': ", 0), 0u);
+  EXPECT_EQ(error_of("{" + m + R"("data": {"test_data": "nokind:x"}})").rfind("s.json: key 'data.test_data': ", 0), 0u);
+  EXPECT_EQ(error_of("{" + m + R"("measure": {"samples": 0}})"),
+            "s.json: key 'measure.samples': expected an integer in [1, 10000000], got 0");
+  EXPECT_EQ(error_of("{" + m + R"("measure": {"bootstrap": 2000000}})"),
+            "s.json: key 'measure.bootstrap': expected an integer in [2, 1000000], got 2000000");
+  EXPECT_EQ(error_of("{" + m + R"("measure": {"noise_draws": 0}})"),
+            "s.json: key 'measure.noise_draws': expected an integer in [1, 1000000], got 0");
+  EXPECT_EQ(error_of("{" + m + R"("measure": {"eps": [0.5, 1]}})"),
+            "s.json: key 'measure.eps': expected a list of numbers in (0, 1), got [0.5,1]");
+  EXPECT_EQ(error_of("{" + m + R"("measure": {"sigmas": [0]}})"),
+            "s.json: key 'measure.sigmas': expected a list of numbers > 0, got [0]");
+  EXPECT_EQ(error_of("{" + m + R"("correlation": {"confidence": 1}})"),
+            "s.json: key 'correlation.confidence': expected a number in (0, 1), got 1");
+  EXPECT_EQ(error_of(R"({"models": ["mlp:4-3", "mlp:4-q-3"]})").rfind("s.json: key 'models[1]': model spec", 0), 0u);
+}
+
+TEST(StudyFile, DuplicateKeysAreRefused) {
+  auto error_of = [](const std::string& text) -> std::string {
+    try {
+      parse_study_text(text, "s.json");
+    } catch (const UsageError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_EQ(error_of(R"({"models": ["mlp:4-3"], "measure": {"samples": 3, "samples": 4}})"),
+            "s.json: key 'measure.samples' appears twice");
+  EXPECT_EQ(error_of(R"({"models": ["mlp:4-3"], "models": ["mlp:4-5-3"]})"), "s.json: key 'models' appears twice");
+  EXPECT_EQ(error_of(R"({"models": ["mlp:4-3", [1, {"a": 1}], {"spec": "mlp:4-3", "spec": "mlp:4-5-3"}]})"),
+            "s.json: key 'models[2].spec' appears twice");
+  EXPECT_EQ(error_of(R"({"models": [{"spec": "mlp:4-3"}], "train": {"seeds": [1, 2], "lr": 0.1, "lr": 0.2}})"),
+            "s.json: key 'train.lr' appears twice");
+  // The same key in two objects is not a duplicate.
+  EXPECT_EQ(error_of(R"({"models": [{"spec": "mlp:4-3"}, {"spec": "mlp:4-5-3"}], "data": {"seed": 1},
+                         "measure": {"seed": 2}})"),
+            "no error");
+}
+
+TEST(StudyFile, DeepNestingIsRefusedAndShownValuesAreBounded) {
+  // 100000 levels used to overflow the stack while the error message dumped the value.
+  const std::string deep = "{\"name\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  const auto path = ::testing::TempDir() + "twosed_deep_" + std::to_string(::getpid()) + ".json";
+  { std::ofstream(path) << deep; }
+  try {
+    parse_study(path);
+    ADD_FAILURE() << "a 100000-deep study file parsed";
+  } catch (const DataError& e) {
+    EXPECT_EQ(std::string(e.what()), path + ": nesting deeper than 64 levels");
+  }
+  std::remove(path.c_str());
+  // 64 levels parse; the value shown in the message is cut, however deep or long it is.
+  const std::string at_limit = R"({"models": ["mlp:4-3"], "name":)" + std::string(63, '[') + std::string(63, ']') + "}";
+  try {
+    parse_study_text(at_limit, "s.json");
+    ADD_FAILURE() << "a list as the name";
+  } catch (const UsageError& e) {
+    EXPECT_EQ(std::string(e.what()), "s.json: key 'name': expected a string, got [[[...]]]");
+  }
+  std::string list = "[";
+  for (int i = 0; i < 100000; ++i) list += (i ? "," : "") + std::to_string(i);
+  list += "]";
+  try {
+    parse_study_text(R"({"models": ["mlp:4-3"], "name": )" + list + "}", "s.json");
+    ADD_FAILURE() << "a list as the name";
+  } catch (const UsageError& e) {
+    const std::string what = e.what(), prefix = "s.json: key 'name': expected a string, got ";
+    ASSERT_EQ(what.rfind(prefix, 0), 0u) << what;
+    EXPECT_EQ(what.substr(prefix.size()), "[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,...");
+  }
+  // A long string with multi-byte characters is cut at a character boundary.
+  std::string long_name = "a";  // odd: a cut after an even number of bytes falls inside a character
+  for (int i = 0; i < 100; ++i) long_name += "\u00e9";
+  try {
+    parse_study_text(R"({"models": ["mlp:4-3"], "task": ")" + long_name + R"("})", "s.json");
+    ADD_FAILURE() << "a bad task";
+  } catch (const UsageError& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.substr(what.size() - 3), "...");
+    EXPECT_LE(what.size(), std::string("s.json: key 'task': expected \"classify\" or \"regress\", got ").size() + 60);
+    EXPECT_NO_THROW(nlohmann::json(what).dump()) << "not valid UTF-8: " << what;
+  }
+}
+
+// A value the library can check only while the study runs is reported by its study key.
+TEST(Study, AnOptionErrorWhileRunningNamesTheStudyKey) {
+  const auto cfg = parse_study_text(R"({"name": "split", "data": {"source": "synthetic:blobs:3:6:400",
+      "test_fraction": 0.0001}, "models": ["mlp:6-2-3"], "measure": {"inputs": 4, "samples": 2, "bootstrap": 50}})",
+                                    "split.json");
+  ResultsStore db(temp_db("split.db"));
+  try {
+    run_study(db, cfg, {});
+    ADD_FAILURE() << "a test fraction of 0.0001 of 400 examples ran";
+  } catch (const OptionError& e) {
+    ADD_FAILURE() << "OptionError escaped run_study: " << e.what();
+  } catch (const UsageError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "split.json: key 'data.test_fraction': 0.0001 of 400 examples leaves an empty training or test set");
+  }
+  EXPECT_TRUE(db.children(db.runs("study").back().id).empty());  // failed before any work
+  EXPECT_EQ(db.runs("study").back().status, "failed");
 }
 
 TEST(Study, RunsCorrelatesAndResumesWithoutRecomputing) {

@@ -2,6 +2,7 @@
 // init-box sample 0, reports losses that agree with an independent computation from
 // Network::forward, keeps theta in named_parameters() order, and writes/reads checkpoints.
 #include <dirent.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -431,42 +432,62 @@ TEST(TrainTest, TestSetEvaluatedIffGiven) {
   }
 }
 
-TEST(TrainTest, BadOptionsNameTheOption) {
+TEST(TrainTest, BadOptionsNameTheFieldNotAFlag) {
   const Network net = make_net("mlp:5-6-3");
   const Dataset data = make_blobs(3, 5, 20, 15);
-  auto expect_usage = [&](const TrainOptions& o, const std::string& option) {
-    try {
-      train_network(net, data, nullptr, o);
-      ADD_FAILURE() << "no UsageError for " << option;
-    } catch (const UsageError& e) {
-      EXPECT_NE(std::string(e.what()).find(option), std::string::npos) << e.what();
+  // train_network and validate throw the same OptionError: the field, the rule and the value.
+  auto expect_option = [&](const TrainOptions& o, const std::string& option, const std::string& what) {
+    for (bool direct : {false, true}) {
+      try {
+        if (direct)
+          validate(o);
+        else
+          train_network(net, data, nullptr, o);
+        ADD_FAILURE() << "no OptionError for " << option;
+      } catch (const OptionError& e) {
+        EXPECT_EQ(e.option(), option);
+        EXPECT_EQ(std::string(e.what()), what);
+        EXPECT_EQ(std::string(e.what()).find("--"), std::string::npos) << e.what();
+      }
     }
   };
   TrainOptions o;
+  EXPECT_NO_THROW(validate(o));
   o.optimizer = "rmsprop";
-  expect_usage(o, "--optimizer rmsprop");
+  expect_option(o, "TrainOptions.optimizer", "TrainOptions.optimizer must be adam or sgd, got 'rmsprop'");
   for (double lr : {0.0, -1.0, std::nan(""), std::numeric_limits<double>::infinity()}) {
     o = TrainOptions();
     o.lr = lr;
-    expect_usage(o, "--lr");
+    expect_option(o, "TrainOptions.lr", fmt::format("TrainOptions.lr must be a finite number > 0, got {}", lr));
   }
   o = TrainOptions();
   o.batch = 0;
-  expect_usage(o, "--batch");
+  expect_option(o, "TrainOptions.batch", "TrainOptions.batch must be an integer >= 1, got 0");
   o = TrainOptions();
   o.epochs = -1;
-  expect_usage(o, "--epochs");
-  for (double m : {-0.1, 1.0}) {
+  expect_option(o, "TrainOptions.epochs", "TrainOptions.epochs must be an integer >= 0, got -1");
+  for (double m : {-0.1, 1.0, 1.5}) {
     o = TrainOptions();
     o.momentum = m;
-    expect_usage(o, "--momentum");
+    expect_option(o, "TrainOptions.momentum", fmt::format("TrainOptions.momentum must be in [0, 1), got {}", m));
   }
   o = TrainOptions();
   o.weight_decay = -1e-3;
-  expect_usage(o, "--weight-decay");
+  expect_option(o, "TrainOptions.weight_decay", "TrainOptions.weight_decay must be a finite number >= 0, got -0.001");
   o = TrainOptions();
+  o.initial_theta.assign(5, std::nan(""));
+  expect_option(o, "TrainOptions.initial_theta",
+                "TrainOptions.initial_theta must hold finite values, got nan at index 0");
+  // The length needs the network: train_network checks it, validate cannot.
   o.initial_theta.assign(5, 0.0);
-  expect_usage(o, "initial theta");
+  EXPECT_NO_THROW(validate(o));
+  try {
+    train_network(net, data, nullptr, o);
+    ADD_FAILURE() << "no OptionError for a short initial_theta";
+  } catch (const OptionError& e) {
+    EXPECT_EQ(e.option(), "TrainOptions.initial_theta");
+    EXPECT_EQ(e.rule(), "has 5 values, but model 'mlp:5-6-3' has 57 parameters");
+  }
 }
 
 TEST(TrainTest, DataThatDoesNotFit) {

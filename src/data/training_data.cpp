@@ -81,12 +81,19 @@ std::string idx_test_file(const std::string& dir, const std::string& stem) {
 
 }  // namespace
 
+void validate(const TrainingDataOptions& opts) {
+  if (!(opts.test_fraction >= 0 && opts.test_fraction < 1))
+    throw OptionError("TrainingDataOptions.test_fraction",
+                      fmt::format("must be in [0, 1), got {}", opts.test_fraction));
+  if (opts.train_size < 0)
+    throw OptionError("TrainingDataOptions.train_size", fmt::format("must be >= 0, got {}", opts.train_size));
+  if (opts.test_size < 0)
+    throw OptionError("TrainingDataOptions.test_size", fmt::format("must be >= 0, got {}", opts.test_size));
+}
+
 TrainingData load_training_data(const TrainingDataOptions& opts, const ModelSpec& spec,
                                 const ModelOptions& model_options) {
-  if (!(opts.test_fraction >= 0 && opts.test_fraction < 1))
-    throw UsageError(fmt::format("--test-fraction must be in [0, 1), got {}", opts.test_fraction));
-  if (opts.train_size < 0) throw UsageError(fmt::format("--train-size must be >= 0, got {}", opts.train_size));
-  if (opts.test_size < 0) throw UsageError(fmt::format("--test-size must be >= 0, got {}", opts.test_size));
+  validate(opts);
   const std::string source = opts.data.empty() ? default_data_source(spec) : opts.data;
   auto ds = parse_data_spec(source);
   ds.real_targets = opts.task == Task::Regress;
@@ -114,8 +121,9 @@ TrainingData load_training_data(const TrainingDataOptions& opts, const ModelSpec
     const auto order = subset_order(all.size(), all.size(), opts.seed);
     const auto n_test = static_cast<int64_t>(std::llround(opts.test_fraction * static_cast<double>(all.size())));
     if (n_test < 1 || n_test >= all.size())
-      throw UsageError(fmt::format("--test-fraction {} of {} examples leaves an empty training or test set",
-                                   opts.test_fraction, all.size()));
+      throw OptionError(
+          "TrainingDataOptions.test_fraction",
+          fmt::format("{} of {} examples leaves an empty training or test set", opts.test_fraction, all.size()));
     out.test = take(all, std::vector<int64_t>(order.begin(), order.begin() + n_test));
     out.train = take(all, std::vector<int64_t>(order.begin() + n_test, order.end()));
     test_source = fmt::format("{:g} of {} held out", opts.test_fraction, source);

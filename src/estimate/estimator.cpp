@@ -574,18 +574,20 @@ Points make_points(const EstimatorOptions& opts, double d, bool share = false) {
   auto& ed_eps = out.ed_eps;
   auto& at_eps = out.at_eps;
   if (opts.bootstrap > 1'000'000) {
-    throw UsageError(
-        fmt::format("EstimatorOptions.bootstrap must satisfy bootstrap <= 1000000, got {}", opts.bootstrap));
+    throw OptionError("EstimatorOptions.bootstrap",
+                      fmt::format("must satisfy bootstrap <= 1000000, got {}", opts.bootstrap));
   }
   if (opts.bootstrap < 2) {
-    throw UsageError(fmt::format("EstimatorOptions.bootstrap must satisfy bootstrap >= 2, got {}", opts.bootstrap));
+    throw OptionError("EstimatorOptions.bootstrap", fmt::format("must satisfy bootstrap >= 2, got {}", opts.bootstrap));
   }
   out.eps_grid = opts.eps.empty() ? default_eps_grid() : opts.eps;
   const auto& eps_grid = out.eps_grid;
-  for (double eps : eps_grid) check_eps(eps, "EstimatorOptions.eps");
+  for (double eps : eps_grid)
+    if (!(eps > 0.0 && eps < 1.0))
+      throw OptionError("EstimatorOptions.eps", fmt::format("must satisfy 0 < eps < 1, got {}", eps));
   for (double zeta : opts.zetas) {
     if (!(zeta >= 0.0 && zeta < 1.0)) {
-      throw UsageError(fmt::format("EstimatorOptions.zeta must satisfy 0 <= zeta < 1, got {}", zeta));
+      throw OptionError("EstimatorOptions.zetas", fmt::format("each zeta must satisfy 0 <= zeta < 1, got {}", zeta));
     }
   }
   for (double zeta : opts.zetas) {

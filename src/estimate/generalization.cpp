@@ -66,13 +66,13 @@ bool better(const GapEstimate& a, const GapEstimate& b) {
 
 void validate_bound_options(const BoundOptions& opts) {
   if (!(std::isfinite(opts.loss_bound) && opts.loss_bound > 0.0)) {
-    throw UsageError(fmt::format("--loss-bound must be a finite number > 0, got {}", opts.loss_bound));
+    throw OptionError("BoundOptions.loss_bound", fmt::format("must be a finite number > 0, got {}", opts.loss_bound));
   }
   if (!(std::isfinite(opts.lipschitz) && opts.lipschitz > 0.0)) {
-    throw UsageError(fmt::format("--lipschitz must be a finite number > 0, got {}", opts.lipschitz));
+    throw OptionError("BoundOptions.lipschitz", fmt::format("must be a finite number > 0, got {}", opts.lipschitz));
   }
   if (!(opts.delta > 0.0 && opts.delta < 1.0)) {
-    throw UsageError(fmt::format("--delta must satisfy 0 < delta < 1, got {}", opts.delta));
+    throw OptionError("BoundOptions.delta", fmt::format("must satisfy 0 < delta < 1, got {}", opts.delta));
   }
 }
 

@@ -4,16 +4,17 @@
 
 #include <cmath>
 
+#include "twosed/data/npy.h"
 #include "twosed/error.h"
 #include "twosed/model/network.h"
-#include "twosed/data/npy.h"
 #include "twosed/random.h"
 #include "twosed/train/train.h"
 
 namespace twosed {
 namespace {
 
-double parse_positive_double(const std::string& text, const std::string& what) {
+// `whole` is the space string ("box:0"), for the message.
+double parse_positive_double(const std::string& text, const std::string& what, const std::string& whole) {
   size_t pos = 0;
   double v = 0;
   try {
@@ -22,7 +23,7 @@ double parse_positive_double(const std::string& text, const std::string& what) {
     pos = 0;
   }
   if (pos != text.size() || !std::isfinite(v) || v <= 0)
-    throw UsageError(fmt::format("--space: {} '{}' must be a positive number", what, text));
+    throw OptionError("MeasureOptions.space", fmt::format("{}: {} '{}' must be a positive number", whole, what, text));
   return v;
 }
 
@@ -35,16 +36,16 @@ ParameterSpace ParameterSpace::parse(const std::string& text, const Network& net
     for (const auto& p : net.parameters()) s.segments_.push_back({p.offset, p.numel(), p.init_bound});
     s.description_ = "init (PyTorch default init box, +-1/sqrt(fan_in) per layer)";
   } else if (text.rfind("box:", 0) == 0) {
-    const double a = parse_positive_double(text.substr(4), "half-width A");
+    const double a = parse_positive_double(text.substr(4), "half-width A", text);
     s.segments_.push_back({0, s.num_params_, a});
     s.description_ = fmt::format("box [-{}, {}]^d", a, a);
   } else if (text.rfind("local:", 0) == 0) {
     const auto rest = text.substr(6);
     const auto colon = rest.rfind(':');
     if (colon == std::string::npos || colon == 0)
-      throw UsageError(fmt::format("--space {}: expected local:CKPT:R", text));
+      throw OptionError("MeasureOptions.space", fmt::format("{}: expected local:CKPT:R", text));
     const auto path = rest.substr(0, colon);
-    const double r = parse_positive_double(rest.substr(colon + 1), "radius R");
+    const double r = parse_positive_double(rest.substr(colon + 1), "radius R", text);
     // A checkpoint written by `twosed train` names its model: refuse another model's even when
     // the parameter counts happen to agree.
     CheckpointInfo info;
@@ -62,7 +63,7 @@ ParameterSpace ParameterSpace::parse(const std::string& text, const Network& net
     s.segments_.push_back({0, s.num_params_, r});
     s.description_ = fmt::format("local box {} +- {}", path, r);
   } else {
-    throw UsageError(fmt::format("--space {}: expected init, box:A or local:CKPT:R", text));
+    throw OptionError("MeasureOptions.space", fmt::format("{}: expected init, box:A or local:CKPT:R", text));
   }
   return s;
 }

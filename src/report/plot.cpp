@@ -80,27 +80,27 @@ Format format_of(const std::string& path) {
   for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (ext == "png") return Format::Png;
   if (ext == "svg") return Format::Svg;
-  throw UsageError(fmt::format("--plot FILE: expected a .png or .svg file name, got '{}'", path));
+  throw UsageError(fmt::format("figure file '{}': expected a .png or .svg file name", path));
 }
 
 void validate(const Figure& fig) {
   if (fig.panels.empty() || fig.panels.size() > 4)
-    throw UsageError(fmt::format("--plot: a figure has 1 to 4 panels, got {}", fig.panels.size()));
+    throw UsageError(fmt::format("a figure has 1 to 4 panels, got {}", fig.panels.size()));
   if (fig.panel_width <= 0 || fig.height <= 0 || fig.panel_width > 10000 || fig.height > 10000)
     throw UsageError(
-        fmt::format("--plot: panel size must be in 1..10000 pixels, got {}x{}", fig.panel_width, fig.height));
+        fmt::format("figure panel size must be in 1..10000 pixels, got {}x{}", fig.panel_width, fig.height));
   for (const auto& panel : fig.panels) {
     if (const auto* lp = std::get_if<LinePanel>(&panel)) {
       for (const PlotSeries& s : lp->series)
         if (s.y.size() != s.x.size() || (!s.y_err.empty() && s.y_err.size() != s.x.size()))
           throw UsageError(fmt::format(
-              "--plot: series '{}' has {} x, {} y and {} y_err values; expected equal lengths (y_err may be empty)",
+              "figure series '{}' has {} x, {} y and {} y_err values; expected equal lengths (y_err may be empty)",
               s.label, s.x.size(), s.y.size(), s.y_err.size()));
     } else {
       const auto& bp = std::get<StackedBarPanel>(panel);
       for (const BarStack& s : bp.stacks)
         if (s.values.size() != bp.categories.size())
-          throw UsageError(fmt::format("--plot: bar stack '{}' has {} values for {} categories", s.label,
+          throw UsageError(fmt::format("figure bar stack '{}' has {} values for {} categories", s.label,
                                        s.values.size(), bp.categories.size()));
     }
   }
@@ -206,7 +206,7 @@ std::string bar_panel(const StackedBarPanel& p, Blocks& blocks) {
 std::string script_for(const Figure& fig, Format format, const std::string& out_path) {
   validate(fig);
   if (out_path.find_first_of("\r\n") != std::string::npos)
-    throw UsageError("--plot FILE: the file name must not contain a line break");
+    throw UsageError("figure file name must not contain a line break");
   const size_t n = fig.panels.size();
   Blocks blocks;
   std::string body =
@@ -254,11 +254,11 @@ std::string first_message(const std::string& err) {
 // its wait status and fills `err` with its stderr. Throws DataError only when it cannot start.
 int run(const std::string& program, const std::string& script, std::string& err) {
   int in[2], er[2];
-  if (pipe2(in, O_CLOEXEC) != 0) throw DataError(fmt::format("--plot: pipe: {}", std::strerror(errno)));
+  if (pipe2(in, O_CLOEXEC) != 0) throw DataError(fmt::format("cannot draw a figure: pipe: {}", std::strerror(errno)));
   if (pipe2(er, O_CLOEXEC) != 0) {
     const int e = errno;
     close(in[0]), close(in[1]);
-    throw DataError(fmt::format("--plot: pipe: {}", std::strerror(e)));
+    throw DataError(fmt::format("cannot draw a figure: pipe: {}", std::strerror(e)));
   }
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
@@ -285,8 +285,8 @@ int run(const std::string& program, const std::string& script, std::string& err)
   close(in[0]), close(er[1]);
   if (rc != 0) {
     close(in[1]), close(er[0]);
-    throw DataError(fmt::format("--plot: cannot run '{}': {} (install gnuplot-nox; scripts/setup.sh does)", program,
-                                std::strerror(rc)));
+    throw DataError(fmt::format("cannot run '{}' to draw a figure: {} (install gnuplot-nox; scripts/setup.sh does)",
+                                program, std::strerror(rc)));
   }
 
   // Block SIGPIPE while writing: a gnuplot that quits early gives EPIPE instead of killing us;
@@ -365,18 +365,17 @@ void write_figure(const Figure& fig, const std::string& path) {
     std::remove(tmp.c_str());
     const std::string how = WIFEXITED(status) ? fmt::format("exit status {}", WEXITSTATUS(status))
                                               : fmt::format("signal {}", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-    throw DataError(
-        fmt::format("--plot: '{}' failed writing '{}' ({}): {}", fig.gnuplot, path, how, first_message(err)));
+    throw DataError(fmt::format("'{}' failed writing '{}' ({}): {}", fig.gnuplot, path, how, first_message(err)));
   }
   struct stat st;
   if (stat(tmp.c_str(), &st) != 0 || st.st_size == 0) {
     std::remove(tmp.c_str());
-    throw DataError(fmt::format("--plot: '{}' produced no figure for '{}'", fig.gnuplot, path));
+    throw DataError(fmt::format("'{}' produced no figure for '{}'", fig.gnuplot, path));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int e = errno;
     std::remove(tmp.c_str());
-    throw DataError(fmt::format("--plot: cannot write '{}': {}", path, std::strerror(e)));
+    throw DataError(fmt::format("cannot write figure '{}': {}", path, std::strerror(e)));
   }
 }
 

@@ -182,7 +182,7 @@ std::string measure_config(const MeasureOptions& o) {
 
 RunInfo find_resumable(const ResultsStore& store, const std::string& kind, const std::string& config,
                        const RecordOptions& ropts) {
-  const auto where = fmt::format("--resume: {}", store.path());
+  const auto where = fmt::format("{}: cannot resume", store.path());
   auto check = [&](const RunInfo& r) {
     if (r.kind != kind) throw DataError(fmt::format("{}: run {} is a {} run, not a {} run", where, r.id, r.kind, kind));
     if (r.config != config)
@@ -248,7 +248,8 @@ RecordedMeasurement record_measure(ResultsStore& store, MeasureOptions opts, con
       store.put_text(out.run, "header", text);
     } else if (stored_header != text) {
       throw DataError(fmt::format(
-          "--resume: run {} was computed with another model or other inputs (its header differs: stored {}, now {})",
+          "cannot resume run {}: it was computed with another model or other inputs (its header differs: stored {}, "
+          "now {})",
           out.run, stored_header, text));
     }
     if (user_start) user_start(h);
@@ -342,6 +343,7 @@ std::string train_config(const TrainConfig& c) {
 }
 
 RecordedTraining run_training(const TrainConfig& cfg) {
+  validate(cfg.train);  // before loading data
   const auto spec = parse_model_spec(cfg.model, cfg.model_options);
   Network net(spec);
   const auto data = load_training_data(cfg.data, spec, cfg.model_options);
@@ -352,6 +354,7 @@ RecordedTraining run_training(const TrainConfig& cfg) {
 }
 
 RecordedTraining record_training(ResultsStore& store, const TrainConfig& cfg, const RecordOptions& ropts) {
+  validate(cfg.train);  // before loading data and creating a run
   const auto config = train_config(cfg);
   const auto spec = parse_model_spec(cfg.model, cfg.model_options);
   Network net(spec);

@@ -190,11 +190,12 @@ CorrelationEstimate bootstrap_correlation(const std::vector<double>& x, const st
     throw UsageError(fmt::format("x and y must hold at least 2 pairs for a bootstrap, got {}", x.size()));
   }
   if (opts.bootstrap < 2) {
-    throw UsageError(fmt::format("CorrelationOptions.bootstrap must satisfy bootstrap >= 2, got {}", opts.bootstrap));
+    throw OptionError("CorrelationOptions.bootstrap",
+                      fmt::format("must satisfy bootstrap >= 2, got {}", opts.bootstrap));
   }
   if (!(opts.confidence > 0.0 && opts.confidence < 1.0)) {
-    throw UsageError(
-        fmt::format("CorrelationOptions.confidence must satisfy 0 < confidence < 1, got {}", opts.confidence));
+    throw OptionError("CorrelationOptions.confidence",
+                      fmt::format("must satisfy 0 < confidence < 1, got {}", opts.confidence));
   }
   const std::size_t n = x.size();
   CorrelationEstimate est;

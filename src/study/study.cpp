@@ -6,10 +6,13 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <utility>
 
+#include "twosed/data/data.h"
 #include "twosed/error.h"
 #include "twosed/estimate/estimator.h"
 #include "twosed/measure/measure.h"
@@ -23,20 +26,171 @@ using nlohmann::json;
 
 // --- Parsing with messages that name the key and the expected type. ---
 
+// Deeper study files are refused while parsing: a real one is 3 levels deep, and the value a
+// message shows must never be an unbounded structure.
+constexpr int kMaxDepth = 64;
+constexpr size_t kShownChars = 60;
+
+// The first at most `n` bytes of `s`, not cutting a UTF-8 character in two.
+std::string cut_utf8(const std::string& s, size_t n) {
+  if (s.size() <= n) return s;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n);
+}
+
+// A key as a message shows it: one line, at most 100 bytes.
+std::string shown_key(const std::string& key) {
+  auto out = cut_utf8(key, 100);
+  for (char& ch : out)
+    if (static_cast<unsigned char>(ch) < 0x20) ch = '?';
+  return out.size() < key.size() ? out + "..." : out;
+}
+
+// Appends at most about `budget` characters of `v` to `out`, descending at most two levels
+// (the rest shown as "..."): never walks or dumps a whole deep or huge value.
+void append_brief(const json& v, std::string& out, size_t budget, int depth) {
+  if (out.size() > budget) return;
+  if (v.is_object() || v.is_array()) {
+    const bool obj = v.is_object();
+    out += obj ? "{" : "[";
+    if (depth >= 2 && !v.empty()) {
+      out += "...";
+    } else {
+      bool first = true;
+      for (auto it = v.begin(); it != v.end() && out.size() <= budget; ++it) {
+        if (!first) out += ",";  // compact, as json::dump()
+        first = false;
+        if (obj) out += json(cut_utf8(it.key(), budget)).dump() + ":";
+        append_brief(*it, out, budget, depth + 1);
+      }
+    }
+    out += obj ? "}" : "]";
+  } else if (v.is_string()) {
+    out += json(cut_utf8(v.get_ref<const std::string&>(), budget)).dump();
+  } else {
+    out += v.dump();  // a number, bool or null
+  }
+}
+
+// `v` for a message: at most kShownChars characters, cut at a UTF-8 character boundary.
+std::string brief(const json& v) {
+  std::string out;
+  append_brief(v, out, kShownChars, 0);
+  return out.size() <= kShownChars ? out : cut_utf8(out, kShownChars - 3) + "...";
+}
+
+// The study key of a library option, for messages in the study file's words.
+std::string study_key(const std::string& option) {
+  static const std::vector<std::pair<std::string, std::string>> keys = {
+      {"TrainingDataOptions.data", "data.source"},
+      {"TrainingDataOptions.test_data", "data.test_data"},
+      {"TrainingDataOptions.test_fraction", "data.test_fraction"},
+      {"TrainingDataOptions.train_size", "data.train_size"},
+      {"TrainingDataOptions.test_size", "data.test_size"},
+      {"TrainingDataOptions.standardize", "data.standardize"},
+      {"TrainingDataOptions.seed", "data.seed"},
+      {"TrainingDataOptions.task", "task"},
+      {"TrainOptions.task", "task"},
+      {"TrainOptions.optimizer", "train.optimizer"},
+      {"TrainOptions.lr", "train.lr"},
+      {"TrainOptions.momentum", "train.momentum"},
+      {"TrainOptions.weight_decay", "train.weight_decay"},
+      {"TrainOptions.batch", "train.batch"},
+      {"TrainOptions.epochs", "train.epochs"},
+      {"TrainOptions.seed", "train.seeds"},
+      {"MeasureOptions.num_inputs", "measure.inputs"},
+      {"MeasureOptions.num_param_samples", "measure.samples"},
+      {"MeasureOptions.sigma", "measure.sigmas"},
+      {"MarkovOptions.sigma", "measure.sigmas"},
+      {"MeasureOptions.noise_draws", "measure.noise_draws"},
+      {"MarkovOptions.noise_draws", "measure.noise_draws"},
+      {"MeasureOptions.seed", "measure.seed"},
+      {"EstimatorOptions.eps", "measure.eps"},
+      {"EstimatorOptions.zetas", "measure.zetas"},
+      {"EstimatorOptions.bootstrap", "measure.bootstrap"},
+      {"CorrelationOptions.bootstrap", "correlation.bootstrap"},
+      {"CorrelationOptions.confidence", "correlation.confidence"},
+      {"CorrelationOptions.seed", "correlation.seed"},
+  };
+  for (const auto& [o, k] : keys)
+    if (o == option) return k;
+  return "";
+}
+
+// An OptionError from the library in the study file's words: "PATH: key 'train.momentum': RULE".
+UsageError study_error(const std::string& file, const OptionError& e) {
+  const auto key = study_key(e.option());
+  if (key.empty()) return UsageError(fmt::format("{}: {}", file, e.what()));
+  return UsageError(fmt::format("{}: key '{}': {}", file, key, e.rule()));
+}
+
+// Parses JSON, refusing nesting deeper than kMaxDepth and a key that appears twice in one
+// object (nlohmann keeps the last silently). The callback sees every event in document order.
+json parse_json(const std::string& text, const std::string& name) {
+  struct Frame {
+    bool array;
+    std::string path;  // "measure", "models[1]"; "" at the top
+    std::set<std::string> keys;
+    std::string key;   // objects: the key just read
+    size_t index = 0;  // arrays: the next element's index
+  };
+  std::vector<Frame> frames;
+  auto join = [](const std::string& where, const std::string& key) { return where.empty() ? key : where + "." + key; };
+  // The path of the element now starting in the innermost container.
+  auto child_path = [&]() -> std::string {
+    if (frames.empty()) return "";
+    auto& f = frames.back();
+    if (f.array) return fmt::format("{}[{}]", f.path, f.index++);
+    return join(f.path, shown_key(f.key));
+  };
+  using event = json::parse_event_t;
+  const json::parser_callback_t cb = [&](int, event ev, json& parsed) {
+    switch (ev) {
+      case event::object_start:
+      case event::array_start: {
+        if (frames.size() >= static_cast<size_t>(kMaxDepth))
+          throw DataError(fmt::format("{}: nesting deeper than {} levels", name, kMaxDepth));
+        auto path = child_path();
+        frames.push_back({ev == event::array_start, std::move(path), {}, {}, 0});
+        break;
+      }
+      case event::object_end:
+      case event::array_end:
+        frames.pop_back();
+        break;
+      case event::key: {
+        auto& f = frames.back();
+        f.key = parsed.get<std::string>();
+        if (!f.keys.insert(f.key).second)
+          throw UsageError(fmt::format("{}: key '{}' appears twice", name, join(f.path, shown_key(f.key))));
+        break;
+      }
+      case event::value:
+        if (!frames.empty() && frames.back().array) ++frames.back().index;
+        break;
+    }
+    return true;
+  };
+  try {
+    return json::parse(text, cb);
+  } catch (const json::parse_error& e) {
+    throw DataError(fmt::format("{}: not valid JSON ({})", name, e.what()));
+  }
+}
+
 struct Reader {
   std::string file;
   [[noreturn]] void fail(const std::string& key, const std::string& expected, const json& got) const {
-    auto shown = got.dump();
-    if (shown.size() > 40) shown = shown.substr(0, 37) + "...";
-    throw UsageError(fmt::format("{}: key '{}': expected {}, got {}", file, key, expected, shown));
+    throw UsageError(fmt::format("{}: key '{}': expected {}, got {}", file, key, expected, brief(got)));
   }
+  [[noreturn]] void fail(const OptionError& e) const { throw study_error(file, e); }
   void only(const json& obj, const std::string& where, const std::vector<std::string>& allowed) const {
     for (const auto& [k, v] : obj.items())
       if (std::find(allowed.begin(), allowed.end(), k) == allowed.end()) {
         std::string list;
         for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
         throw UsageError(fmt::format("{}: unknown key '{}{}' (expected one of {})", file,
-                                     where.empty() ? "" : where + ".", k, list));
+                                     where.empty() ? "" : where + ".", shown_key(k), list));
       }
   }
   static std::string path(const std::string& where, const std::string& key) {
@@ -47,12 +201,18 @@ struct Reader {
     if (!obj[key].is_object()) fail(path(where, key), "an object", obj[key]);
     return &obj[key];
   }
-  void integer(const json& obj, const std::string& where, const std::string& key, int64_t& out, int64_t lo) const {
+  void integer(const json& obj, const std::string& where, const std::string& key, int64_t& out, int64_t lo,
+               int64_t hi = std::numeric_limits<int64_t>::max()) const {
     if (!obj.contains(key)) return;
     const auto& v = obj[key];
-    if (!v.is_number_integer()) fail(path(where, key), "an integer", v);
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)))
+      fail(path(where, key), "an integer", v);
     out = v.get<int64_t>();
-    if (out < lo) fail(path(where, key), fmt::format("an integer >= {}", lo), v);
+    if (out < lo || out > hi)
+      fail(path(where, key),
+           hi == std::numeric_limits<int64_t>::max() ? fmt::format("an integer >= {}", lo)
+                                                     : fmt::format("an integer in [{}, {}]", lo, hi),
+           v);
   }
   void number(const json& obj, const std::string& where, const std::string& key, double& out) const {
     if (!obj.contains(key)) return;
@@ -123,20 +283,16 @@ double sd_of(const std::vector<double>& v) {
 }  // namespace
 
 StudyConfig parse_study_text(const std::string& text, const std::string& name) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw DataError(fmt::format("{}: not valid JSON ({})", name, e.what()));
-  }
+  const json j = parse_json(text, name);
   Reader r{name};
   if (!j.is_object()) r.fail("(top level)", "an object", j);
   r.only(j, "", {"name", "data", "task", "models", "measure", "train", "correlation"});
   StudyConfig c;
+  c.file = name;
   r.string(j, "", "name", c.name);
   std::string task = "classify";
   r.string(j, "", "task", task);
-  if (task != "classify" && task != "regress") r.fail("task", "\"classify\" or \"regress\"", j["task"]);
+  if (task != "classify" && task != "regress") r.fail("task", "\"classify\" or \"regress\"", j.at("task"));
   c.data.task = task == "classify" ? Task::Classify : Task::Regress;
   c.train.task = c.data.task;
   if (const auto* d = r.object(j, "", "data")) {
@@ -150,11 +306,23 @@ StudyConfig parse_study_text(const std::string& text, const std::string& name) {
     int64_t seed = 0;
     r.integer(*d, "data", "seed", seed, 0);
     c.data.seed = static_cast<uint64_t>(seed);
-    if (!(c.data.test_fraction >= 0 && c.data.test_fraction < 1))
-      r.fail("data.test_fraction", "a number in [0, 1)", (*d)["test_fraction"]);
   }
+  // The data options as load_training_data checks them, and the source strings' syntax (the
+  // files themselves are read when the study runs).
+  try {
+    validate(c.data);
+  } catch (const OptionError& e) {
+    r.fail(e);
+  }
+  for (const auto& [key, source] : {std::pair<const char*, const std::string&>{"data.source", c.data.data},
+                                    std::pair<const char*, const std::string&>{"data.test_data", c.data.test_data}})
+    if (!source.empty()) try {
+        parse_data_spec(source);
+      } catch (const UsageError& e) {
+        throw UsageError(fmt::format("{}: key '{}': {}", name, key, e.what()));
+      }
   if (!j.contains("models")) throw UsageError(fmt::format("{}: key 'models' is missing (a list of model specs)", name));
-  const auto& models = j["models"];
+  const auto& models = j.at("models");
   if (!models.is_array() || models.empty()) r.fail("models", "a non-empty list of model specs", models);
   for (size_t i = 0; i < models.size(); ++i) {
     const auto& m = models[i];
@@ -186,13 +354,15 @@ StudyConfig parse_study_text(const std::string& text, const std::string& name) {
   }
   if (const auto* m = r.object(j, "", "measure")) {
     r.only(*m, "measure", {"inputs", "samples", "eps", "zetas", "sigmas", "noise_draws", "bootstrap", "seed"});
+    // The limits measure() and the estimator apply (checked here so that a study fails before
+    // its first model, not at it).
     r.integer(*m, "measure", "inputs", c.inputs, 1);
-    r.integer(*m, "measure", "samples", c.samples, 1);
+    r.integer(*m, "measure", "samples", c.samples, 1, 10'000'000);
     r.numbers(*m, "measure", "eps", c.eps);
     r.numbers(*m, "measure", "zetas", c.zetas);
     r.numbers(*m, "measure", "sigmas", c.sigmas);
-    r.integer(*m, "measure", "noise_draws", c.noise_draws, 1);
-    r.integer(*m, "measure", "bootstrap", c.bootstrap, 2);
+    r.integer(*m, "measure", "noise_draws", c.noise_draws, 1, 1'000'000);
+    r.integer(*m, "measure", "bootstrap", c.bootstrap, 2, 1'000'000);
     int64_t seed = 0;
     r.integer(*m, "measure", "seed", seed, 0);
     c.measure_seed = static_cast<uint64_t>(seed);
@@ -204,13 +374,21 @@ StudyConfig parse_study_text(const std::string& text, const std::string& name) {
     for (double s : c.sigmas)
       if (!(s > 0 && std::isfinite(s))) r.fail("measure.sigmas", "a list of numbers > 0", (*m)["sigmas"]);
   }
+  {
+    EstimatorOptions eo;
+    eo.eps = c.eps;
+    eo.zetas = c.zetas;
+    eo.bootstrap = c.bootstrap;
+    try {
+      validate_estimator_options(eo);
+    } catch (const OptionError& e) {
+      r.fail(e);
+    }
+  }
   if (const auto* t = r.object(j, "", "train")) {
     r.only(*t, "train", {"optimizer", "lr", "momentum", "weight_decay", "batch", "epochs", "seeds"});
     r.string(*t, "train", "optimizer", c.train.optimizer);
-    if (c.train.optimizer != "adam" && c.train.optimizer != "sgd")
-      r.fail("train.optimizer", "\"adam\" or \"sgd\"", (*t)["optimizer"]);
     r.number(*t, "train", "lr", c.train.lr);
-    if (!(c.train.lr > 0)) r.fail("train.lr", "a number > 0", (*t)["lr"]);
     r.number(*t, "train", "momentum", c.train.momentum);
     r.number(*t, "train", "weight_decay", c.train.weight_decay);
     r.integer(*t, "train", "batch", c.train.batch, 1);
@@ -228,12 +406,18 @@ StudyConfig parse_study_text(const std::string& text, const std::string& name) {
   } else {
     c.train.batch = 64;
   }
+  // The training options as train_network checks them.
+  try {
+    validate(c.train);
+  } catch (const OptionError& e) {
+    r.fail(e);
+  }
   if (const auto* k = r.object(j, "", "correlation")) {
     r.only(*k, "correlation", {"bootstrap", "confidence", "seed"});
     r.integer(*k, "correlation", "bootstrap", c.correlation.bootstrap, 2);
     r.number(*k, "correlation", "confidence", c.correlation.confidence);
     if (!(c.correlation.confidence > 0 && c.correlation.confidence < 1))
-      r.fail("correlation.confidence", "a number in (0, 1)", (*k)["confidence"]);
+      r.fail("correlation.confidence", "a number in (0, 1)", k->at("confidence"));
     int64_t seed = 0;
     r.integer(*k, "correlation", "seed", seed, 0);
     c.correlation.seed = static_cast<uint64_t>(seed);
@@ -529,6 +713,11 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
                          {"models", models},
                          {"correlations", correlations}};
     store.finish_run(study, result.dump());
+  } catch (const OptionError& e) {
+    // In the study file's words, not the library's.
+    const auto err = study_error(cfg.file.empty() ? cfg.name : cfg.file, e);
+    store.fail_run(study, err.what());
+    throw err;
   } catch (const std::exception& e) {
     std::string msg = e.what();
     store.fail_run(study, msg.substr(0, msg.find('\n')));

@@ -14,9 +14,9 @@
 #include <numeric>
 #include <sstream>
 
+#include "twosed/data/npy.h"
 #include "twosed/error.h"
 #include "twosed/model/network.h"
-#include "twosed/data/npy.h"
 #include "twosed/model/parameter_space.h"
 #include "twosed/random.h"
 
@@ -31,22 +31,11 @@ const char* task_name(Task t) {
 }
 
 void check_options(const Network& net, const TrainOptions& o) {
-  if (o.optimizer != "adam" && o.optimizer != "sgd")
-    throw UsageError(fmt::format("--optimizer {}: expected adam or sgd", o.optimizer));
-  if (!(std::isfinite(o.lr) && o.lr > 0)) throw UsageError(fmt::format("--lr {}: expected a finite value > 0", o.lr));
-  if (o.batch < 1) throw UsageError(fmt::format("--batch {}: expected an integer >= 1", o.batch));
-  if (o.epochs < 0) throw UsageError(fmt::format("--epochs {}: expected an integer >= 0", o.epochs));
-  if (!(std::isfinite(o.momentum) && o.momentum >= 0 && o.momentum < 1))
-    throw UsageError(fmt::format("--momentum {}: expected a value in [0, 1)", o.momentum));
-  if (!(std::isfinite(o.weight_decay) && o.weight_decay >= 0))
-    throw UsageError(fmt::format("--weight-decay {}: expected a finite value >= 0", o.weight_decay));
-  if (!o.initial_theta.empty()) {
-    if (static_cast<int64_t>(o.initial_theta.size()) != net.num_params())
-      throw UsageError(fmt::format("initial theta has {} values, but model '{}' has {} parameters",
-                                   o.initial_theta.size(), net.spec().text, net.num_params()));
-    for (size_t i = 0; i < o.initial_theta.size(); ++i)
-      if (!std::isfinite(o.initial_theta[i])) throw UsageError(fmt::format("initial theta: value {} is not finite", i));
-  }
+  validate(o);
+  if (!o.initial_theta.empty() && static_cast<int64_t>(o.initial_theta.size()) != net.num_params())
+    throw OptionError("TrainOptions.initial_theta",
+                      fmt::format("has {} values, but model '{}' has {} parameters", o.initial_theta.size(),
+                                  net.spec().text, net.num_params()));
 }
 
 // One data set as tensors: inputs shaped for the network, and the targets of the loss
@@ -80,7 +69,7 @@ TensorData prepare(const Network& net, const Dataset& data, Task task, const cha
   if (task == Task::Classify) {
     if (labels == 0)
       throw DataError(
-          fmt::format("{} data '{}' has no labels, but --task classify needs a class per example", role, data.source));
+          fmt::format("{} data '{}' has no labels, but task classify needs a class per example", role, data.source));
     if (data.num_classes > k)
       throw DataError(fmt::format("{} data '{}' has {} classes, but model '{}' has only {} outputs", role, data.source,
                                   data.num_classes, spec.text, k));
@@ -109,7 +98,7 @@ TensorData prepare(const Network& net, const Dataset& data, Task task, const cha
   }
   if (labels == 0)
     throw DataError(
-        fmt::format("{} data '{}' has neither regression targets nor labels; --task regress needs one "
+        fmt::format("{} data '{}' has neither regression targets nor labels; task regress needs one "
                     "target per output",
                     role, data.source));
   if (k != 1)
@@ -204,6 +193,23 @@ void write_file_atomically(const std::string& path, const std::string& what,
 }
 
 }  // namespace
+
+void validate(const TrainOptions& o) {
+  if (o.optimizer != "adam" && o.optimizer != "sgd")
+    throw OptionError("TrainOptions.optimizer", fmt::format("must be adam or sgd, got '{}'", o.optimizer));
+  if (!(std::isfinite(o.lr) && o.lr > 0))
+    throw OptionError("TrainOptions.lr", fmt::format("must be a finite number > 0, got {}", o.lr));
+  if (o.batch < 1) throw OptionError("TrainOptions.batch", fmt::format("must be an integer >= 1, got {}", o.batch));
+  if (o.epochs < 0) throw OptionError("TrainOptions.epochs", fmt::format("must be an integer >= 0, got {}", o.epochs));
+  if (!(std::isfinite(o.momentum) && o.momentum >= 0 && o.momentum < 1))
+    throw OptionError("TrainOptions.momentum", fmt::format("must be in [0, 1), got {}", o.momentum));
+  if (!(std::isfinite(o.weight_decay) && o.weight_decay >= 0))
+    throw OptionError("TrainOptions.weight_decay", fmt::format("must be a finite number >= 0, got {}", o.weight_decay));
+  for (size_t i = 0; i < o.initial_theta.size(); ++i)
+    if (!std::isfinite(o.initial_theta[i]))
+      throw OptionError("TrainOptions.initial_theta",
+                        fmt::format("must hold finite values, got {} at index {}", o.initial_theta[i], i));
+}
 
 TrainResult train_network(const Network& net, const Dataset& train, const Dataset* test, const TrainOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "option_names.h"
 #include "twosed/error.h"
 
 int main(int argc, char** argv) {
@@ -37,6 +38,10 @@ int main(int argc, char** argv) {
     for (auto& [sub, run] : commands)
       if (sub->parsed()) return run();
     return measure();  // `twosed measure`, and the default with no subcommand
+  } catch (const twosed::OptionError& e) {
+    // The library names the options-struct field; say the flag instead.
+    std::fprintf(stderr, "twosed: error: %s\n", twosed::cli::cli_message(e).c_str());
+    return 2;
   } catch (const twosed::UsageError& e) {
     std::fprintf(stderr, "twosed: error: %s\n", e.what());
     return 2;

@@ -1,17 +1,17 @@
 // Whole data sets for training (`twosed train`, `twosed study`): a data source split into a
 // training and a test set, with the same loaders as measurements (data.h) plus teacher data.
 //
-// The test set is, in order of preference: --test-data; for idx:DIR, the directory's t10k
+// The test set is, in order of preference: test_data; for idx:DIR, the directory's t10k
 // files when present (Fashion-MNIST's own test split); a seeded fraction of the data
-// (--test-fraction); none.
+// (test_fraction); none.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "twosed/data/data.h"
-#include "twosed/model/model_spec.h"
 #include "twosed/fisher/statistical_model.h"
+#include "twosed/model/model_spec.h"
 
 namespace twosed {
 
@@ -31,7 +31,12 @@ struct TrainingData {
   std::string description;  ///< for reports: sources, sizes, split
 };
 
-/// Loads and splits. Throws UsageError (bad source strings or options) or DataError (files,
+/// Checks the numeric options (test_fraction in [0, 1), sizes >= 0); load_training_data calls it.
+/// Throws OptionError naming the field ("TrainingDataOptions.test_fraction").
+void validate(const TrainingDataOptions& opts);
+
+/// Loads and splits. Throws UsageError (bad source strings), OptionError (bad options, naming
+/// the field: "TrainingDataOptions.test_fraction") or DataError (files,
 /// feature counts that do not fit `spec`, more classes than outputs).
 TrainingData load_training_data(const TrainingDataOptions& opts, const ModelSpec& spec,
                                 const ModelOptions& model_options);

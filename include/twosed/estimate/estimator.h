@@ -114,7 +114,8 @@ double eps_at_n(double n, double zeta);
 double log_det_term(Cover cover, double u, double lambda);
 
 /// Checks every option that estimate_two_scale checks before seeing spectra (eps, zeta,
-/// bootstrap, ed_n, at_n), so that a long run fails before it starts. Throws UsageError.
+/// bootstrap, ed_n, at_n), so that a long run fails before it starts. Throws UsageError;
+/// OptionError naming the field for a bad eps, zetas or bootstrap ("EstimatorOptions.bootstrap").
 void validate_estimator_options(const EstimatorOptions& opts);
 
 /// Computes all curves and point estimates. Validates: d >= 1, spectra non-empty (M >= 1),

@@ -35,7 +35,8 @@ struct GapEstimate {
   bool at_grid_edge = false;     ///< the minimum is at the first or last eps searched (widen the range)
 };
 
-/// Throws UsageError naming the option ("--loss-bound", "--lipschitz", "--delta") if invalid.
+/// Throws OptionError naming the field ("BoundOptions.loss_bound", "BoundOptions.lipschitz",
+/// "BoundOptions.delta") if invalid.
 void validate_bound_options(const BoundOptions& opts);
 
 /// The objective at one eps for a given dimension value.

@@ -21,8 +21,9 @@ class Network;
 
 class ParameterSpace {
  public:
-  /// Parses "init", "box:A" or "local:CKPT:R" for `net`. Throws UsageError for a malformed
-  /// string or a bad A/R, DataError for an unreadable checkpoint or one whose length is not d.
+  /// Parses "init", "box:A" or "local:CKPT:R" for `net`. Throws OptionError
+  /// ("MeasureOptions.space") for a malformed string or a bad A/R, DataError for an unreadable checkpoint or one whose
+  /// length is not d.
   static ParameterSpace parse(const std::string& text, const Network& net);
 
   int64_t num_params() const { return num_params_; }

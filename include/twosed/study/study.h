@@ -24,11 +24,11 @@
 #include <string>
 #include <vector>
 
-#include "twosed/model/model_spec.h"
-#include "twosed/study/rank_correlation.h"
-#include "twosed/store/results_store.h"
-#include "twosed/train/train.h"
 #include "twosed/data/training_data.h"
+#include "twosed/model/model_spec.h"
+#include "twosed/store/results_store.h"
+#include "twosed/study/rank_correlation.h"
+#include "twosed/train/train.h"
 
 namespace twosed {
 
@@ -38,6 +38,7 @@ struct StudyModel {
 };
 
 struct StudyConfig {
+  std::string file;  ///< where it was parsed from (messages only; not part of the configuration)
   std::string name = "study";
   TrainingDataOptions data;  ///< data.task is the study's task
   std::vector<StudyModel> models;
@@ -51,9 +52,13 @@ struct StudyConfig {
   CorrelationOptions correlation;
 };
 
-/// Parses a study file. Throws UsageError "PATH: key 'train.epochs': expected an integer, got
-/// \"ten\"" for a wrong type, an unknown key (naming the keys allowed there) or a missing
-/// "models"; DataError if the file cannot be read or is not JSON (with line and column).
+/// Parses a study file and validates all of it before any work: types, every model spec, the
+/// data source strings, and the train, data, measure and correlation options with the same
+/// checks the library applies when the study runs. Throws UsageError in the file's own words:
+/// "PATH: key 'train.epochs': expected an integer, got \"ten\"" (a wrong type),
+/// "PATH: key 'train.momentum': must be in [0, 1), got 1.5" (a bad value), an unknown key
+/// (naming the keys allowed there), a key that appears twice, or a missing "models"; DataError
+/// if the file cannot be read, is not JSON (with line and column) or nests deeper than 64 levels.
 StudyConfig parse_study(const std::string& path);
 /// The same on text (for tests); `name` stands in for the path.
 StudyConfig parse_study_text(const std::string& text, const std::string& name);
@@ -70,7 +75,9 @@ struct StudyOptions {
   std::function<void(int64_t, int64_t)> step_progress;
 };
 
-/// Runs (or resumes) the study, recording everything in `store`. Returns the study's run id;
+/// Runs (or resumes) the study, recording everything in `store`. An OptionError of the library
+/// found only while running (a test_fraction that leaves an empty set) is rethrown as a
+/// UsageError naming the study key. Returns the study's run id;
 /// its result JSON (ResultsStore::run(id).result) holds per-model measures and losses and the
 /// correlations (see study_report).
 int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOptions& opts);

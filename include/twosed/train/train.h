@@ -28,8 +28,8 @@
 #include <vector>
 
 #include "twosed/data/data.h"
-#include "twosed/model/model_spec.h"
 #include "twosed/fisher/statistical_model.h"
+#include "twosed/model/model_spec.h"
 
 namespace twosed {
 
@@ -71,11 +71,16 @@ struct TrainResult {
   double seconds = 0.0;
 };
 
+/// Checks the options that do not depend on a network (all but the length of initial_theta).
+/// Throws OptionError naming the field ("TrainOptions.momentum") and the rule with the value
+/// ("must be in [0, 1), got 1.5"). train_network calls it; a study file calls it before any work.
+void validate(const TrainOptions& opts);
+
 /// Trains `net` on `train` (labels for classify; for regress, `targets` with n * k values, or
-/// with k = 1 the labels taken as numbers). `test` may be null or empty. Throws UsageError for
-/// bad options (naming the option: --optimizer, --lr, --batch, --epochs, --momentum,
-/// --weight-decay; an initial_theta that is not d finite values), DataError for data that do
-/// not fit the network (feature count, classes > outputs, missing labels or targets, NaN/Inf).
+/// with k = 1 the labels taken as numbers). `test` may be null or empty. Throws OptionError for
+/// bad options (see validate; also an initial_theta that is not d values), DataError for data
+/// that do not fit the network (feature count, classes > outputs, missing labels or targets,
+/// NaN/Inf).
 TrainResult train_network(const Network& net, const Dataset& train, const Dataset* test, const TrainOptions& opts);
 
 /// The model a checkpoint belongs to (its .json sidecar).
