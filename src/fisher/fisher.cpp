@@ -1,6 +1,8 @@
 // Exact Fisher spectra of the standard model: the Gram trick of spec section 7.
 #include "twosed/fisher/fisher.h"
 
+#include <fmt/format.h>
+
 #include <chrono>
 
 #include "linalg/linalg.h"
@@ -25,7 +27,8 @@ int64_t rows_per_example(int64_t num_outputs, const FisherOptions& opts) {
 
 torch::Tensor output_covectors(const torch::Tensor& f, const FisherOptions& opts, uint64_t rng_index) {
   const int64_t n = f.size(0), k = f.size(1);
-  if (opts.task == Task::Regress && !(opts.out_noise > 0)) throw UsageError("--out-noise must be > 0 for regression");
+  if (opts.task == Task::Regress && !(opts.out_noise > 0))
+    throw OptionError("FisherOptions.out_noise", fmt::format("must be > 0 for regression, got {}", opts.out_noise));
   if (opts.kind == FisherKind::Exact) {
     if (opts.task == Task::Regress)
       return (torch::eye(k, f.options()) / opts.out_noise).unsqueeze(0).expand({n, k, k}).contiguous();

@@ -210,8 +210,9 @@ SampleSpectrum MarkovSpectrum::merged() const {
 
 MarkovChainModel::MarkovChainModel(const Network& net, MarkovOptions opts) : net_(&net), opts_(std::move(opts)) {
   if (!(opts_.sigma > 0 && std::isfinite(opts_.sigma)))
-    throw UsageError(fmt::format("--sigma must be a finite number > 0, got {}", opts_.sigma));
-  if (opts_.noise_draws < 1) throw UsageError(fmt::format("--noise-draws must be >= 1, got {}", opts_.noise_draws));
+    throw OptionError("MarkovOptions.sigma", fmt::format("must be a finite number > 0, got {}", opts_.sigma));
+  if (opts_.noise_draws < 1)
+    throw OptionError("MarkovOptions.noise_draws", fmt::format("must be >= 1, got {}", opts_.noise_draws));
   const auto& spec = net.spec();
   std::vector<int64_t> starts;
   for (size_t l = 0; l < spec.layers.size(); ++l)

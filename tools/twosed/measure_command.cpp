@@ -91,6 +91,8 @@ template <typename F>
 void with_option(const std::string& option, const std::string& value, F&& check) {
   try {
     check();
+  } catch (const OptionError& e) {
+    throw UsageError(fmt::format("{} {}: {}", option, value, e.rule()));
   } catch (const UsageError& e) {
     throw UsageError(fmt::format("{} {}: {}", option, value, e.what()));
   }

@@ -68,6 +68,7 @@ const std::vector<std::pair<std::string, std::string>>& table() {
       {"EstimatorOptions.ed_n", "--ed-n"},
       {"EstimatorOptions.at_n", "--n"},
       {"EstimatorOptions.bootstrap", "--bootstrap"},
+      {"ExecutionContext.threads", "--threads"},
   };
   return rows;
 }

@@ -29,8 +29,8 @@
 #include <vector>
 
 #include "twosed/estimate/estimator.h"
-#include "twosed/model/network.h"
 #include "twosed/fisher/statistical_model.h"
+#include "twosed/model/network.h"
 
 namespace twosed {
 

@@ -24,7 +24,7 @@ namespace twosed {
 enum class Activation { ReLU, Tanh, Sigmoid, GELU };
 
 /// "relu" | "tanh" | "sigmoid" | "gelu" -> Activation; throws UsageError naming `option`.
-Activation parse_activation(const std::string& name, const std::string& option = "--act");
+Activation parse_activation(const std::string& name, const std::string& option = "ModelOptions.activation");
 const char* activation_name(Activation a);
 
 enum class LayerKind { Linear, Conv2d, Activation, MaxPool, AvgPool, Flatten };
