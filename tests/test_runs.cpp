@@ -353,8 +353,24 @@ TEST(Study, RunsCorrelatesAndResumesWithoutRecomputing) {
   EXPECT_EQ(r["n_train"].get<double>(), 300.0);
   EXPECT_EQ(r["headline"].get<std::string>(), "lower 2sED sigma=0.5 zeta=0 at eps_zeta(n)");
   EXPECT_FALSE(r["correlations"].empty());
-  // "params d" rises with width: its correlation with itself reversed is what the table shows.
-  for (const auto& m : r["models"]) EXPECT_EQ(m["train_runs"].size(), 2u);
+  // "params d" is each model's parameter count, and its correlation with the mean final training
+  // loss is Spearman's rho of those two columns.
+  const std::vector<double> widths_d = {6 * 2 + 2 + 2 * 3 + 3, 6 * 4 + 4 + 4 * 3 + 3, 6 * 16 + 16 + 16 * 3 + 3};
+  std::vector<double> d_column, loss_column;
+  for (size_t i = 0; i < r["models"].size(); ++i) {
+    const auto& m = r["models"][i];
+    EXPECT_EQ(m["train_runs"].size(), 2u);
+    EXPECT_EQ(m["measures"]["params d"].get<double>(), widths_d[i]);
+    d_column.push_back(m["measures"]["params d"].get<double>());
+    loss_column.push_back(m["train_loss_mean"].get<double>());
+  }
+  bool found = false;
+  for (const auto& c : r["correlations"])
+    if (c["measure"] == "params d" && c["target"] == "train loss") {
+      found = true;
+      EXPECT_DOUBLE_EQ(c["spearman"]["value"].get<double>(), spearman(d_column, loss_column));
+    }
+  EXPECT_TRUE(found);
   // Interrupt a second study of the same file after its children exist: delete its result by
   // re-opening, then resume: nothing is recomputed (same child runs, same result).
   {
@@ -367,6 +383,9 @@ TEST(Study, RunsCorrelatesAndResumesWithoutRecomputing) {
     EXPECT_EQ(run_study(db, cfg, so), first);
     EXPECT_TRUE(progress.empty()) << progress.front();
     EXPECT_EQ(db.children(first).size(), 12u);
+    // The resumed study is finished again (a resume that never finished would leave it running
+    // with its old result), with the same result.
+    EXPECT_EQ(db.run(first).status, "done");
     EXPECT_EQ(db.run(first).result, first_result);
   }
 }

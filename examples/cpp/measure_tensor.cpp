@@ -1,18 +1,15 @@
 // twosed as a C++ library: the 2sED of a network built in code, at inputs that are a tensor in
-// memory, with no file read or written. It measures
-//   - the standard model's 2sED d_zeta(eps) (zeta = 0 and 0.5) from exact Fisher spectra, and
-//   - the Markov chain model's chain 2sED and lower 2sED (zeta = 0),
-// at M parameter samples drawn from the default box ("init"), prints one line per eps, and
-// checks the results: every value finite and >= 0, lower <= chain at every eps. It exits 1 if a
-// check fails, so that the test suite can run it (tests/install_test.sh).
-//
-// Each step is one function (spectra of the standard model, spectra of the chain, estimates) so
-// that a higher-level engine call can replace them one by one.
+// memory, with no file read or written. Through the measurement engine (twosed/measure/engine.h)
+// it measures
+//   - the standard model's 2sED d_zeta(eps) at zeta = 0 and 0.5, and
+//   - the Markov chain model's chain 2sED and lower 2sED at zeta = 0,
+// at M parameter samples drawn from the default box ("init"), prints one line per eps, and checks
+// the results: every value finite and >= 0, lower <= chain at every eps. It exits 1 if a check
+// fails, so that the test suite can run it (tests/install_test.sh).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
-#include <vector>
 
 #include "twosed/twosed.h"
 
@@ -24,46 +21,6 @@ constexpr int64_t kParamSamples = 8;  // M
 constexpr uint64_t kSeed = 1;         // parameter samples, noise, bootstrap
 constexpr double kSigma = 0.5;        // the chain's noise after each hidden layer
 
-// N inputs x ~ N(0, I), float64, from a fixed generator (the same on every run).
-torch::Tensor make_inputs(const twosed::Network& net) {
-  auto gen = at::detail::createCPUGenerator(/*seed_in=*/7);
-  const int64_t width = net.spec().input_shape.at(0);
-  return torch::randn({kInputs, width}, gen, torch::kFloat64);
-}
-
-// Sample j's theta^(j) from the parameter space, as `twosed measure` draws it.
-torch::Tensor draw_theta(const twosed::ParameterSpace& space, int64_t j) {
-  auto theta = torch::empty({space.num_params()}, torch::kFloat64);
-  space.sample(kSeed, j, theta.data_ptr<double>());
-  return theta;
-}
-
-// The standard model: one exact Fisher spectrum per parameter sample.
-std::vector<twosed::SampleSpectrum> standard_spectra(const twosed::Network& net, const twosed::ParameterSpace& space,
-                                                     const torch::Tensor& x, const twosed::FisherOptions& fopts) {
-  std::vector<twosed::SampleSpectrum> spectra;
-  for (int64_t j = 0; j < kParamSamples; ++j)
-    spectra.push_back(twosed::fisher_spectrum(net, draw_theta(space, j), x, fopts, static_cast<uint64_t>(j)).spectrum);
-  return spectra;
-}
-
-// The Markov chain model: per sample, its block spectra merged into the spectrum of the whole
-// block-diagonal Fisher (as src/measure/measure.cpp does), with the noise twosed draws.
-std::vector<twosed::SampleSpectrum> chain_spectra(const twosed::Network& net, const twosed::ParameterSpace& space,
-                                                  const torch::Tensor& x, const twosed::FisherOptions& fopts) {
-  twosed::MarkovOptions mo;
-  mo.sigma = kSigma;
-  mo.fisher = fopts;
-  twosed::MarkovChainModel chain(net, mo);
-  std::vector<twosed::SampleSpectrum> merged;
-  for (int64_t j = 0; j < kParamSamples; ++j) {
-    const auto ju = static_cast<uint64_t>(j);
-    auto noise = twosed::draw_noise(kSeed, ju, net.num_params(), chain.noise_rows(x.size(0)), chain.noise_width());
-    merged.push_back(chain.spectrum(draw_theta(space, j), x, noise, ju).merged());
-  }
-  return merged;
-}
-
 bool finite_nonnegative(double v) {
   return std::isfinite(v) && v >= 0.0;
 }
@@ -71,37 +28,45 @@ bool finite_nonnegative(double v) {
 }  // namespace
 
 int main() try {
-  twosed::Network net(twosed::parse_model_spec(kModel));
-  const auto space = twosed::ParameterSpace::parse("init", net);
-  const torch::Tensor x = make_inputs(net);
-  const int64_t d = net.num_params();
+  using namespace twosed;
+  Network net(parse_model_spec(kModel));
+  // N inputs x ~ N(0, I), float64, from a fixed generator (the same on every run).
+  auto gen = at::detail::createCPUGenerator(/*seed_in=*/7);
+  const MeasureInputs inputs{torch::randn({kInputs, net.spec().num_inputs()}, gen, torch::kFloat64),
+                             "50 standard-normal inputs"};
+  // theta^(j) from PyTorch's default init box, as `twosed measure` draws them.
+  const DrawnParameters thetas(ParameterSpace::parse("init", net), kSeed, kParamSamples);
 
-  twosed::FisherOptions fopts;  // exact Fisher of the softmax classifier
-  fopts.label_seed = kSeed;
-  twosed::EstimatorOptions eopts;  // eps: the default grid, 1e-6 .. 1e-1
-  eopts.bootstrap = 200;
-  eopts.seed = kSeed;
+  EstimatorOptions estimator;  // eps: the default grid, 1e-6 .. 1e-1
+  estimator.bootstrap = 200;
+  estimator.zetas = {0.0, 0.5};
+  ExecutionContext two_threads;
+  two_threads.threads = 2;
+  MeasureRun run;
+  run.execution = two_threads;
 
-  eopts.zetas = {0.0, 0.5};
-  const auto standard = twosed::estimate_two_scale(standard_spectra(net, space, x, fopts), d, eopts);
+  // The standard model: exact Fisher of the softmax classifier.
+  const StandardModel standard_model(net, inputs, FisherOptions{});
+  const MeasureResult standard = measure(standard_model, thetas, estimator, kSeed, run);
 
-  // Chain 2sED: log-mean-exp over samples; lower 2sED: the mean (<= chain by Jensen).
-  eopts.zetas = {0.0};
-  const auto merged = chain_spectra(net, space, x, fopts);
-  const auto chain = twosed::estimate_two_scale(merged, d, eopts);
-  auto lower_opts = eopts;
-  lower_opts.aggregate = twosed::Aggregate::Mean;
-  const auto lower = twosed::estimate_two_scale(merged, d, lower_opts);
+  // The Markov chain model: noise drawn by twosed from the seed (MarkovNoise{kSeed}).
+  MarkovOptions chain_options;
+  chain_options.sigma = kSigma;
+  const MarkovModel chain_model(net, inputs, chain_options, MarkovNoise{kSeed, {}, ""});
+  estimator.zetas = {0.0};
+  const MeasureResult markov = measure(chain_model, thetas, estimator, kSeed, run);
+  const auto& chain = markov.estimate.curves[0];      // the chain 2sED (log-mean-exp)
+  const auto& lower = markov.markov.lower.curves[0];  // the lower 2sED (mean; <= chain by Jensen)
 
   std::printf("model %s: d = %lld, N = %lld inputs, M = %lld samples from %s, sigma = %g\n", kModel,
-              static_cast<long long>(d), static_cast<long long>(kInputs), static_cast<long long>(kParamSamples),
-              space.description().c_str(), kSigma);
+              static_cast<long long>(net.num_params()), static_cast<long long>(kInputs),
+              static_cast<long long>(kParamSamples), thetas.description().c_str(), kSigma);
   std::printf("%-6s %-10s %10s %10s %10s %10s\n", "", "eps", "d_0", "d_0.5", "chain", "lower");
   int failures = 0;
-  const auto& eps = standard.curves[0].eps;
+  const auto& eps = standard.estimate.curves[0].eps;
   for (size_t e = 0; e < eps.size(); ++e) {
-    const double d0 = standard.curves[0].value[e], d05 = standard.curves[1].value[e];
-    const double c = chain.curves[0].value[e], lo = lower.curves[0].value[e];
+    const double d0 = standard.estimate.curves[0].value[e], d05 = standard.estimate.curves[1].value[e];
+    const double c = chain.value[e], lo = lower.value[e];
     std::printf("%-6s %-10.3e %10.4f %10.4f %10.4f %10.4f\n", "2sED", eps[e], d0, d05, c, lo);
     for (double v : {d0, d05, c, lo})
       if (!finite_nonnegative(v)) {
@@ -113,6 +78,10 @@ int main() try {
       ++failures;
     }
   }
+  for (const auto& layer : markov.markov.layers)
+    std::printf("layer %s (%s): %lld parameters, contribution at eps = %.1e: %.3f\n", layer.name.c_str(),
+                layer.description.c_str(), static_cast<long long>(layer.params), eps.back(),
+                layer.share.curves[0].value.back());
   if (failures > 0) {
     std::fprintf(stderr, "measure_tensor: %d check(s) failed\n", failures);
     return 1;

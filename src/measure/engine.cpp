@@ -232,9 +232,65 @@ std::vector<SampleRecord> run_samples(const StatisticalModel& model, const Param
   return out;
 }
 
+void SequentialExecutor::run(const StatisticalModel& model, const ParameterSource& thetas,
+                             const std::vector<int64_t>& schedule, const MeasureHooks& hooks,
+                             const ExecutionContext& ctx, const std::function<void(SampleRecord&&)>& done) const {
+  // One index at a time, so that `done` sees each record (and the store commits it) at once.
+  for (const int64_t j : schedule) done(std::move(run_samples(model, thetas, {j}, hooks, ctx).front()));
+}
+
+namespace {
+
+// Checks that stored records fit the model's header.
+void check_completed(const SpectraHeader& header, const std::vector<SampleRecord>& completed) {
+  const size_t blocks = header.markov ? header.layers.size() : 1;
+  for (const auto& r : completed)
+    if (r.blocks.size() != blocks || (header.markov && r.costs.size() != blocks))
+      throw DataError(
+          fmt::format("stored sample {} has {} blocks; this model has {}", r.index, r.blocks.size(), blocks));
+}
+
+// Collects records as they arrive in any order and emits them in index order: taken ones as
+// they are, computed ones as soon as every smaller index is there.
+class RecordCollector {
+ public:
+  RecordCollector(int64_t m, const std::vector<SampleRecord>& completed, const MeasureHooks& hooks)
+      : m_(m), hooks_(hooks) {
+    for (const auto& r : completed) pending_.emplace(r.index, r);
+    records_.reserve(static_cast<size_t>(m));
+    flush();
+  }
+  void add(SampleRecord&& r) {
+    if (hooks_.on_sample) hooks_.on_sample(r);
+    const int64_t j = r.index;
+    if (!pending_.emplace(j, std::move(r)).second) throw UsageError(fmt::format("sample {} computed twice", j));
+    flush();
+  }
+  std::vector<SampleRecord> take() {
+    if (static_cast<int64_t>(records_.size()) != m_)
+      throw UsageError(fmt::format("the executor finished with {} of {} samples", records_.size(), m_));
+    return std::move(records_);
+  }
+
+ private:
+  void flush() {
+    for (auto it = pending_.begin(); it != pending_.end() && it->first == static_cast<int64_t>(records_.size());
+         it = pending_.erase(it)) {
+      records_.push_back(std::move(it->second));
+      if (hooks_.on_record) hooks_.on_record(records_.back());
+      if (hooks_.progress) hooks_.progress(static_cast<int64_t>(records_.size()), m_);
+    }
+  }
+  int64_t m_;
+  const MeasureHooks& hooks_;
+  std::map<int64_t, SampleRecord> pending_;
+  std::vector<SampleRecord> records_;
+};
+
+}  // namespace
+
 MeasureResult measure(const StatisticalModel& model, const ParameterSource& thetas, EstimatorOptions estimator,
-                      uint64_t seed, const MeasureHooks& hooks, const ExecutionContext& ctx,
-                      const std::vector<SampleRecord>& completed) {
+                      uint64_t seed, const MeasureRun& run) {
   const auto t0 = std::chrono::steady_clock::now();
   validate_estimator_options(estimator);
   estimator.seed = seed;
@@ -244,38 +300,19 @@ MeasureResult measure(const StatisticalModel& model, const ParameterSource& thet
     throw DataError(fmt::format("{}: samples of {} parameters, but model '{}' has d = {}", thetas.description(),
                                 thetas.num_params(), header.model, header.num_params));
   const int64_t m = thetas.count();
-  const size_t blocks = header.markov ? header.layers.size() : 1;
-  for (const auto& r : completed)
-    if (r.blocks.size() != blocks || (header.markov && r.costs.size() != blocks))
-      throw DataError(
-          fmt::format("stored sample {} has {} blocks; this model has {}", r.index, r.blocks.size(), blocks));
-  const auto schedule = remaining_schedule(m, completed);
-  if (hooks.on_start) hooks.on_start(header);
+  check_completed(header, run.completed);
+  const auto schedule = remaining_schedule(m, run.completed);
+  if (run.hooks.on_start) run.hooks.on_start(header);
 
-  // Records in index order: taken ones as they are, the schedule's as the loop makes them.
-  std::map<int64_t, const SampleRecord*> taken;
-  for (const auto& r : completed) taken.emplace(r.index, &r);
-  std::vector<SampleRecord> records;
-  records.reserve(static_cast<size_t>(m));
-  auto emit = [&](SampleRecord r) {
-    records.push_back(std::move(r));
-    if (hooks.on_record) hooks.on_record(records.back());
-    if (hooks.progress) hooks.progress(static_cast<int64_t>(records.size()), m);
-  };
-  auto emit_taken_before = [&](int64_t j) {
-    while (!taken.empty() && taken.begin()->first < j) {
-      emit(*taken.begin()->second);
-      taken.erase(taken.begin());
-    }
-  };
-  MeasureHooks loop = hooks;
-  loop.on_sample = [&](const SampleRecord& r) {
-    if (hooks.on_sample) hooks.on_sample(r);
-    emit_taken_before(r.index);
-    emit(r);
-  };
-  run_samples(model, thetas, schedule, loop, ctx);
-  emit_taken_before(m);
+  RecordCollector collector(m, run.completed, run.hooks);
+  const SequentialExecutor sequential;
+  const SampleExecutor& executor = run.executor ? *run.executor : sequential;
+  // The executor reports layers only: measure() itself reports records, in index order.
+  MeasureHooks layers_only;
+  layers_only.layer_progress = run.hooks.layer_progress;
+  executor.run(model, thetas, schedule, layers_only, run.execution,
+               [&](SampleRecord&& r) { collector.add(std::move(r)); });
+  const auto records = collector.take();
 
   if (std::all_of(records.begin(), records.end(),
                   [](const SampleRecord& r) { return merge_spectra(r.blocks).trace == 0.0; }))
@@ -290,7 +327,7 @@ MeasureResult measure(const StatisticalModel& model, const ParameterSource& thet
   sources.space = thetas.description();
   auto result = assemble_result(header, records, estimator, sources);
   result.fisher = model.fisher();
-  result.resumed_samples = static_cast<int64_t>(completed.size());
+  result.resumed_samples = static_cast<int64_t>(run.completed.size());
   result.seconds_total = seconds_since(t0);
   return result;
 }

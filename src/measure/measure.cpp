@@ -87,6 +87,30 @@ std::string default_data_source(const ModelSpec& spec) {
   return fmt::format("synthetic:blobs:{}:{}", spec.num_outputs(), spec.num_inputs());
 }
 
+PreparedMeasurement prepare_measurement(const MeasureOptions& opts, const MeasureInputs* given_inputs) {
+  validate(opts);
+  PreparedMeasurement out;
+  out.network = std::make_unique<Network>(parse_model_spec(opts.model, opts.model_options));
+  const Network& net = *out.network;
+  FisherOptions fisher = opts.fisher;
+  fisher.label_seed = opts.seed;  // sampled labels: Rng(seed, Labels, j)
+  const MarkovOptions markov{opts.sigma, opts.noise_draws, fisher};
+  if (opts.markov)
+    MarkovChainModel(net, markov);  // checks sigma and R before the data are loaded
+  else if (!opts.noise_file.empty())
+    throw UsageError("noise_file needs the Markov chain model (noise is only added there)");
+  auto inputs = given_inputs ? *given_inputs : loaders::load_inputs(opts, net.spec());
+  check_memory(net.spec(), inputs.x.size(0), opts, current_threads());
+  if (!opts.markov) out.model = std::make_unique<StandardModel>(net, std::move(inputs), fisher);
+  out.thetas = loaders::load_parameters(opts, net);
+  if (opts.markov) {
+    const int64_t n = inputs.x.size(0), h = MarkovChainModel(net, markov).noise_width();
+    auto noise = loaders::load_noise(opts, out.thetas->count(), n, opts.noise_draws, h);
+    out.model = std::make_unique<MarkovModel>(net, std::move(inputs), markov, std::move(noise));
+  }
+  return out;
+}
+
 MeasureResult run_measure(const MeasureOptions& opts, const ExecutionContext& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   if (!opts.spectra_in.empty()) {
@@ -95,33 +119,14 @@ MeasureResult run_measure(const MeasureOptions& opts, const ExecutionContext& ct
     result.seconds_total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return result;
   }
-  validate(opts);
   ScopedThreads threads(ctx);
-  Network net(parse_model_spec(opts.model, opts.model_options));
-  FisherOptions fisher = opts.fisher;
-  fisher.label_seed = opts.seed;  // sampled labels: Rng(seed, Labels, j)
-  const MarkovOptions markov{opts.sigma, opts.noise_draws, fisher};
-  if (opts.markov)
-    MarkovChainModel(net, markov);  // checks sigma and R before the data are loaded
-  else if (!opts.noise_file.empty())
-    throw UsageError("noise_file needs the Markov chain model (noise is only added there)");
-  auto inputs = loaders::load_inputs(opts, net.spec());
-  check_memory(net.spec(), inputs.x.size(0), opts, current_threads());
-
-  std::unique_ptr<StatisticalModel> model;
-  if (!opts.markov) {
-    model = std::make_unique<StandardModel>(net, std::move(inputs), fisher);
-  }
-  const auto thetas = loaders::load_parameters(opts, net);
-  if (opts.markov) {
-    const int64_t n = inputs.x.size(0);
-    MarkovChainModel chain(net, markov);
-    auto noise = loaders::load_noise(opts, thetas->count(), n, opts.noise_draws, chain.noise_width());
-    model = std::make_unique<MarkovModel>(net, std::move(inputs), markov, std::move(noise));
-  }
+  const auto prepared = prepare_measurement(opts);
   std::unique_ptr<SpectraWriter> writer;
-  auto result = measure(*model, *thetas, opts.estimator, opts.seed, hooks_of(opts, writer), {}, opts.completed);
-  result.spec = net.spec();
+  MeasureRun run;
+  run.hooks = hooks_of(opts, writer);
+  run.completed = opts.completed;
+  auto result = measure(*prepared.model, *prepared.thetas, opts.estimator, opts.seed, run);
+  result.spec = prepared.network->spec();
   result.activation = activation_name(opts.model_options.activation);
   result.seconds_total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;

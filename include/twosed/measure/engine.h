@@ -16,7 +16,7 @@
 //   MeasureInputs inputs{torch::randn({50, 8}, torch::kFloat64), "50 Gaussian inputs"};
 //   DrawnParameters thetas(ParameterSpace::parse("init", net), /*seed=*/0, /*samples=*/20);
 //   StandardModel model(net, inputs, FisherOptions{});
-//   MeasureResult r = measure(model, thetas, EstimatorOptions{});
+//   MeasureResult r = measure(model, thetas, EstimatorOptions{}, /*seed=*/0);
 #pragma once
 
 #include <torch/torch.h>
@@ -184,11 +184,54 @@ std::vector<SampleRecord> run_samples(const StatisticalModel& model, const Param
                                       const std::vector<int64_t>& schedule, const MeasureHooks& hooks = {},
                                       const ExecutionContext& ctx = {});
 
-/// One measurement: the samples not in `completed`, then the result assembled from all records.
-/// The estimator's seed is `seed` (the bootstrap), as is the header's. Throws UsageError for bad
-/// options, DataError for data that do not fit or a Fisher that is zero at every sample.
+/// Where the samples of a schedule are computed: this thread in order (SequentialExecutor), or
+/// elsewhere (several threads, MPI ranks). Whatever the executor, a record depends only on its
+/// index, so results are the same.
+class SampleExecutor {
+ public:
+  virtual ~SampleExecutor() = default;
+  /// Computes the records of `schedule` and hands each to `done` on the calling thread as it is
+  /// finished, in any order. measure() passes hooks with layer_progress only: it reports the
+  /// records itself, from `done`.
+  virtual void run(const StatisticalModel& model, const ParameterSource& thetas, const std::vector<int64_t>& schedule,
+                   const MeasureHooks& hooks, const ExecutionContext& ctx,
+                   const std::function<void(SampleRecord&&)>& done) const = 0;
+};
+
+/// run_samples, one record after the other on this thread.
+class SequentialExecutor : public SampleExecutor {
+ public:
+  void run(const StatisticalModel& model, const ParameterSource& thetas, const std::vector<int64_t>& schedule,
+           const MeasureHooks& hooks, const ExecutionContext& ctx,
+           const std::function<void(SampleRecord&&)>& done) const override;
+};
+
+/// How one measurement runs, beyond what it measures.
+struct MeasureRun {
+  MeasureHooks hooks;
+  ExecutionContext execution;
+  std::vector<SampleRecord> completed;       ///< a resumed run's records: taken as they are, not recomputed
+  const SampleExecutor* executor = nullptr;  ///< default: SequentialExecutor
+};
+
+/// One measurement: the samples not in run.completed, then the result assembled from all
+/// records (assemble_result). `seed` seeds the bootstrap and is recorded in the header. Throws
+/// UsageError for bad options, DataError for data that do not fit or a Fisher that is zero at
+/// every sample.
 MeasureResult measure(const StatisticalModel& model, const ParameterSource& thetas, EstimatorOptions estimator,
-                      uint64_t seed = 0, const MeasureHooks& hooks = {}, const ExecutionContext& ctx = {},
-                      const std::vector<SampleRecord>& completed = {});
+                      uint64_t seed = 0, const MeasureRun& run = {});
+
+/// What run_measure() measures, loaded and built: the network from the spec, the statistical
+/// model on the inputs (loaded from the options' data source, or `inputs` when given: an MPI
+/// worker gets them from rank 0), the parameter source.
+struct PreparedMeasurement {
+  std::unique_ptr<Network> network;
+  std::unique_ptr<StatisticalModel> model;
+  std::unique_ptr<ParameterSource> thetas;
+};
+
+/// Loads and checks everything run_measure() needs, in the order run_measure checks it. Throws
+/// as run_measure does.
+PreparedMeasurement prepare_measurement(const MeasureOptions& opts, const MeasureInputs* inputs = nullptr);
 
 }  // namespace twosed
