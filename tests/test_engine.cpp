@@ -135,7 +135,7 @@ TEST(EngineTest, AnyScheduleAndOrderGiveTheSameRecords) {
   run.hooks.on_sample = [&](const SampleRecord& r) { sampled.push_back(r.index); };
   run.hooks.on_record = [&](const SampleRecord& r) { recorded.push_back(r.index); };
   const ReversedExecutor reversed;
-  run.executor = &reversed;
+  run.execution.executor = &reversed;
   const auto backwards = measure(model, thetas, small_estimator(), 4, run);
   EXPECT_EQ(sampled, (std::vector<int64_t>{5, 4, 3, 2, 1, 0}));
   EXPECT_EQ(recorded, (std::vector<int64_t>{0, 1, 2, 3, 4, 5}));

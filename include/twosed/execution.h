@@ -12,8 +12,13 @@
 
 namespace twosed {
 
+class SampleExecutor;  // measure/engine.h
+
 struct ExecutionContext {
   int threads = 0;  ///< worker threads for the BLAS/LAPACK work (>= 1); 0: keep the process's current setting
+  /// Where a measurement's parameter samples are computed (several threads, MPI ranks); null:
+  /// one after the other in this thread. Not owned; must outlive the call.
+  const SampleExecutor* executor = nullptr;
 };
 
 /// The thread count a call uses now: OpenBLAS's, which does the heavy work.

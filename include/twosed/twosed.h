@@ -1,5 +1,6 @@
 // The whole public C++ API of twosed in one include. Most users need only the measurement
-// engine (measure/measure.h); the other headers are the layers it is built from.
+// engine (measure/engine.h; measure/measure.h for spec strings and files); the other headers are the layers it is built
+// from.
 //
 //   model/     networks from spec strings, their parameters and parameter spaces
 //   data/      data sources, .npy files, training/test splits

@@ -306,7 +306,7 @@ MeasureResult measure(const StatisticalModel& model, const ParameterSource& thet
 
   RecordCollector collector(m, run.completed, run.hooks);
   const SequentialExecutor sequential;
-  const SampleExecutor& executor = run.executor ? *run.executor : sequential;
+  const SampleExecutor& executor = run.execution.executor ? *run.execution.executor : sequential;
   // The executor reports layers only: measure() itself reports records, in index order.
   MeasureHooks layers_only;
   layers_only.layer_progress = run.hooks.layer_progress;

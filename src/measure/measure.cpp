@@ -125,6 +125,7 @@ MeasureResult run_measure(const MeasureOptions& opts, const ExecutionContext& ct
   MeasureRun run;
   run.hooks = hooks_of(opts, writer);
   run.completed = opts.completed;
+  run.execution.executor = ctx.executor;
   auto result = measure(*prepared.model, *prepared.thetas, opts.estimator, opts.seed, run);
   result.spec = prepared.network->spec();
   result.activation = activation_name(opts.model_options.activation);

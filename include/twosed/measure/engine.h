@@ -210,8 +210,7 @@ class SequentialExecutor : public SampleExecutor {
 struct MeasureRun {
   MeasureHooks hooks;
   ExecutionContext execution;
-  std::vector<SampleRecord> completed;       ///< a resumed run's records: taken as they are, not recomputed
-  const SampleExecutor* executor = nullptr;  ///< default: SequentialExecutor
+  std::vector<SampleRecord> completed;  ///< a resumed run's records: taken as they are, not recomputed
 };
 
 /// One measurement: the samples not in run.completed, then the result assembled from all
