@@ -146,8 +146,11 @@ double field_value(const std::string& s, const std::string& name, size_t line, s
 
 }  // namespace
 
-Dataset parse_csv(const std::string& text, const std::string& name, const CsvOptions& opts) {
-  // Split into lines, keeping 1-based line numbers; a UTF-8 byte-order mark is dropped.
+namespace {
+
+// Splits the text into non-blank rows with 1-based line numbers; a UTF-8 byte-order mark is
+// dropped. The separator is the first of ',', ';', tab on the first non-blank line.
+std::vector<Row> split_rows(const std::string& text, const std::string& name) {
   std::vector<Row> rows;
   char sep = 0;
   size_t pos = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
@@ -161,17 +164,66 @@ Dataset parse_csv(const std::string& text, const std::string& name, const CsvOpt
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (is_blank(line)) continue;
-    if (sep == 0) {
-      // Separator from the first non-blank line: the first of ',', ';', tab that occurs.
+    if (sep == 0)
       sep = line.find(',') != std::string::npos    ? ','
             : line.find(';') != std::string::npos  ? ';'
             : line.find('\t') != std::string::npos ? '\t'
                                                    : ',';
-    }
     rows.push_back(Row{line_no, split_fields(line, sep, name, line_no)});
   }
   if (rows.empty()) throw DataError(fmt::format("{}: no data rows", name));
+  return rows;
+}
 
+// The label column's index among ncols: the last by default, an index, or a header name.
+size_t label_column(const CsvOptions& opts, const std::vector<std::string>& header, size_t ncols,
+                    const std::string& name) {
+  const std::string& want = opts.label_column;
+  if (want.empty()) return ncols - 1;
+  if (all_digits(want)) {
+    // A plain integer is always an index, even when the header has a column of that name.
+    if (want.size() > 9 || std::stoul(want) >= ncols)
+      throw DataError(fmt::format("{}: label column {} out of range (the file has {} columns, indices 0..{})", name,
+                                  shown(want), ncols, ncols - 1));
+    return std::stoul(want);
+  }
+  if (header.empty())
+    throw DataError(
+        fmt::format("{}: label column '{}' given by name but the file has no header row", name, shown(want)));
+  const auto it = std::find(header.begin(), header.end(), want);
+  if (it == header.end()) {
+    std::string cols;
+    for (size_t i = 0; i < header.size() && i < 20; ++i) cols += (i ? ", " : "") + shown(header[i]);
+    if (header.size() > 20) cols += ", ...";
+    throw DataError(fmt::format("{}: label column '{}' not in header (columns: {})", name, shown(want), cols));
+  }
+  return static_cast<size_t>(it - header.begin());
+}
+
+// An integer label: exact, and within 2^53 so that every accepted value is representable.
+int64_t integer_label(double v, const std::string& field, const std::string& name, size_t line) {
+  if (v != std::floor(v)) throw DataError(fmt::format("{}:{}: label '{}' is not an integer", name, line, shown(field)));
+  if (std::fabs(v) > 9007199254740992.0)
+    throw DataError(fmt::format("{}:{}: label '{}' is out of range", name, line, shown(field)));
+  return static_cast<int64_t>(v);
+}
+
+// Labels as classes 0..C-1: kept when they already are, else ranked among the distinct values.
+void set_classes(const std::vector<int64_t>& raw_labels, Dataset& out) {
+  std::vector<int64_t> distinct = raw_labels;
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  const bool dense = distinct.front() == 0 && distinct.back() == static_cast<int64_t>(distinct.size()) - 1;
+  out.labels.reserve(raw_labels.size());
+  for (int64_t l : raw_labels)
+    out.labels.push_back(dense ? l : std::lower_bound(distinct.begin(), distinct.end(), l) - distinct.begin());
+  out.num_classes = static_cast<int64_t>(distinct.size());
+}
+
+}  // namespace
+
+Dataset parse_csv(const std::string& text, const std::string& name, const CsvOptions& opts) {
+  std::vector<Row> rows = split_rows(text, name);
   // Header: the first row, if any of its fields is not a number.
   std::vector<std::string> header;
   if (std::any_of(rows[0].fields.begin(), rows[0].fields.end(), [](const std::string& f) { return !is_number(f); })) {
@@ -180,36 +232,8 @@ Dataset parse_csv(const std::string& text, const std::string& name, const CsvOpt
   }
   if (rows.empty()) throw DataError(fmt::format("{}: no data rows", name));
   const size_t ncols = header.empty() ? rows[0].fields.size() : header.size();
-
-  // Resolve the label column.
-  bool has_label = opts.has_labels;
-  size_t label_col = 0;
-  if (has_label) {
-    const std::string& want = opts.label_column;
-    if (want.empty()) {
-      label_col = ncols - 1;
-    } else if (all_digits(want)) {
-      // A plain integer is always an index, even when the header has a column of that name.
-      if (want.size() > 9 || std::stoul(want) >= ncols)
-        throw DataError(
-            fmt::format("{}: label column {} out of range (the file has {} columns, "
-                        "indices 0..{})",
-                        name, shown(want), ncols, ncols - 1));
-      label_col = std::stoul(want);
-    } else if (header.empty()) {
-      throw DataError(
-          fmt::format("{}: label column '{}' given by name but the file has no header row", name, shown(want)));
-    } else {
-      const auto it = std::find(header.begin(), header.end(), want);
-      if (it == header.end()) {
-        std::string cols;
-        for (size_t i = 0; i < header.size() && i < 20; ++i) cols += (i ? ", " : "") + shown(header[i]);
-        if (header.size() > 20) cols += ", ...";
-        throw DataError(fmt::format("{}: label column '{}' not in header (columns: {})", name, shown(want), cols));
-      }
-      label_col = static_cast<size_t>(it - header.begin());
-    }
-  }
+  const bool has_label = opts.has_labels;
+  const size_t label_col = has_label ? label_column(opts, header, ncols, name) : 0;
   const size_t nfeat = has_label ? ncols - 1 : ncols;
   if (nfeat < 1) throw DataError(fmt::format("{}: no feature columns (the only column is the label)", name));
 
@@ -224,32 +248,15 @@ Dataset parse_csv(const std::string& text, const std::string& name, const CsvOpt
       throw DataError(fmt::format("{}:{}: expected {} fields, found {}", name, r.line, ncols, r.fields.size()));
     for (size_t c = 0; c < ncols; ++c) {
       const double v = field_value(r.fields[c], name, r.line, c + 1);
-      if (has_label && c == label_col && !opts.integer_labels) {
+      if (has_label && c == label_col && !opts.integer_labels)
         out.targets.push_back(v);
-      } else if (has_label && c == label_col) {
-        // Labels must be exact integers; 2^53 keeps every accepted value exactly representable.
-        if (v != std::floor(v))
-          throw DataError(fmt::format("{}:{}: label '{}' is not an integer", name, r.line, shown(r.fields[c])));
-        if (std::fabs(v) > 9007199254740992.0)
-          throw DataError(fmt::format("{}:{}: label '{}' is out of range", name, r.line, shown(r.fields[c])));
-        raw_labels.push_back(static_cast<int64_t>(v));
-      } else {
+      else if (has_label && c == label_col)
+        raw_labels.push_back(integer_label(v, r.fields[c], name, r.line));
+      else
         out.x.push_back(v);
-      }
     }
   }
-
-  if (has_label && opts.integer_labels) {
-    std::vector<int64_t> distinct = raw_labels;
-    std::sort(distinct.begin(), distinct.end());
-    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
-    const bool dense = distinct.front() == 0 && distinct.back() == static_cast<int64_t>(distinct.size()) - 1;
-    out.labels.reserve(raw_labels.size());
-    for (int64_t l : raw_labels) {
-      out.labels.push_back(dense ? l : std::lower_bound(distinct.begin(), distinct.end(), l) - distinct.begin());
-    }
-    out.num_classes = static_cast<int64_t>(distinct.size());
-  }
+  if (has_label && opts.integer_labels) set_classes(raw_labels, out);
   return out;
 }
 

@@ -73,85 +73,96 @@ int64_t Dataset::size() const {
   return f > 0 ? static_cast<int64_t>(x.size()) / f : 0;
 }
 
-DataSpec parse_data_spec(const std::string& text) {
+namespace {
+
+// One parser per kind of data source (the text starts with its prefix).
+DataSpec csv_source(const std::string& text) {
   DataSpec spec;
-  if (text.empty()) throw UsageError(fmt::format("data source '': empty ({})", kExpectedForms));
+  spec.kind = DataSpec::Kind::Csv;
+  std::string rest = text.substr(4);
+  // The last ":label=" splits PATH from COL, so that PATH itself may contain colons.
+  const size_t at = rest.rfind(":label=");
+  if (at != std::string::npos) {
+    spec.label_column = rest.substr(at + 7);
+    rest = rest.substr(0, at);
+    if (spec.label_column.empty())
+      throw UsageError(fmt::format("data source '{}': empty label column (expected csv:PATH:label=COL)", shown(text)));
+  }
+  if (rest.empty())
+    throw UsageError(fmt::format("data source '{}': empty path (expected csv:PATH[:label=COL])", shown(text)));
+  spec.path = rest;
+  return spec;
+}
 
-  if (starts_with(text, "csv:")) {
-    spec.kind = DataSpec::Kind::Csv;
-    std::string rest = text.substr(4);
-    // The last ":label=" splits PATH from COL, so that PATH itself may contain colons.
-    const size_t at = rest.rfind(":label=");
-    if (at != std::string::npos) {
-      spec.label_column = rest.substr(at + 7);
-      rest = rest.substr(0, at);
-      if (spec.label_column.empty())
-        throw UsageError(
-            fmt::format("data source '{}': empty label column (expected csv:PATH:label=COL)", shown(text)));
-    }
-    if (rest.empty())
-      throw UsageError(fmt::format("data source '{}': empty path (expected csv:PATH[:label=COL])", shown(text)));
+DataSpec idx_source(const std::string& text) {
+  DataSpec spec;
+  spec.kind = DataSpec::Kind::Idx;
+  const std::string rest = text.substr(4);
+  const size_t comma = rest.find(',');
+  if (comma == std::string::npos) {
     spec.path = rest;
-    return spec;
+  } else {
+    spec.path = rest.substr(0, comma);
+    spec.labels_path = rest.substr(comma + 1);
+    if (spec.labels_path.empty())
+      throw UsageError(fmt::format("data source '{}': empty labels path (expected idx:IMAGES,LABELS)", shown(text)));
   }
+  if (spec.path.empty())
+    throw UsageError(fmt::format("data source '{}': empty path (expected idx:DIR or idx:IMAGES,LABELS)", shown(text)));
+  return spec;
+}
 
-  if (starts_with(text, "idx:")) {
-    spec.kind = DataSpec::Kind::Idx;
-    const std::string rest = text.substr(4);
-    const size_t comma = rest.find(',');
-    if (comma == std::string::npos) {
-      spec.path = rest;
-    } else {
-      spec.path = rest.substr(0, comma);
-      spec.labels_path = rest.substr(comma + 1);
-      if (spec.labels_path.empty())
-        throw UsageError(fmt::format("data source '{}': empty labels path (expected idx:IMAGES,LABELS)", shown(text)));
-    }
-    if (spec.path.empty())
-      throw UsageError(
-          fmt::format("data source '{}': empty path (expected idx:DIR or idx:IMAGES,LABELS)", shown(text)));
-    return spec;
+DataSpec blobs_source(const std::string& text) {
+  DataSpec spec;
+  spec.kind = DataSpec::Kind::Blobs;
+  const auto f = split(text.substr(16), ':');
+  if (f.size() != 2 && f.size() != 3)
+    throw UsageError(fmt::format("data source '{}': expected synthetic:blobs:K:DIM[:N]", shown(text)));
+  spec.classes = positive_int(f[0], text, "K");
+  spec.dim = positive_int(f[1], text, "DIM");
+  if (f.size() == 3) spec.count = positive_int(f[2], text, "N");
+  return spec;
+}
+
+DataSpec teacher_source(const std::string& text) {
+  DataSpec spec;
+  spec.kind = DataSpec::Kind::Teacher;
+  std::string rest = text.substr(18);
+  // SPEC has a colon of its own ("mlp:20-32-5"), so a trailing ":N" exists only when the
+  // remainder holds at least two colons and ends in digits.
+  const size_t last = rest.rfind(':');
+  if (last != std::string::npos && std::count(rest.begin(), rest.end(), ':') >= 2 &&
+      all_digits(rest.substr(last + 1))) {
+    spec.count = positive_int(rest.substr(last + 1), text, "N");
+    rest = rest.substr(0, last);
   }
+  if (rest.empty())
+    throw UsageError(
+        fmt::format("data source '{}': empty model spec (expected synthetic:teacher:SPEC[:N])", shown(text)));
+  spec.model_spec = rest;
+  return spec;
+}
 
-  if (starts_with(text, "synthetic:blobs:")) {
-    spec.kind = DataSpec::Kind::Blobs;
-    const auto f = split(text.substr(16), ':');
-    if (f.size() != 2 && f.size() != 3)
-      throw UsageError(fmt::format("data source '{}': expected synthetic:blobs:K:DIM[:N]", shown(text)));
-    spec.classes = positive_int(f[0], text, "K");
-    spec.dim = positive_int(f[1], text, "DIM");
-    if (f.size() == 3) spec.count = positive_int(f[2], text, "N");
-    return spec;
-  }
+DataSpec covertype_source(const std::string& text) {
+  DataSpec spec;
+  spec.kind = DataSpec::Kind::Covertype;
+  spec.count = 10000;
+  const auto f = split(text.substr(19), ':');
+  if (f.size() > 2 || (f.size() == 2 && f[1].empty()))
+    throw UsageError(fmt::format("data source '{}': expected synthetic:covertype[:N]", shown(text)));
+  if (f.size() == 2) spec.count = positive_int(f[1], text, "N");
+  return spec;
+}
 
-  if (starts_with(text, "synthetic:teacher:")) {
-    spec.kind = DataSpec::Kind::Teacher;
-    std::string rest = text.substr(18);
-    // SPEC has a colon of its own ("mlp:20-32-5"), so a trailing ":N" exists only when the
-    // remainder holds at least two colons and ends in digits.
-    const size_t last = rest.rfind(':');
-    if (last != std::string::npos && std::count(rest.begin(), rest.end(), ':') >= 2 &&
-        all_digits(rest.substr(last + 1))) {
-      spec.count = positive_int(rest.substr(last + 1), text, "N");
-      rest = rest.substr(0, last);
-    }
-    if (rest.empty())
-      throw UsageError(
-          fmt::format("data source '{}': empty model spec (expected synthetic:teacher:SPEC[:N])", shown(text)));
-    spec.model_spec = rest;
-    return spec;
-  }
+}  // namespace
 
-  if (text == "synthetic:covertype" || starts_with(text, "synthetic:covertype:")) {
-    spec.kind = DataSpec::Kind::Covertype;
-    spec.count = 10000;
-    const auto f = split(text.substr(19), ':');
-    if (f.size() > 2 || (f.size() == 2 && f[1].empty()))
-      throw UsageError(fmt::format("data source '{}': expected synthetic:covertype[:N]", shown(text)));
-    if (f.size() == 2) spec.count = positive_int(f[1], text, "N");
-    return spec;
-  }
-
+DataSpec parse_data_spec(const std::string& text) {
+  if (text.empty()) throw UsageError(fmt::format("data source '': empty ({})", kExpectedForms));
+  if (starts_with(text, "csv:")) return csv_source(text);
+  if (starts_with(text, "idx:")) return idx_source(text);
+  if (starts_with(text, "synthetic:blobs:")) return blobs_source(text);
+  if (starts_with(text, "synthetic:teacher:")) return teacher_source(text);
+  if (text == "synthetic:covertype" || starts_with(text, "synthetic:covertype:")) return covertype_source(text);
   if (starts_with(text, "synthetic:")) {
     const std::string kind = split(text.substr(10), ':')[0];
     throw UsageError(

@@ -71,6 +71,8 @@ void GivenParameters::fill(int64_t j, double* out) const {
 
 // ---- the standard model ----
 
+namespace {
+
 // The output model must fit the network (both statistical models end in it).
 void check_output_model(const Network& net, const FisherOptions& fisher) {
   if (fisher.task == Task::Regress && !(fisher.out_noise > 0 && std::isfinite(fisher.out_noise)))
@@ -82,20 +84,27 @@ void check_output_model(const Network& net, const FisherOptions& fisher) {
                                   net.spec().text));
 }
 
+// What the records of a model on `net` at N inputs fit; the Markov model adds its layers.
+SpectraHeader standard_header(const Network& net, int64_t n, const FisherOptions& fisher) {
+  SpectraHeader h;
+  h.model = net.spec().text;
+  h.num_params = net.num_params();
+  h.num_inputs = n;
+  h.num_outputs = net.num_outputs();
+  h.task = fisher.task == Task::Classify ? "classify" : "regress";
+  h.fisher = fisher.kind == FisherKind::Exact ? "exact" : "sampled";
+  return h;
+}
+
+}  // namespace
+
 StandardModel::StandardModel(const Network& net, MeasureInputs inputs, FisherOptions fisher)
     : net_(&net), inputs_(checked_inputs(net, std::move(inputs))), fisher_(fisher) {
   check_output_model(net, fisher_);
 }
 
 SpectraHeader StandardModel::header() const {
-  SpectraHeader h;
-  h.model = net_->spec().text;
-  h.num_params = net_->num_params();
-  h.num_inputs = inputs_.x.size(0);
-  h.num_outputs = net_->num_outputs();
-  h.task = fisher_.task == Task::Classify ? "classify" : "regress";
-  h.fisher = fisher_.kind == FisherKind::Exact ? "exact" : "sampled";
-  return h;
+  return standard_header(*net_, inputs_.x.size(0), fisher_);
 }
 
 ResultSources StandardModel::sources() const {
@@ -144,14 +153,7 @@ MarkovModel::MarkovModel(const Network& net, MeasureInputs inputs, MarkovOptions
 }
 
 SpectraHeader MarkovModel::header() const {
-  const auto& fo = chain_.options().fisher;
-  SpectraHeader h;
-  h.model = net_->spec().text;
-  h.num_params = net_->num_params();
-  h.num_inputs = inputs_.x.size(0);
-  h.num_outputs = net_->num_outputs();
-  h.task = fo.task == Task::Classify ? "classify" : "regress";
-  h.fisher = fo.kind == FisherKind::Exact ? "exact" : "sampled";
+  SpectraHeader h = standard_header(*net_, inputs_.x.size(0), chain_.options().fisher);
   h.markov = true;
   h.sigma = chain_.options().sigma;
   h.noise_draws = chain_.options().noise_draws;
