@@ -232,3 +232,60 @@ TEST(EngineTest, ThreadsAreScoped) {
   EXPECT_EQ(current_threads(), before);
   EXPECT_THROW(ScopedThreads(-1), OptionError);
 }
+
+namespace {
+
+// A model whose sample 3 fails, to check that a worker's error reaches the caller.
+class FailingModel : public StatisticalModel {
+ public:
+  explicit FailingModel(const StatisticalModel& inner) : inner_(inner) {}
+  SpectraHeader header() const override { return inner_.header(); }
+  ResultSources sources() const override { return inner_.sources(); }
+  const FisherOptions& fisher() const override { return inner_.fisher(); }
+  SampleRecord sample(int64_t j, const torch::Tensor& theta,
+                      const std::function<void(int64_t, int64_t)>& after_layer) const override {
+    if (j == 3) throw DataError("sample 3 failed");
+    return inner_.sample(j, theta, after_layer);
+  }
+
+ private:
+  const StatisticalModel& inner_;
+};
+
+}  // namespace
+
+// Samples in parallel: the records of a sequential run on one thread, bit for bit, standard
+// and Markov; a failing sample's error reaches the caller and the other workers stop.
+TEST(EngineTest, ParallelSamplesEqualSequentialOnOneThread) {
+  Network net(parse_model_spec("cnn:1x6x6-c3k3-relu-p2-f5-tanh-f3"));
+  const auto x = inputs_for(net, 12, 6);
+  const DrawnParameters thetas(ParameterSpace::parse("init", net), 2, 9);
+  MarkovOptions mo;
+  mo.sigma = 0.2;
+  const StandardModel standard(net, {x, "12 inputs"}, FisherOptions{});
+  const MarkovModel markov(net, {x, "12 inputs"}, mo, MarkovNoise{2, {}, ""});
+  const ParallelExecutor parallel(3);
+  for (const StatisticalModel* model :
+       {static_cast<const StatisticalModel*>(&standard), static_cast<const StatisticalModel*>(&markov)}) {
+    MeasureRun sequential, threaded;
+    sequential.execution.threads = 1;
+    threaded.execution.executor = &parallel;
+    std::vector<int64_t> recorded;
+    threaded.hooks.on_record = [&](const SampleRecord& r) { recorded.push_back(r.index); };
+    const auto a = measure(*model, thetas, small_estimator(), 2, sequential);
+    const auto b = measure(*model, thetas, small_estimator(), 2, threaded);
+    expect_same_estimates(a.estimate, b.estimate);
+    if (a.markov.enabled) expect_same_estimates(a.markov.lower, b.markov.lower);
+    EXPECT_EQ(recorded, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
+  }
+  const FailingModel failing(standard);
+  MeasureRun threaded;
+  threaded.execution.executor = &parallel;
+  try {
+    measure(failing, thetas, small_estimator(), 2, threaded);
+    FAIL();
+  } catch (const DataError& e) {
+    EXPECT_STREQ(e.what(), "sample 3 failed");
+  }
+  EXPECT_THROW(ParallelExecutor(0), OptionError);
+}
