@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -344,7 +345,7 @@ TEST(Study, RunsCorrelatesAndResumesWithoutRecomputing) {
   std::string first_result;
   {
     ResultsStore db(path);
-    first = run_study(db, cfg, {});
+    first = run_study(db, cfg, {}).run;
     first_result = db.run(first).result;
     EXPECT_EQ(db.children(first).size(), 3u * (1 + 1 + 2));
   }
@@ -380,7 +381,7 @@ TEST(Study, RunsCorrelatesAndResumesWithoutRecomputing) {
     so.resume = true;
     std::vector<std::string> progress;
     so.progress = [&](const std::string& s) { progress.push_back(s); };
-    EXPECT_EQ(run_study(db, cfg, so), first);
+    EXPECT_EQ(run_study(db, cfg, so).run, first);
     EXPECT_TRUE(progress.empty()) << progress.front();
     EXPECT_EQ(db.children(first).size(), 12u);
     // The resumed study is finished again (a resume that never finished would leave it running
@@ -388,6 +389,212 @@ TEST(Study, RunsCorrelatesAndResumesWithoutRecomputing) {
     EXPECT_EQ(db.run(first).status, "done");
     EXPECT_EQ(db.run(first).result, first_result);
   }
+}
+
+// --- The typed study result: JSON round trip, results of schema 1, divergence. ---
+
+void expect_same_number(double a, double b, const std::string& what) {
+  if (std::isnan(a) || std::isnan(b))
+    EXPECT_TRUE(std::isnan(a) && std::isnan(b)) << what << ": " << a << " vs " << b;
+  else
+    EXPECT_EQ(a, b) << what;
+}
+
+void expect_same_numbers(const std::vector<double>& a, const std::vector<double>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) expect_same_number(a[i], b[i], what + "[" + std::to_string(i) + "]");
+}
+
+void expect_same_correlation(const StudyCorrelationValue& a, const StudyCorrelationValue& b, const std::string& what) {
+  expect_same_number(a.value, b.value, what + ".value");
+  expect_same_number(a.lo, b.lo, what + ".lo");
+  expect_same_number(a.hi, b.hi, what + ".hi");
+  EXPECT_EQ(a.valid, b.valid) << what;
+}
+
+// Field by field; NaN equals NaN. `with_new_fields`: compare what schema 1 did not keep.
+void expect_same_model(const StudyModelResult& a, const StudyModelResult& b, bool with_new_fields) {
+  const auto& w = a.name;
+  EXPECT_EQ(a.model.spec, b.model.spec);
+  EXPECT_EQ(a.model.options.activation, b.model.options.activation) << w;
+  EXPECT_EQ(a.model.options.bias, b.model.options.bias) << w;
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.d, b.d) << w;
+  EXPECT_EQ(a.k, b.k) << w;
+  ASSERT_EQ(a.measures.size(), b.measures.size()) << w;
+  for (const auto& [name, v] : a.measures) {
+    ASSERT_TRUE(b.measures.count(name)) << w << ": " << name;
+    expect_same_number(v.value, b.measures.at(name).value, w + " " + name);
+    expect_same_number(v.std_error, b.measures.at(name).std_error, w + " " + name + " se");
+  }
+  ASSERT_EQ(a.curves.size(), b.curves.size()) << w;
+  for (const auto& [name, c] : a.curves) {
+    ASSERT_TRUE(b.curves.count(name)) << w << ": " << name;
+    expect_same_numbers(c.eps, b.curves.at(name).eps, w + " " + name + " eps");
+    expect_same_numbers(c.value, b.curves.at(name).value, w + " " + name + " value");
+    expect_same_numbers(c.std_error, b.curves.at(name).std_error, w + " " + name + " se");
+  }
+  EXPECT_EQ(a.measure_runs, b.measure_runs) << w;
+  EXPECT_EQ(a.train_runs, b.train_runs) << w;
+  expect_same_numbers(a.train_loss, b.train_loss, w + " train_loss");
+  if (with_new_fields) expect_same_numbers(a.test_loss, b.test_loss, w + " test_loss");
+  EXPECT_EQ(a.diverged, b.diverged) << w;
+  expect_same_number(a.train_loss_mean, b.train_loss_mean, w + " train_loss_mean");
+  expect_same_number(a.train_loss_sd, b.train_loss_sd, w + " train_loss_sd");
+  expect_same_number(a.test_loss_mean, b.test_loss_mean, w + " test_loss_mean");
+  expect_same_number(a.test_loss_sd, b.test_loss_sd, w + " test_loss_sd");
+  expect_same_number(a.train_accuracy_mean, b.train_accuracy_mean, w + " train_accuracy_mean");
+  expect_same_number(a.test_accuracy_mean, b.test_accuracy_mean, w + " test_accuracy_mean");
+}
+
+void expect_same_result(const StudyResult& a, const StudyResult& b, bool with_new_fields = true) {
+  EXPECT_EQ(a.run, b.run);
+  if (with_new_fields) {
+    EXPECT_EQ(study_config(a.config), study_config(b.config));
+  }
+  EXPECT_EQ(a.data, b.data);
+  EXPECT_EQ(a.n_train, b.n_train);
+  EXPECT_EQ(a.n_test, b.n_test);
+  EXPECT_EQ(a.measure_names, b.measure_names);
+  EXPECT_EQ(a.headline, b.headline);
+  ASSERT_EQ(a.models.size(), b.models.size());
+  for (size_t i = 0; i < a.models.size(); ++i) expect_same_model(a.models[i], b.models[i], with_new_fields);
+  ASSERT_EQ(a.correlations.size(), b.correlations.size());
+  for (size_t i = 0; i < a.correlations.size(); ++i) {
+    const auto &x = a.correlations[i], &y = b.correlations[i];
+    EXPECT_EQ(x.measure, y.measure);
+    EXPECT_EQ(x.target, y.target);
+    EXPECT_EQ(x.n, y.n);
+    expect_same_correlation(x.spearman, y.spearman, x.measure + " spearman");
+    expect_same_correlation(x.kendall, y.kendall, x.measure + " kendall");
+  }
+}
+
+StudyResult tiny_study(const std::string& db_name, const std::string& extra_train) {
+  const auto cfg = parse_study_text(R"({"name": "typed", "data": {"source": "synthetic:blobs:3:6:200",
+      "test_fraction": 0.25}, "models": ["mlp:6-2-3", {"spec": "mlp:6-4-3", "act": "tanh", "bias": false}],
+      "measure": {"inputs": 6, "samples": 3, "eps": [0.01], "zetas": [0, 0.5], "sigmas": [0.5], "bootstrap": 20},
+      "train": {"epochs": 1, "seeds": [0, 3], "batch": 50)" +
+                                        extra_train + R"(}, "correlation": {"bootstrap": 20}})",
+                                    "typed.json");
+  ResultsStore db(temp_db(db_name));
+  return run_study(db, cfg, {});
+}
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+TEST(StudyResult, RoundTripsThroughJsonFieldByField) {
+  StudyResult r;
+  r.run = 7;
+  r.config = parse_study_text(R"({"name": "rt", "models": ["mlp:4-3-2", "mlp:4-5-2"], "measure": {"sigmas": [0.25]},
+      "train": {"seeds": [4, 9], "lr": 0.125}, "data": {"test_fraction": 0.5}})",
+                              "rt.json");
+  r.data = "blobs";
+  r.n_train = 150;
+  r.n_test = 0;
+  r.measure_names = {"params d", "2sED zeta=0 at eps_zeta(n)", "lower 2sED sigma=0.25 zeta=0 eps=0.01"};
+  r.headline = r.measure_names[1];
+  for (int i = 0; i < 2; ++i) {
+    StudyModelResult m;
+    m.model = {i == 0 ? "mlp:4-3-2" : "mlp:4-5-2", {i == 0 ? Activation::ReLU : Activation::Tanh, i == 0}};
+    m.name = m.model.spec + (i == 0 ? "" : " (tanh) (no bias)");
+    m.d = 23 + i;
+    m.k = 2;
+    m.measures = {{"params d", {23.0 + i, 0.0}},
+                  {"2sED zeta=0 at eps_zeta(n)", {1.0 / 3 + i, kNaN}},
+                  {"lower 2sED sigma=0.25 zeta=0 eps=0.01", {kNaN, 0.1}}};
+    m.curves = {{"2sED zeta=0", {{1e-4, 0.01}, {0.1, kNaN}, {0.2, 0.3}}}};
+    m.measure_runs = {{"2sED", 3 + i}, {"lower 2sED sigma=0.25", 4 + i}};
+    m.train_runs = {10 + i, 12 + i};
+    m.train_loss = {0.5, i == 0 ? 0.25 : kNaN};
+    m.test_loss = {kNaN, kNaN};
+    m.diverged = {false, i == 1};
+    m.train_loss_mean = i == 0 ? 0.375 : kNaN;
+    m.train_loss_sd = i == 0 ? 0.17677669529663687 : kNaN;
+    m.train_accuracy_mean = 0.875;
+    r.models.push_back(m);
+  }
+  StudyCorrelation c;
+  c.measure = "params d";
+  c.target = "train loss";
+  c.spearman = {-1.0, kNaN, 0.5, 17};
+  c.kendall = {kNaN, -0.25, kNaN, 0};
+  c.n = 2;
+  r.correlations = {c};
+  const auto text = study_result_json(r).dump();
+  EXPECT_EQ(nlohmann::json::parse(text)["schema_version"].get<int>(), kStudyResultSchema);
+  const auto back = parse_study_result(text);
+  expect_same_result(r, back);
+  EXPECT_EQ(study_result_json(back).dump(), text);
+  EXPECT_EQ(study_table(back), study_table(r));
+  EXPECT_NE(study_table(r).find("diverged (a final loss not finite; no loss mean): mlp:4-5-2 (tanh) (no bias) seed 9"),
+            std::string::npos)
+      << study_table(r);
+}
+
+// What run_study returns is what the store holds, and a stored result reads back equal.
+TEST(StudyResult, TheStoredResultIsTheReturnedOne) {
+  const auto r = tiny_study("typed.db", "");
+  ASSERT_EQ(r.models.size(), 2u);
+  EXPECT_EQ(r.models[1].name, "mlp:6-4-3 (tanh) (no bias)");
+  for (const auto& m : r.models) {
+    EXPECT_EQ(m.diverged, (std::vector<bool>{false, false}));
+    EXPECT_EQ(m.test_loss.size(), 2u);
+    EXPECT_TRUE(std::isfinite(m.test_loss_mean));
+  }
+  ResultsStore db(::testing::TempDir() + "twosed_runs_" + std::to_string(::getpid()) + "_typed.db", false);
+  const auto info = db.run(r.run);
+  expect_same_result(r, parse_study_result(info.result));
+  EXPECT_EQ(study_result_json(r).dump(), info.result);
+}
+
+// A result of schema 1 (as stored before the typed result: no schema_version, config,
+// test_loss or diverged) is read, and reports as the same study stored now.
+TEST(StudyResult, AResultOfSchemaOneIsStillRead) {
+  const auto r = tiny_study("schema1.db", "");
+  auto old = study_result_json(r);
+  old.erase("schema_version");
+  old.erase("config");
+  for (auto& m : old["models"]) m.erase("test_loss"), m.erase("diverged");
+  for (const auto& run_config : {std::string(), study_config(r.config)}) {
+    const auto back = parse_study_result(old.dump(), run_config);
+    expect_same_result(r, back, /*with_new_fields=*/false);
+    for (const auto& m : back.models) EXPECT_TRUE(m.test_loss.empty());
+    EXPECT_EQ(study_table(back), study_table(r));
+    EXPECT_EQ(study_csv(back), study_csv(r));
+    if (!run_config.empty()) {
+      EXPECT_EQ(study_config(back.config), study_config(r.config));
+    }
+  }
+  // Of a newer schema, or not a result: refused, naming what.
+  auto newer = study_result_json(r);
+  newer["schema_version"] = kStudyResultSchema + 1;
+  EXPECT_THROW(parse_study_result(newer.dump()), DataError);
+  auto bad = study_result_json(r);
+  bad["models"][1]["d"] = "x";
+  try {
+    parse_study_result(bad.dump());
+    ADD_FAILURE() << "a model's d of \"x\" was read";
+  } catch (const DataError& e) {
+    EXPECT_EQ(std::string(e.what()), "study result: key 'models[1].d': expected an integer, got \"x\"");
+  }
+}
+
+// A training whose loss is not finite is flagged, has no loss means and is left out of the
+// correlations with the training loss. At an lr of 1e300 the ReLU model's loss overflows; the
+// tanh model's stays finite (its outputs saturate).
+TEST(StudyResult, ADivergedTrainingIsFlagged) {
+  const auto r = tiny_study("diverged.db", R"(, "optimizer": "sgd", "lr": 1e300)");
+  ASSERT_EQ(r.models.size(), 2u);
+  EXPECT_EQ(r.models[0].diverged, (std::vector<bool>{true, true})) << r.models[0].train_loss[0];
+  EXPECT_TRUE(std::isnan(r.models[0].train_loss_mean));
+  EXPECT_EQ(r.models[1].diverged, (std::vector<bool>{false, false})) << r.models[1].train_loss[0];
+  EXPECT_TRUE(std::isfinite(r.models[1].train_loss_mean));
+  for (const auto& c : r.correlations) EXPECT_NE(c.target, "train loss");
+  EXPECT_NE(study_table(r).find("diverged (a final loss not finite; no loss mean): mlp:6-2-3 seed 0, mlp:6-2-3 seed 3"),
+            std::string::npos)
+      << study_table(r);
+  expect_same_result(r, parse_study_result(study_result_json(r).dump()));
 }
 
 TEST(RunStatus, AStoppedRunIsOneWhoseProcessIsGone) {

@@ -7,7 +7,9 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -242,59 +244,24 @@ struct Reader {
   }
 };
 
+// The measure every model has: its parameter count.
+const char* const kParamsD = "params d";
+
 const char* task_name(Task t) {
   return t == Task::Classify ? "classify" : "regress";
 }
 
-std::string fmt_num(double v) {
-  return fmt::format("{:g}", v);
-}
+// --- The study file's sections, each read and checked as the library will use it. ---
 
-// Study measure names, in one place so that tables, CSV and plots agree.
-std::string name_2sed(double zeta, const std::string& at) {
-  return fmt::format("2sED zeta={:g} {}", zeta, at);
-}
-std::string name_lower(double sigma, double zeta, const std::string& at) {
-  return fmt::format("lower 2sED sigma={:g} zeta={:g} {}", sigma, zeta, at);
-}
-std::string name_chain(double sigma, double zeta, const std::string& at) {
-  return fmt::format("chain 2sED sigma={:g} zeta={:g} {}", sigma, zeta, at);
-}
-const char* kAtN = "at eps_zeta(n)";
-
-json curve_json(const Curve& c) {
-  return {{"eps", c.eps}, {"value", c.value}, {"stderr", c.std_error}};
-}
-
-double mean_of(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x;
-  return v.empty() ? std::nan("") : s / static_cast<double>(v.size());
-}
-
-double sd_of(const std::vector<double>& v) {
-  if (v.size() < 2) return 0.0;
-  const double m = mean_of(v);
-  double s = 0;
-  for (double x : v) s += (x - m) * (x - m);
-  return std::sqrt(s / static_cast<double>(v.size() - 1));
-}
-
-}  // namespace
-
-StudyConfig parse_study_text(const std::string& text, const std::string& name) {
-  const json j = parse_json(text, name);
-  Reader r{name};
-  if (!j.is_object()) r.fail("(top level)", "an object", j);
-  r.only(j, "", {"name", "data", "task", "models", "measure", "train", "correlation"});
-  StudyConfig c;
-  c.file = name;
-  r.string(j, "", "name", c.name);
+void read_task(const json& j, const Reader& r, StudyConfig& c) {
   std::string task = "classify";
   r.string(j, "", "task", task);
   if (task != "classify" && task != "regress") r.fail("task", "\"classify\" or \"regress\"", j.at("task"));
   c.data.task = task == "classify" ? Task::Classify : Task::Regress;
   c.train.task = c.data.task;
+}
+
+void read_data(const json& j, const Reader& r, StudyConfig& c) {
   if (const auto* d = r.object(j, "", "data")) {
     r.only(*d, "data", {"source", "test_data", "test_fraction", "train_size", "test_size", "standardize", "seed"});
     r.string(*d, "data", "source", c.data.data);
@@ -319,39 +286,46 @@ StudyConfig parse_study_text(const std::string& text, const std::string& name) {
     if (!source.empty()) try {
         parse_data_spec(source);
       } catch (const UsageError& e) {
-        throw UsageError(fmt::format("{}: key '{}': {}", name, key, e.what()));
+        throw UsageError(fmt::format("{}: key '{}': {}", r.file, key, e.what()));
       }
-  if (!j.contains("models")) throw UsageError(fmt::format("{}: key 'models' is missing (a list of model specs)", name));
+}
+
+StudyModel read_model(const json& m, const std::string& key, const Reader& r) {
+  StudyModel sm;
+  if (m.is_string()) {
+    sm.spec = m.get<std::string>();
+  } else if (m.is_object()) {
+    r.only(m, key, {"spec", "act", "bias"});
+    if (!m.contains("spec")) r.fail(key + ".spec", "a model spec string", json(nullptr));
+    r.string(m, key, "spec", sm.spec);
+    std::string act = "relu";
+    r.string(m, key, "act", act);
+    try {
+      sm.options.activation = parse_activation(act, key + ".act");
+    } catch (const UsageError& e) {
+      throw UsageError(fmt::format("{}: {}", r.file, e.what()));
+    }
+    r.boolean(m, key, "bias", sm.options.bias);
+  } else {
+    r.fail(key, "a model spec string or {\"spec\": ..., \"act\": ..., \"bias\": ...}", m);
+  }
+  try {
+    parse_model_spec(sm.spec, sm.options);
+  } catch (const UsageError& e) {
+    throw UsageError(fmt::format("{}: key '{}': {}", r.file, key, e.what()));
+  }
+  return sm;
+}
+
+void read_models(const json& j, const Reader& r, StudyConfig& c) {
+  if (!j.contains("models"))
+    throw UsageError(fmt::format("{}: key 'models' is missing (a list of model specs)", r.file));
   const auto& models = j.at("models");
   if (!models.is_array() || models.empty()) r.fail("models", "a non-empty list of model specs", models);
-  for (size_t i = 0; i < models.size(); ++i) {
-    const auto& m = models[i];
-    const std::string key = fmt::format("models[{}]", i);
-    StudyModel sm;
-    if (m.is_string()) {
-      sm.spec = m.get<std::string>();
-    } else if (m.is_object()) {
-      r.only(m, key, {"spec", "act", "bias"});
-      if (!m.contains("spec")) r.fail(key + ".spec", "a model spec string", json(nullptr));
-      r.string(m, key, "spec", sm.spec);
-      std::string act = "relu";
-      r.string(m, key, "act", act);
-      try {
-        sm.options.activation = parse_activation(act, key + ".act");
-      } catch (const UsageError& e) {
-        throw UsageError(fmt::format("{}: {}", name, e.what()));
-      }
-      r.boolean(m, key, "bias", sm.options.bias);
-    } else {
-      r.fail(key, "a model spec string or {\"spec\": ..., \"act\": ..., \"bias\": ...}", m);
-    }
-    try {
-      parse_model_spec(sm.spec, sm.options);
-    } catch (const UsageError& e) {
-      throw UsageError(fmt::format("{}: key '{}': {}", name, key, e.what()));
-    }
-    c.models.push_back(sm);
-  }
+  for (size_t i = 0; i < models.size(); ++i) c.models.push_back(read_model(models[i], fmt::format("models[{}]", i), r));
+}
+
+void read_measure(const json& j, const Reader& r, StudyConfig& c) {
   if (const auto* m = r.object(j, "", "measure")) {
     r.only(*m, "measure", {"inputs", "samples", "eps", "zetas", "sigmas", "noise_draws", "bootstrap", "seed"});
     // The limits measure() and the estimator apply (checked here so that a study fails before
@@ -374,17 +348,18 @@ StudyConfig parse_study_text(const std::string& text, const std::string& name) {
     for (double s : c.sigmas)
       if (!(s > 0 && std::isfinite(s))) r.fail("measure.sigmas", "a list of numbers > 0", (*m)["sigmas"]);
   }
-  {
-    EstimatorOptions eo;
-    eo.eps = c.eps;
-    eo.zetas = c.zetas;
-    eo.bootstrap = c.bootstrap;
-    try {
-      validate_estimator_options(eo);
-    } catch (const OptionError& e) {
-      r.fail(e);
-    }
+  EstimatorOptions eo;
+  eo.eps = c.eps;
+  eo.zetas = c.zetas;
+  eo.bootstrap = c.bootstrap;
+  try {
+    validate_estimator_options(eo);
+  } catch (const OptionError& e) {
+    r.fail(e);
   }
+}
+
+void read_train(const json& j, const Reader& r, StudyConfig& c) {
   if (const auto* t = r.object(j, "", "train")) {
     r.only(*t, "train", {"optimizer", "lr", "momentum", "weight_decay", "batch", "epochs", "seeds"});
     r.string(*t, "train", "optimizer", c.train.optimizer);
@@ -412,6 +387,9 @@ StudyConfig parse_study_text(const std::string& text, const std::string& name) {
   } catch (const OptionError& e) {
     r.fail(e);
   }
+}
+
+void read_correlation(const json& j, const Reader& r, StudyConfig& c) {
   if (const auto* k = r.object(j, "", "correlation")) {
     r.only(*k, "correlation", {"bootstrap", "confidence", "seed"});
     r.integer(*k, "correlation", "bootstrap", c.correlation.bootstrap, 2);
@@ -422,7 +400,48 @@ StudyConfig parse_study_text(const std::string& text, const std::string& name) {
     r.integer(*k, "correlation", "seed", seed, 0);
     c.correlation.seed = static_cast<uint64_t>(seed);
   }
+}
+
+// A study file's JSON (or a stored configuration without its "kind"), in the file's key order
+// of concerns: each section validated before the next is read.
+StudyConfig study_from_json(const json& j, const std::string& name) {
+  Reader r{name};
+  if (!j.is_object()) r.fail("(top level)", "an object", j);
+  r.only(j, "", {"name", "data", "task", "models", "measure", "train", "correlation"});
+  StudyConfig c;
+  c.file = name;
+  r.string(j, "", "name", c.name);
+  read_task(j, r, c);
+  read_data(j, r, c);
+  read_models(j, r, c);
+  read_measure(j, r, c);
+  read_train(j, r, c);
+  read_correlation(j, r, c);
   return c;
+}
+
+std::string fmt_num(double v) {
+  return fmt::format("{:g}", v);
+}
+
+double mean_of(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? std::nan("") : s / static_cast<double>(v.size());
+}
+
+double sd_of(const std::vector<double>& v) {
+  if (v.size() < 2) return 0.0;
+  const double m = mean_of(v);
+  double s = 0;
+  for (double x : v) s += (x - m) * (x - m);
+  return std::sqrt(s / static_cast<double>(v.size() - 1));
+}
+
+}  // namespace
+
+StudyConfig parse_study_text(const std::string& text, const std::string& name) {
+  return study_from_json(parse_json(text, name), name);
 }
 
 StudyConfig parse_study(const std::string& path) {
@@ -473,388 +492,769 @@ std::string study_config(const StudyConfig& c) {
       .dump();
 }
 
-int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOptions& opts) {
-  const auto config = study_config(cfg);
-  auto say = [&](const std::string& s) {
-    if (opts.progress) opts.progress(s);
+// --- The study result as JSON: written and read here only. ---
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Non-finite numbers are stored as null (JSON has no NaN) and read back as NaN.
+json num_json(double v) {
+  return std::isfinite(v) ? json(v) : json(nullptr);
+}
+
+json nums_json(const std::vector<double>& v) {
+  json out = json::array();
+  for (double x : v) out.push_back(num_json(x));
+  return out;
+}
+
+json model_json(const StudyModelResult& m) {
+  json measures = json::object(), stderrs = json::object(), curves = json::object();
+  for (const auto& [name, v] : m.measures) {
+    // The parameter count is an integer in the stored layout (schema 1 wrote it so).
+    measures[name] =
+        name == kParamsD && std::isfinite(v.value) ? json(static_cast<int64_t>(v.value)) : num_json(v.value);
+    stderrs[name] = num_json(v.std_error);
+  }
+  for (const auto& [name, c] : m.curves)
+    curves[name] = {{"eps", nums_json(c.eps)}, {"value", nums_json(c.value)}, {"stderr", nums_json(c.std_error)}};
+  json diverged = json::array();
+  for (bool b : m.diverged) diverged.push_back(b);
+  return {{"spec", m.model.spec},
+          {"name", m.name},
+          {"act", activation_name(m.model.options.activation)},
+          {"bias", m.model.options.bias},
+          {"d", m.d},
+          {"k", m.k},
+          {"measures", measures},
+          {"stderr", stderrs},
+          {"curves", curves},
+          {"measure_runs", m.measure_runs},
+          {"train_runs", m.train_runs},
+          {"train_loss", nums_json(m.train_loss)},
+          {"test_loss", nums_json(m.test_loss)},
+          {"diverged", diverged},
+          {"train_loss_mean", num_json(m.train_loss_mean)},
+          {"train_loss_sd", num_json(m.train_loss_sd)},
+          {"test_loss_mean", num_json(m.test_loss_mean)},
+          {"test_loss_sd", num_json(m.test_loss_sd)},
+          {"test_accuracy_mean", num_json(m.test_accuracy_mean)},
+          {"train_accuracy_mean", num_json(m.train_accuracy_mean)}};
+}
+
+json correlation_json(const StudyCorrelation& c) {
+  auto value = [](const StudyCorrelationValue& v) {
+    return json{{"value", num_json(v.value)}, {"lo", num_json(v.lo)}, {"hi", num_json(v.hi)}, {"valid", v.valid}};
   };
-  int64_t study = 0;
-  if (opts.resume) {
-    RecordOptions ro;
-    ro.resume = true;
-    ro.resume_run = opts.resume_run;
-    study = find_resumable(store, "study", config, ro).id;
-    store.reopen_run(study);
-  } else {
-    study = store.create_run("study", cfg.name, config);
+  return {{"measure", c.measure},
+          {"target", c.target},
+          {"spearman", value(c.spearman)},
+          {"kendall", value(c.kendall)},
+          {"n", c.n}};
+}
+
+// Reads a stored result, each error naming the key: "study result: key 'models[0].d': expected
+// an integer, got \"x\"".
+struct ResultReader {
+  std::string where = "study result";
+  [[noreturn]] void fail(const std::string& key, const std::string& expected, const json& got) const {
+    throw DataError(fmt::format("{}: key '{}': expected {}, got {}", where, key, expected, brief(got)));
   }
-  mark_process(store, study);
+  const json& at(const json& o, const std::string& path, const std::string& key) const {
+    const auto full = path.empty() ? key : path + "." + key;
+    if (!o.is_object()) fail(path.empty() ? "(top level)" : path, "an object", o);
+    if (!o.contains(key)) throw DataError(fmt::format("{}: key '{}' is missing", where, full));
+    return o[key];
+  }
+  static std::string join(const std::string& path, const std::string& key) {
+    return path.empty() ? key : path + "." + key;
+  }
+  double number(const json& o, const std::string& path, const std::string& key) const {
+    const auto& v = at(o, path, key);
+    if (v.is_null()) return kNaN;
+    if (!v.is_number()) fail(join(path, key), "a number or null", v);
+    return v.get<double>();
+  }
+  int64_t integer(const json& o, const std::string& path, const std::string& key) const {
+    const auto& v = at(o, path, key);
+    if (!v.is_number_integer()) fail(join(path, key), "an integer", v);
+    return v.get<int64_t>();
+  }
+  std::string string(const json& o, const std::string& path, const std::string& key) const {
+    const auto& v = at(o, path, key);
+    if (!v.is_string()) fail(join(path, key), "a string", v);
+    return v.get<std::string>();
+  }
+  const json& array(const json& o, const std::string& path, const std::string& key) const {
+    const auto& v = at(o, path, key);
+    if (!v.is_array()) fail(join(path, key), "a list", v);
+    return v;
+  }
+  const json& object(const json& o, const std::string& path, const std::string& key) const {
+    const auto& v = at(o, path, key);
+    if (!v.is_object()) fail(join(path, key), "an object", v);
+    return v;
+  }
+  std::vector<double> numbers(const json& o, const std::string& path, const std::string& key) const {
+    std::vector<double> out;
+    for (const auto& e : array(o, path, key)) {
+      if (!e.is_null() && !e.is_number()) fail(join(path, key), "a list of numbers", o[key]);
+      out.push_back(e.is_null() ? kNaN : e.get<double>());
+    }
+    return out;
+  }
+  template <typename T>
+  std::vector<T> integers(const json& o, const std::string& path, const std::string& key) const {
+    std::vector<T> out;
+    for (const auto& e : array(o, path, key)) {
+      if (!e.is_number_integer()) fail(join(path, key), "a list of integers", o[key]);
+      out.push_back(e.get<T>());
+    }
+    return out;
+  }
+};
+
+StudyCurve read_curve(const ResultReader& r, const json& c, const std::string& path) {
+  return {r.numbers(c, path, "eps"), r.numbers(c, path, "value"), r.numbers(c, path, "stderr")};
+}
+
+void read_model_measures(const ResultReader& r, const json& m, const std::string& path, StudyModelResult& out) {
+  const auto& measures = r.object(m, path, "measures");
+  const auto& stderrs = r.object(m, path, "stderr");
+  for (const auto& [name, v] : measures.items()) {
+    const auto key = fmt::format("{}.measures.{}", path, shown_key(name));
+    if (!v.is_null() && !v.is_number()) r.fail(key, "a number or null", v);
+    if (!stderrs.contains(name))
+      throw DataError(fmt::format("{}: key '{}.stderr.{}' is missing", r.where, path, shown_key(name)));
+    out.measures[name] = {v.is_null() ? kNaN : v.get<double>(), r.number(stderrs, path + ".stderr", name)};
+  }
+  for (const auto& [name, c] : r.object(m, path, "curves").items())
+    out.curves[name] = read_curve(r, c, fmt::format("{}.curves.{}", path, shown_key(name)));
+  for (const auto& [name, v] : r.object(m, path, "measure_runs").items()) {
+    if (!v.is_number_integer()) r.fail(fmt::format("{}.measure_runs.{}", path, shown_key(name)), "an integer", v);
+    out.measure_runs[name] = v.get<int64_t>();
+  }
+}
+
+StudyModelResult read_model_result(const ResultReader& r, const json& m, const std::string& path) {
+  StudyModelResult out;
+  out.model.spec = r.string(m, path, "spec");
+  out.name = r.string(m, path, "name");
   try {
-    // n: the training-set size, which sets eps_zeta(n) and the ED's n.
-    const auto spec0 = parse_model_spec(cfg.models.front().spec, cfg.models.front().options);
-    const auto data0 = load_training_data(cfg.data, spec0, cfg.models.front().options);
-    const double n = static_cast<double>(data0.train.size());
-    const bool with_ed = abbas_kappa(n) > 1.0;
-    const bool at_n_ok = n > 3;  // eps_zeta(n) < 1
-    // Curves on the spec's default grid plus the study's eps values.
-    std::vector<double> grid = default_eps_grid();
-    grid.insert(grid.end(), cfg.eps.begin(), cfg.eps.end());
-    std::sort(grid.begin(), grid.end());
-    grid.erase(std::unique(grid.begin(), grid.end()), grid.end());
-    auto grid_index = [&](double e) {
-      return static_cast<size_t>(std::lower_bound(grid.begin(), grid.end(), e) - grid.begin());
-    };
-
-    // A finished child with this configuration is reused; an unfinished measurement resumed.
-    auto child = [&](const std::string& kind, const std::string& child_config, bool done) -> std::optional<RunInfo> {
-      std::optional<RunInfo> found;
-      for (const auto& r : store.children(study))
-        if (r.kind == kind && r.config == child_config && (r.status == "done") == done) found = r;
-      return found;
-    };
-    auto measure = [&](MeasureOptions mo, const std::string& label,
-                       const std::string& message) -> std::pair<int64_t, MeasureResult> {
-      const auto mc = measure_config(mo);
-      if (auto done = child("measure", mc, true)) return {done->id, stored_measure(store, done->id, mo.estimator)};
-      say(message);
-      RecordOptions ro;
-      ro.parent = study;
-      ro.label = label;
-      if (auto open = child("measure", mc, false)) ro.resume = true, ro.resume_run = open->id;
-      auto rec = record_measure(store, mo, ro);
-      return {rec.run, std::move(rec.result)};
-    };
-
-    json models = json::array();
-    std::vector<std::string> names;  // measure names in table order
-    auto add_name = [&](const std::string& s) {
-      if (std::find(names.begin(), names.end(), s) == names.end()) names.push_back(s);
-    };
-    for (size_t i = 0; i < cfg.models.size(); ++i) {
-      const auto& m = cfg.models[i];
-      const auto spec = parse_model_spec(m.spec, m.options);
-      // Models of one spec may differ in activation or bias: the name says so.
-      std::string label = spec.text;
-      if (m.options.activation != Activation::ReLU)
-        label += fmt::format(" ({})", activation_name(m.options.activation));
-      if (!m.options.bias) label += " (no bias)";
-      json mj = {{"spec", spec.text},      {"name", label},          {"act", activation_name(m.options.activation)},
-                 {"bias", m.options.bias}, {"d", spec.num_params()}, {"k", spec.num_outputs()}};
-      json measures = json::object(), stderrs = json::object(), curves = json::object(), runs = json::object();
-      measures["params d"] = spec.num_params();
-      stderrs["params d"] = 0.0;
-      add_name("params d");
-      MeasureOptions mo;
-      mo.model = m.spec;
-      mo.model_options = m.options;
-      mo.data = cfg.data.data;
-      mo.standardize = cfg.data.standardize;
-      mo.num_inputs = cfg.inputs;
-      mo.num_param_samples = cfg.samples;
-      mo.fisher.task = cfg.data.task;
-      mo.estimator.eps = grid;
-      mo.estimator.zetas = cfg.zetas;
-      if (at_n_ok) mo.estimator.at_n = {n};
-      if (with_ed) mo.estimator.ed_n = {n};
-      mo.estimator.bootstrap = cfg.bootstrap;
-      mo.seed = cfg.measure_seed;
-      mo.progress = opts.step_progress;
-      const std::string tag = fmt::format("model {}/{} {}", i + 1, cfg.models.size(), label);
-      auto [mrun, mr] =
-          measure(mo, fmt::format("{} (study {})", label, study), fmt::format("{}: 2sED of the standard model", tag));
-      runs["2sED"] = mrun;
-      if (!mr.estimate.ed.empty()) {
-        measures["ED(n)"] = mr.estimate.ed[0].value;
-        stderrs["ED(n)"] = mr.estimate.ed[0].std_error;
-        add_name("ED(n)");
-      }
-      for (size_t z = 0; z < cfg.zetas.size(); ++z) {
-        const auto& c = mr.estimate.curves[z];
-        curves[fmt::format("2sED zeta={:g}", cfg.zetas[z])] = curve_json(c);
-        if (at_n_ok) {
-          const auto name = name_2sed(cfg.zetas[z], kAtN);
-          measures[name] = mr.estimate.at_n[z].value;
-          stderrs[name] = mr.estimate.at_n[z].std_error;
-          add_name(name);
-        }
-        for (double e : cfg.eps) {
-          const auto name = name_2sed(cfg.zetas[z], "eps=" + fmt_num(e));
-          measures[name] = c.value[grid_index(e)];
-          stderrs[name] = c.std_error[grid_index(e)];
-          add_name(name);
-        }
-      }
-      for (double sigma : cfg.sigmas) {
-        MeasureOptions mk = mo;
-        mk.markov = true;
-        mk.sigma = sigma;
-        mk.noise_draws = cfg.noise_draws;
-        auto [krun, kr] = measure(mk, fmt::format("{} Markov sigma={:g} (study {})", label, sigma, study),
-                                  fmt::format("{}: lower 2sED of the Markov chain model, sigma = {:g}", tag, sigma));
-        runs[fmt::format("lower 2sED sigma={:g}", sigma)] = krun;
-        for (size_t z = 0; z < cfg.zetas.size(); ++z) {
-          const auto& lc = kr.markov.lower.curves[z];
-          curves[fmt::format("lower 2sED sigma={:g} zeta={:g}", sigma, cfg.zetas[z])] = curve_json(lc);
-          curves[fmt::format("chain 2sED sigma={:g} zeta={:g}", sigma, cfg.zetas[z])] =
-              curve_json(kr.estimate.curves[z]);
-          if (at_n_ok) {
-            const auto lname = name_lower(sigma, cfg.zetas[z], kAtN), cname = name_chain(sigma, cfg.zetas[z], kAtN);
-            measures[lname] = kr.markov.lower.at_n[z].value;
-            stderrs[lname] = kr.markov.lower.at_n[z].std_error;
-            measures[cname] = kr.estimate.at_n[z].value;
-            stderrs[cname] = kr.estimate.at_n[z].std_error;
-            add_name(lname);
-            add_name(cname);
-          }
-          for (double e : cfg.eps) {
-            const auto name = name_lower(sigma, cfg.zetas[z], "eps=" + fmt_num(e));
-            measures[name] = lc.value[grid_index(e)];
-            stderrs[name] = lc.std_error[grid_index(e)];
-            add_name(name);
-          }
-        }
-      }
-      std::vector<double> train_loss, test_loss, test_acc, train_acc;
-      json train_runs = json::array();
-      for (uint64_t seed : cfg.seeds) {
-        TrainConfig tc;
-        tc.model = m.spec;
-        tc.model_options = m.options;
-        tc.data = cfg.data;
-        tc.train = cfg.train;
-        tc.train.seed = seed;
-        tc.train.on_record = nullptr;
-        if (opts.step_progress)
-          tc.train.on_record = [&](const TrainingRecord& rec) {
-            if (rec.step < 0) opts.step_progress(rec.epoch, cfg.train.epochs);
-          };
-        const auto trc = train_config(tc);
-        json result;
-        int64_t trun = 0;
-        if (auto done = child("train", trc, true)) {
-          trun = done->id;
-          result = json::parse(done->result);
-        } else {
-          // A training run stopped midway starts again (it commits per epoch, not a resumable state).
-          while (auto open = child("train", trc, false)) store.delete_run(open->id);
-          say(fmt::format("{}: training, seed {}", tag, seed));
-          RecordOptions ro;
-          ro.parent = study;
-          ro.label = fmt::format("{} seed {} (study {})", label, seed, study);
-          auto rec = record_training(store, tc, ro);
-          trun = rec.run;
-          result = json::parse(store.run(trun).result);
-        }
-        train_runs.push_back(trun);
-        auto value = [](const json& v) { return v.is_null() ? std::nan("") : v.get<double>(); };
-        train_loss.push_back(value(result["train_loss"]));
-        test_loss.push_back(value(result["test_loss"]));
-        test_acc.push_back(value(result["test_accuracy"]));
-        train_acc.push_back(value(result["train_accuracy"]));
-      }
-      auto finite_or_null = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
-      mj["measures"] = measures;
-      mj["stderr"] = stderrs;
-      mj["curves"] = curves;
-      mj["measure_runs"] = runs;
-      mj["train_runs"] = train_runs;
-      mj["train_loss"] = train_loss;
-      mj["train_loss_mean"] = finite_or_null(mean_of(train_loss));
-      mj["train_loss_sd"] = finite_or_null(sd_of(train_loss));
-      mj["test_loss_mean"] = finite_or_null(mean_of(test_loss));
-      mj["test_loss_sd"] = finite_or_null(sd_of(test_loss));
-      mj["test_accuracy_mean"] = finite_or_null(mean_of(test_acc));
-      mj["train_accuracy_mean"] = finite_or_null(mean_of(train_acc));
-      models.push_back(mj);
-    }
-
-    // Rank correlations of every measure with the mean final losses, over the models.
-    json correlations = json::array();
-    for (const char* target : {"train_loss_mean", "test_loss_mean"}) {
-      std::vector<double> y;
-      for (const auto& m : models) y.push_back(m[target].is_null() ? std::nan("") : m[target].get<double>());
-      if (std::any_of(y.begin(), y.end(), [](double v) { return !std::isfinite(v); }) || y.size() < 2) continue;
-      for (const auto& name : names) {
-        std::vector<double> x;
-        for (const auto& m : models) x.push_back(m["measures"][name].get<double>());
-        json row = {{"measure", name},
-                    {"target", target == std::string("train_loss_mean") ? "train loss" : "test loss"}};
-        for (auto method : {RankMethod::Spearman, RankMethod::Kendall}) {
-          const auto ce = bootstrap_correlation(x, y, method, cfg.correlation);
-          auto v = [](double d) { return std::isfinite(d) ? json(d) : json(nullptr); };
-          row[method == RankMethod::Spearman ? "spearman" : "kendall"] = {
-              {"value", v(ce.value)}, {"lo", v(ce.lo)}, {"hi", v(ce.hi)}, {"valid", ce.valid}};
-        }
-        row["n"] = x.size();
-        correlations.push_back(row);
-      }
-    }
-    // The headline: the lower 2sED (first sigma) at eps_zeta(n) and the smallest zeta, where
-    // zeta*d weighs least (at large zeta every measure tracks d); else the 2sED there.
-    const double zmin = *std::min_element(cfg.zetas.begin(), cfg.zetas.end());
-    std::string headline =
-        at_n_ok ? (cfg.sigmas.empty() ? name_2sed(zmin, kAtN) : name_lower(cfg.sigmas[0], zmin, kAtN)) : names.back();
-    const json result = {{"name", cfg.name},
-                         {"study", study},
-                         {"data", data0.description},
-                         {"n_train", n},
-                         {"n_test", data0.test.size()},
-                         {"inputs", cfg.inputs},
-                         {"samples", cfg.samples},
-                         {"task", task_name(cfg.data.task)},
-                         {"epochs", cfg.train.epochs},
-                         {"seeds", cfg.seeds},
-                         {"sigmas", cfg.sigmas},
-                         {"zetas", cfg.zetas},
-                         {"eps", cfg.eps},
-                         {"confidence", cfg.correlation.confidence},
-                         {"measure_names", names},
-                         {"headline", headline},
-                         {"models", models},
-                         {"correlations", correlations}};
-    store.finish_run(study, result.dump());
-  } catch (const OptionError& e) {
-    // In the study file's words, not the library's.
-    const auto err = study_error(cfg.file.empty() ? cfg.name : cfg.file, e);
-    store.fail_run(study, err.what());
-    throw err;
-  } catch (const std::exception& e) {
-    std::string msg = e.what();
-    store.fail_run(study, msg.substr(0, msg.find('\n')));
-    throw;
+    out.model.options.activation = parse_activation(r.string(m, path, "act"), path + ".act");
+  } catch (const UsageError& e) {
+    throw DataError(fmt::format("{}: {}", r.where, e.what()));
   }
+  const auto& bias = r.at(m, path, "bias");
+  if (!bias.is_boolean()) r.fail(path + ".bias", "true or false", bias);
+  out.model.options.bias = bias.get<bool>();
+  out.d = r.integer(m, path, "d");
+  out.k = r.integer(m, path, "k");
+  read_model_measures(r, m, path, out);
+  out.train_runs = r.integers<int64_t>(m, path, "train_runs");
+  out.train_loss = r.numbers(m, path, "train_loss");
+  out.train_loss_mean = r.number(m, path, "train_loss_mean");
+  out.train_loss_sd = r.number(m, path, "train_loss_sd");
+  out.test_loss_mean = r.number(m, path, "test_loss_mean");
+  out.test_loss_sd = r.number(m, path, "test_loss_sd");
+  out.test_accuracy_mean = r.number(m, path, "test_accuracy_mean");
+  out.train_accuracy_mean = r.number(m, path, "train_accuracy_mean");
+  if (m.contains("test_loss")) out.test_loss = r.numbers(m, path, "test_loss");
+  if (m.contains("diverged")) {
+    for (const auto& b : r.array(m, path, "diverged")) {
+      if (!b.is_boolean()) r.fail(path + ".diverged", "a list of true or false", m["diverged"]);
+      out.diverged.push_back(b.get<bool>());
+    }
+  } else {  // schema 1 kept no flags: a diverged training left a null final training loss
+    for (double v : out.train_loss) out.diverged.push_back(!std::isfinite(v));
+  }
+  return out;
+}
+
+StudyCorrelation read_correlation_result(const ResultReader& r, const json& c, const std::string& path) {
+  auto value = [&](const char* method) {
+    const auto& v = r.object(c, path, method);
+    const auto p = path + "." + method;
+    return StudyCorrelationValue{r.number(v, p, "value"), r.number(v, p, "lo"), r.number(v, p, "hi"),
+                                 r.integer(v, p, "valid")};
+  };
+  return {r.string(c, path, "measure"), r.string(c, path, "target"), value("spearman"), value("kendall"),
+          r.integer(c, path, "n")};
+}
+
+// Schema 1 has no "config": the copies of it in the result give what the reports use.
+StudyConfig config_from_copies(const ResultReader& r, const json& j, const std::vector<StudyModelResult>& models) {
+  StudyConfig c;
+  c.name = r.string(j, "", "name");
+  const auto task = r.string(j, "", "task");
+  if (task != "classify" && task != "regress") r.fail("task", "\"classify\" or \"regress\"", j["task"]);
+  c.data.task = c.train.task = task == "classify" ? Task::Classify : Task::Regress;
+  c.inputs = r.integer(j, "", "inputs");
+  c.samples = r.integer(j, "", "samples");
+  c.train.epochs = r.integer(j, "", "epochs");
+  c.seeds = r.integers<uint64_t>(j, "", "seeds");
+  c.sigmas = r.numbers(j, "", "sigmas");
+  c.zetas = r.numbers(j, "", "zetas");
+  c.eps = r.numbers(j, "", "eps");
+  c.correlation.confidence = r.number(j, "", "confidence");
+  for (const auto& m : models) c.models.push_back(m.model);
+  return c;
+}
+
+// A stored configuration (study_config's JSON) back as a StudyConfig, checked as a study file.
+StudyConfig config_from_stored(const ResultReader& r, json stored, const std::string& key) {
+  if (!stored.is_object()) r.fail(key, "an object", stored);
+  stored.erase("kind");
+  try {
+    auto c = study_from_json(stored, r.where + " " + key);
+    c.file.clear();
+    return c;
+  } catch (const UsageError& e) {
+    throw DataError(e.what());
+  }
+}
+
+}  // namespace
+
+std::string study_measure_name(const std::string& kind, double zeta, std::optional<double> eps,
+                               std::optional<double> sigma) {
+  const auto at = eps ? "eps=" + fmt_num(*eps) : std::string("at eps_zeta(n)");
+  if (sigma) return fmt::format("{} sigma={:g} zeta={:g} {}", kind, *sigma, zeta, at);
+  return fmt::format("{} zeta={:g} {}", kind, zeta, at);
+}
+
+json study_result_json(const StudyResult& r) {
+  const auto& c = r.config;
+  json models = json::array(), correlations = json::array();
+  for (const auto& m : r.models) models.push_back(model_json(m));
+  for (const auto& k : r.correlations) correlations.push_back(correlation_json(k));
+  // n_train is a number, not an integer, in the stored layout (schema 1 wrote it so).
+  return {{"schema_version", kStudyResultSchema},
+          {"config", json::parse(study_config(c))},
+          {"name", c.name},
+          {"study", r.run},
+          {"data", r.data},
+          {"n_train", static_cast<double>(r.n_train)},
+          {"n_test", r.n_test},
+          {"inputs", c.inputs},
+          {"samples", c.samples},
+          {"task", task_name(c.data.task)},
+          {"epochs", c.train.epochs},
+          {"seeds", c.seeds},
+          {"sigmas", c.sigmas},
+          {"zetas", c.zetas},
+          {"eps", c.eps},
+          {"confidence", c.correlation.confidence},
+          {"measure_names", r.measure_names},
+          {"headline", r.headline},
+          {"models", models},
+          {"correlations", correlations}};
+}
+
+StudyResult parse_study_result(const std::string& text, const std::string& run_config) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw DataError(fmt::format("study result: not valid JSON ({})", e.what()));
+  }
+  const ResultReader r;
+  if (!j.is_object()) r.fail("(top level)", "an object", j);
+  const int64_t schema = j.contains("schema_version") ? r.integer(j, "", "schema_version") : 1;
+  if (schema < 1 || schema > kStudyResultSchema)
+    throw DataError(fmt::format("study result: schema_version {} (this twosed reads 1 to {}; a newer twosed wrote it)",
+                                schema, kStudyResultSchema));
+  StudyResult out;
+  out.run = r.integer(j, "", "study");
+  out.data = r.string(j, "", "data");
+  out.n_train = static_cast<int64_t>(r.number(j, "", "n_train"));
+  out.n_test = r.integer(j, "", "n_test");
+  for (const auto& n : r.array(j, "", "measure_names")) {
+    if (!n.is_string()) r.fail("measure_names", "a list of strings", j["measure_names"]);
+    out.measure_names.push_back(n.get<std::string>());
+  }
+  out.headline = r.string(j, "", "headline");
+  const auto& models = r.array(j, "", "models");
+  for (size_t i = 0; i < models.size(); ++i)
+    out.models.push_back(read_model_result(r, models[i], fmt::format("models[{}]", i)));
+  const auto& correlations = r.array(j, "", "correlations");
+  for (size_t i = 0; i < correlations.size(); ++i)
+    out.correlations.push_back(read_correlation_result(r, correlations[i], fmt::format("correlations[{}]", i)));
+  if (j.contains("config")) {
+    out.config = config_from_stored(r, j["config"], "config");
+  } else if (!run_config.empty()) {
+    json stored;
+    try {
+      stored = json::parse(run_config);
+    } catch (const json::parse_error& e) {
+      throw DataError(fmt::format("study result: the run's configuration is not valid JSON ({})", e.what()));
+    }
+    out.config = config_from_stored(r, stored, "(the run's configuration)");
+  } else {
+    out.config = config_from_copies(r, j, out.models);
+  }
+  return out;
+}
+
+// --- Running a study: each model measured, then trained with each seed, then correlated. ---
+
+namespace {
+
+// One study in progress: its store, configuration and run, and what every model shares.
+struct StudyRun {
+  StudyRun(ResultsStore& st, const StudyConfig& c, const StudyOptions& o) : store(st), cfg(c), opts(o) {}
+  ResultsStore& store;
+  const StudyConfig& cfg;
+  const StudyOptions& opts;
+  int64_t study = 0;
+  std::string data;  // the training data's description
+  double n = 0;      // the training-set size, which sets eps_zeta(n) and the ED's n
+  int64_t n_test = 0;
+  bool with_ed = false;            // kappa(n) > 1
+  bool at_n_ok = false;            // eps_zeta(n) < 1
+  std::vector<double> grid;        // the default eps grid plus the study's eps values
+  std::vector<std::string> names;  // measure names in table order
+
+  void say(const std::string& s) const {
+    if (opts.progress) opts.progress(s);
+  }
+  size_t grid_index(double e) const {
+    return static_cast<size_t>(std::lower_bound(grid.begin(), grid.end(), e) - grid.begin());
+  }
+  // A child run of this kind and configuration, finished or not.
+  std::optional<RunInfo> child(const std::string& kind, const std::string& child_config, bool done) const {
+    std::optional<RunInfo> found;
+    for (const auto& r : store.children(study))
+      if (r.kind == kind && r.config == child_config && (r.status == "done") == done) found = r;
+    return found;
+  }
+  // A finished measurement with this configuration is reused; an unfinished one resumed.
+  std::pair<int64_t, MeasureResult> measure(const MeasureOptions& mo, const std::string& label,
+                                            const std::string& message) const {
+    const auto mc = measure_config(mo);
+    if (auto done = child("measure", mc, true)) return {done->id, stored_measure(store, done->id, mo.estimator)};
+    say(message);
+    RecordOptions ro;
+    ro.parent = study;
+    ro.label = label;
+    if (auto open = child("measure", mc, false)) ro.resume = true, ro.resume_run = open->id;
+    auto rec = record_measure(store, mo, ro);
+    return {rec.run, std::move(rec.result)};
+  }
+  // Records a measure of model `m` under `name`, keeping the first-seen order of names.
+  void add(StudyModelResult& m, const std::string& name, double value, double std_error) {
+    m.measures[name] = {value, std_error};
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  }
+};
+
+int64_t open_study(ResultsStore& store, const StudyConfig& cfg, const std::string& config, const StudyOptions& opts) {
+  if (!opts.resume) return store.create_run("study", cfg.name, config);
+  RecordOptions ro;
+  ro.resume = true;
+  ro.resume_run = opts.resume_run;
+  const int64_t study = find_resumable(store, "study", config, ro).id;
+  store.reopen_run(study);
   return study;
 }
 
-namespace {
-std::string model_name(const json& m) {
-  return m.value("name", m.value("spec", std::string("?")));
+// The training data (of the first model's spec) sets n, the eps grid and what is measured.
+void prepare(StudyRun& s) {
+  const auto& m0 = s.cfg.models.front();
+  const auto data0 = load_training_data(s.cfg.data, parse_model_spec(m0.spec, m0.options), m0.options);
+  s.data = data0.description;
+  s.n = static_cast<double>(data0.train.size());
+  s.n_test = static_cast<int64_t>(data0.test.size());
+  s.with_ed = abbas_kappa(s.n) > 1.0;
+  s.at_n_ok = s.n > 3;
+  s.grid = default_eps_grid();
+  s.grid.insert(s.grid.end(), s.cfg.eps.begin(), s.cfg.eps.end());
+  std::sort(s.grid.begin(), s.grid.end());
+  s.grid.erase(std::unique(s.grid.begin(), s.grid.end()), s.grid.end());
 }
 
-std::string ci_text(const json& c) {
-  auto v = [](const json& x) { return x.is_null() ? std::string("  n/a") : fmt::format("{:+.2f}", x.get<double>()); };
-  return fmt::format("{} [{}, {}]", v(c["value"]), v(c["lo"]), v(c["hi"]));
+StudyCurve study_curve(const Curve& c) {
+  return {c.eps, c.value, c.std_error};
 }
+
+MeasureOptions model_measure_options(const StudyRun& s, const StudyModel& m) {
+  const auto& cfg = s.cfg;
+  MeasureOptions mo;
+  mo.model = m.spec;
+  mo.model_options = m.options;
+  mo.data = cfg.data.data;
+  mo.standardize = cfg.data.standardize;
+  mo.num_inputs = cfg.inputs;
+  mo.num_param_samples = cfg.samples;
+  mo.fisher.task = cfg.data.task;
+  mo.estimator.eps = s.grid;
+  mo.estimator.zetas = cfg.zetas;
+  if (s.at_n_ok) mo.estimator.at_n = {s.n};
+  if (s.with_ed) mo.estimator.ed_n = {s.n};
+  mo.estimator.bootstrap = cfg.bootstrap;
+  mo.seed = cfg.measure_seed;
+  mo.progress = s.opts.step_progress;
+  return mo;
+}
+
+// The 2sED of the standard model: ED(n), and per zeta its curve, at eps_zeta(n) and at each eps.
+void measure_standard(StudyRun& s, const MeasureOptions& mo, const std::string& tag, StudyModelResult& m) {
+  auto [run, mr] =
+      s.measure(mo, fmt::format("{} (study {})", m.name, s.study), fmt::format("{}: 2sED of the standard model", tag));
+  m.measure_runs["2sED"] = run;
+  if (!mr.estimate.ed.empty()) s.add(m, "ED(n)", mr.estimate.ed[0].value, mr.estimate.ed[0].std_error);
+  for (size_t z = 0; z < s.cfg.zetas.size(); ++z) {
+    const double zeta = s.cfg.zetas[z];
+    const auto& c = mr.estimate.curves[z];
+    m.curves[fmt::format("2sED zeta={:g}", zeta)] = study_curve(c);
+    if (s.at_n_ok) s.add(m, study_measure_name("2sED", zeta), mr.estimate.at_n[z].value, mr.estimate.at_n[z].std_error);
+    for (double e : s.cfg.eps)
+      s.add(m, study_measure_name("2sED", zeta, e), c.value[s.grid_index(e)], c.std_error[s.grid_index(e)]);
+  }
+}
+
+// The Markov chain model at one sigma: per zeta the lower and chain 2sED curves, both at
+// eps_zeta(n), and the lower 2sED at each eps.
+void measure_markov(StudyRun& s, MeasureOptions mk, double sigma, const std::string& tag, StudyModelResult& m) {
+  mk.markov = true;
+  mk.sigma = sigma;
+  mk.noise_draws = s.cfg.noise_draws;
+  auto [run, kr] = s.measure(mk, fmt::format("{} Markov sigma={:g} (study {})", m.name, sigma, s.study),
+                             fmt::format("{}: lower 2sED of the Markov chain model, sigma = {:g}", tag, sigma));
+  m.measure_runs[fmt::format("lower 2sED sigma={:g}", sigma)] = run;
+  for (size_t z = 0; z < s.cfg.zetas.size(); ++z) {
+    const double zeta = s.cfg.zetas[z];
+    const auto& lc = kr.markov.lower.curves[z];
+    m.curves[fmt::format("lower 2sED sigma={:g} zeta={:g}", sigma, zeta)] = study_curve(lc);
+    m.curves[fmt::format("chain 2sED sigma={:g} zeta={:g}", sigma, zeta)] = study_curve(kr.estimate.curves[z]);
+    if (s.at_n_ok) {
+      const auto& lower = kr.markov.lower.at_n[z];
+      const auto& chain = kr.estimate.at_n[z];
+      s.add(m, study_measure_name("lower 2sED", zeta, std::nullopt, sigma), lower.value, lower.std_error);
+      s.add(m, study_measure_name("chain 2sED", zeta, std::nullopt, sigma), chain.value, chain.std_error);
+    }
+    for (double e : s.cfg.eps)
+      s.add(m, study_measure_name("lower 2sED", zeta, e, sigma), lc.value[s.grid_index(e)],
+            lc.std_error[s.grid_index(e)]);
+  }
+}
+
+struct SeedResult {
+  int64_t run = 0;
+  double train_loss = kNaN, test_loss = kNaN, train_accuracy = kNaN, test_accuracy = kNaN;
+};
+
+// One training of model `m` with `seed`: a finished run is reused, an unfinished one redone.
+SeedResult train_seed(const StudyRun& s, const StudyModelResult& m, const std::string& tag, uint64_t seed) {
+  TrainConfig tc;
+  tc.model = m.model.spec;
+  tc.model_options = m.model.options;
+  tc.data = s.cfg.data;
+  tc.train = s.cfg.train;
+  tc.train.seed = seed;
+  tc.train.on_record = nullptr;
+  if (s.opts.step_progress)
+    tc.train.on_record = [&s](const TrainingRecord& rec) {
+      if (rec.step < 0) s.opts.step_progress(rec.epoch, s.cfg.train.epochs);
+    };
+  const auto trc = train_config(tc);
+  SeedResult out;
+  json result;
+  if (auto done = s.child("train", trc, true)) {
+    out.run = done->id;
+    result = json::parse(done->result);
+  } else {
+    // A training run stopped midway starts again (it commits per epoch, not a resumable state).
+    while (auto open = s.child("train", trc, false)) s.store.delete_run(open->id);
+    s.say(fmt::format("{}: training, seed {}", tag, seed));
+    RecordOptions ro;
+    ro.parent = s.study;
+    ro.label = fmt::format("{} seed {} (study {})", m.name, seed, s.study);
+    out.run = record_training(s.store, tc, ro).run;
+    result = json::parse(s.store.run(out.run).result);
+  }
+  auto value = [&](const char* key) {
+    return result.contains(key) && result[key].is_number() ? result[key].get<double>() : kNaN;
+  };
+  out.train_loss = value("train_loss");
+  out.test_loss = value("test_loss");
+  out.train_accuracy = value("train_accuracy");
+  out.test_accuracy = value("test_accuracy");
+  return out;
+}
+
+// Per-seed losses, divergence flags and the means over the seeds (NaN where not finite).
+void summarize_training(const std::vector<SeedResult>& seeds, bool has_test, StudyModelResult& m) {
+  std::vector<double> train_acc, test_acc;
+  for (const auto& r : seeds) {
+    m.train_runs.push_back(r.run);
+    m.train_loss.push_back(r.train_loss);
+    m.test_loss.push_back(r.test_loss);
+    m.diverged.push_back(!std::isfinite(r.train_loss) || (has_test && !std::isfinite(r.test_loss)));
+    train_acc.push_back(r.train_accuracy);
+    test_acc.push_back(r.test_accuracy);
+  }
+  auto finite = [](double v) { return std::isfinite(v) ? v : kNaN; };
+  m.train_loss_mean = finite(mean_of(m.train_loss));
+  m.train_loss_sd = finite(sd_of(m.train_loss));
+  m.test_loss_mean = finite(mean_of(m.test_loss));
+  m.test_loss_sd = finite(sd_of(m.test_loss));
+  m.test_accuracy_mean = finite(mean_of(test_acc));
+  m.train_accuracy_mean = finite(mean_of(train_acc));
+}
+
+// Models of one spec may differ in activation or bias: the name says so.
+std::string model_label(const ModelSpec& spec, const ModelOptions& o) {
+  std::string label = spec.text;
+  if (o.activation != Activation::ReLU) label += fmt::format(" ({})", activation_name(o.activation));
+  if (!o.bias) label += " (no bias)";
+  return label;
+}
+
+StudyModelResult study_model(StudyRun& s, size_t i) {
+  const auto& cm = s.cfg.models[i];
+  const auto spec = parse_model_spec(cm.spec, cm.options);
+  StudyModelResult m;
+  m.model = {spec.text, cm.options};
+  m.name = model_label(spec, cm.options);
+  m.d = spec.num_params();
+  m.k = spec.num_outputs();
+  s.add(m, kParamsD, static_cast<double>(m.d), 0.0);
+  const auto mo = model_measure_options(s, cm);
+  const std::string tag = fmt::format("model {}/{} {}", i + 1, s.cfg.models.size(), m.name);
+  measure_standard(s, mo, tag, m);
+  for (double sigma : s.cfg.sigmas) measure_markov(s, mo, sigma, tag, m);
+  std::vector<SeedResult> seeds;
+  for (uint64_t seed : s.cfg.seeds) seeds.push_back(train_seed(s, m, tag, seed));
+  summarize_training(seeds, s.n_test > 0, m);
+  return m;
+}
+
+StudyCorrelationValue correlation_value(const CorrelationEstimate& ce) {
+  auto finite = [](double v) { return std::isfinite(v) ? v : kNaN; };
+  return {finite(ce.value), finite(ce.lo), finite(ce.hi), ce.valid};
+}
+
+// Rank correlations of every measure with the mean final losses, over the models; a target
+// some model lacks (a diverged training, no test set) is left out.
+std::vector<StudyCorrelation> correlate(const std::vector<StudyModelResult>& models,
+                                        const std::vector<std::string>& names, const CorrelationOptions& opts) {
+  std::vector<StudyCorrelation> out;
+  for (const bool train : {true, false}) {
+    std::vector<double> y;
+    for (const auto& m : models) y.push_back(train ? m.train_loss_mean : m.test_loss_mean);
+    if (std::any_of(y.begin(), y.end(), [](double v) { return !std::isfinite(v); }) || y.size() < 2) continue;
+    for (const auto& name : names) {
+      std::vector<double> x;
+      for (const auto& m : models) {
+        const auto it = m.measures.find(name);
+        x.push_back(it == m.measures.end() ? kNaN : it->second.value);
+      }
+      StudyCorrelation c;
+      c.measure = name;
+      c.target = train ? "train loss" : "test loss";
+      c.spearman = correlation_value(bootstrap_correlation(x, y, RankMethod::Spearman, opts));
+      c.kendall = correlation_value(bootstrap_correlation(x, y, RankMethod::Kendall, opts));
+      c.n = static_cast<int64_t>(x.size());
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+// The headline: the lower 2sED (first sigma) at eps_zeta(n) and the smallest zeta, where
+// zeta*d weighs least (at large zeta every measure tracks d); else the 2sED there.
+std::string headline_measure(const StudyRun& s) {
+  const double zmin = *std::min_element(s.cfg.zetas.begin(), s.cfg.zetas.end());
+  if (!s.at_n_ok) return s.names.back();
+  if (s.cfg.sigmas.empty()) return study_measure_name("2sED", zmin);
+  return study_measure_name("lower 2sED", zmin, std::nullopt, s.cfg.sigmas[0]);
+}
+
 }  // namespace
 
-std::string study_table(const std::string& result_json) {
-  const auto r = json::parse(result_json);
+StudyResult run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOptions& opts) {
+  StudyRun s(store, cfg, opts);
+  s.study = open_study(store, cfg, study_config(cfg), opts);
+  mark_process(store, s.study);
+  StudyResult result;
+  try {
+    prepare(s);
+    result.run = s.study;
+    result.config = cfg;
+    result.data = s.data;
+    result.n_train = static_cast<int64_t>(s.n);
+    result.n_test = s.n_test;
+    for (size_t i = 0; i < cfg.models.size(); ++i) result.models.push_back(study_model(s, i));
+    result.measure_names = s.names;
+    result.correlations = correlate(result.models, s.names, cfg.correlation);
+    result.headline = headline_measure(s);
+    store.finish_run(s.study, study_result_json(result).dump());
+  } catch (const OptionError& e) {
+    // In the study file's words, not the library's.
+    const auto err = study_error(cfg.file.empty() ? cfg.name : cfg.file, e);
+    store.fail_run(s.study, err.what());
+    throw err;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    store.fail_run(s.study, msg.substr(0, msg.find('\n')));
+    throw;
+  }
+  return result;
+}
+
+// --- Reports of a study result. ---
+
+namespace {
+
+std::string ci_text(const StudyCorrelationValue& c) {
+  auto v = [](double x) { return std::isnan(x) ? std::string("  n/a") : fmt::format("{:+.2f}", x); };
+  return fmt::format("{} [{}, {}]", v(c.value), v(c.lo), v(c.hi));
+}
+
+StudyValue measure_of(const StudyModelResult& m, const std::string& name) {
+  const auto it = m.measures.find(name);
+  return it == m.measures.end() ? StudyValue{} : it->second;
+}
+
+// The trainings whose final loss was not finite, for a note under the table ("" if none).
+std::string diverged_note(const StudyResult& r) {
+  std::string list;
+  for (const auto& m : r.models)
+    for (size_t s = 0; s < m.diverged.size(); ++s)
+      if (m.diverged[s])
+        list += fmt::format("{}{} seed {}", list.empty() ? "" : ", ", m.name,
+                            s < r.config.seeds.size() ? std::to_string(r.config.seeds[s]) : "?");
+  return list.empty() ? "" : "  diverged (a final loss not finite; no loss mean): " + list + "\n";
+}
+
+std::string model_rows(const StudyResult& r, bool has_ed) {
+  size_t w = 5;
+  for (const auto& m : r.models) w = std::max(w, m.name.size());
+  std::string out = fmt::format("  {:<{}} {:>8} {:>20} {:>9} {:>18} {:>10}\n", "model", w, "d", "headline +- se",
+                                has_ed ? "ED(n)" : "", "train loss", "test loss");
+  for (const auto& m : r.models) {
+    const auto headline = measure_of(m, r.headline);
+    out += fmt::format(
+        "  {:<{}} {:>8} {:>20} {:>9} {:>18} {:>10}\n", m.name, w, m.d,
+        fmt::format("{:.2f} +- {:.2f}", headline.value, headline.std_error),
+        has_ed ? fmt::format("{:.2f}", measure_of(m, "ED(n)").value) : "",
+        std::isnan(m.train_loss_mean) ? "-" : fmt::format("{:.4f} +- {:.4f}", m.train_loss_mean, m.train_loss_sd),
+        std::isnan(m.test_loss_mean) ? "-" : fmt::format("{:.4f}", m.test_loss_mean));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string study_table(const StudyResult& r) {
   std::string out = fmt::format(
       "twosed study '{}' (run {})\n  data   {}\n  n      {} training examples; {} epochs x {} seeds per model\n\n",
-      r["name"].get<std::string>(), r["study"].get<int64_t>(), r["data"].get<std::string>(), r["n_train"].get<double>(),
-      r["epochs"].get<int64_t>(), r["seeds"].size());
-  const auto headline = r["headline"].get<std::string>();
-  const bool has_ed =
-      std::find(r["measure_names"].begin(), r["measure_names"].end(), "ED(n)") != r["measure_names"].end();
-  size_t w = 5;
-  for (const auto& m : r["models"]) w = std::max(w, model_name(m).size());
-  out += fmt::format("  {:<{}} {:>8} {:>20} {:>9} {:>18} {:>10}\n", "model", w, "d", "headline +- se",
-                     has_ed ? "ED(n)" : "", "train loss", "test loss");
-  for (const auto& m : r["models"]) {
-    auto val = [](const json& v, const char* f) {
-      return v.is_null() ? std::string("-") : fmt::format(fmt::runtime(f), v.get<double>());
-    };
-    out += fmt::format(
-        "  {:<{}} {:>8} {:>20} {:>9} {:>18} {:>10}\n", model_name(m), w, m["d"].get<int64_t>(),
-        fmt::format("{:.2f} +- {:.2f}", m["measures"][headline].get<double>(), m["stderr"][headline].get<double>()),
-        has_ed ? fmt::format("{:.2f}", m["measures"]["ED(n)"].get<double>()) : "",
-        m["train_loss_mean"].is_null()
-            ? "-"
-            : fmt::format("{:.4f} +- {:.4f}", m["train_loss_mean"].get<double>(), m["train_loss_sd"].get<double>()),
-        val(m["test_loss_mean"], "{:.4f}"));
-  }
-  out += fmt::format("\n  headline: {}; train loss: mean +- sd over seeds of the final training loss\n", headline);
+      r.config.name, r.run, r.data, r.n_train, r.config.train.epochs, r.config.seeds.size());
+  const bool has_ed = std::find(r.measure_names.begin(), r.measure_names.end(), "ED(n)") != r.measure_names.end();
+  out += model_rows(r, has_ed);
+  out += fmt::format("\n  headline: {}; train loss: mean +- sd over seeds of the final training loss\n", r.headline);
+  out += diverged_note(r);
   out += fmt::format(
       "\n  rank correlations with the final loss (mean over seeds), {:g}% bootstrap intervals over the models\n",
-      100 * r["confidence"].get<double>());
+      100 * r.config.correlation.confidence);
   out += fmt::format("  {:<50} {:>10} {:>22} {:>22}\n", "measure", "target", "Spearman rho", "Kendall tau");
-  for (const auto& c : r["correlations"])
-    out += fmt::format("  {:<50} {:>10} {:>22} {:>22}\n", c["measure"].get<std::string>(),
-                       c["target"].get<std::string>(), ci_text(c["spearman"]), ci_text(c["kendall"]));
+  for (const auto& c : r.correlations)
+    out += fmt::format("  {:<50} {:>10} {:>22} {:>22}\n", c.measure, c.target, ci_text(c.spearman), ci_text(c.kendall));
   out += "\n  A negative correlation means: the larger the measure, the lower the loss reached.\n";
   return out;
 }
 
-std::string study_csv(const std::string& result_json) {
-  const auto r = json::parse(result_json);
+std::string study_csv(const StudyResult& r) {
   std::string out = "measure,target,method,value,lo,hi,n\n";
-  auto v = [](const json& x) { return x.is_null() ? std::string() : fmt::format("{:.17g}", x.get<double>()); };
-  for (const auto& c : r["correlations"])
-    for (const char* method : {"spearman", "kendall"})
-      out += fmt::format("\"{}\",{},{},{},{},{},{}\n", c["measure"].get<std::string>(), c["target"].get<std::string>(),
-                         method, v(c[method]["value"]), v(c[method]["lo"]), v(c[method]["hi"]), c["n"].get<int64_t>());
+  auto v = [](double x) { return std::isnan(x) ? std::string() : fmt::format("{:.17g}", x); };
+  for (const auto& c : r.correlations)
+    for (const auto* k : {&c.spearman, &c.kendall})
+      out += fmt::format("\"{}\",{},{},{},{},{},{}\n", c.measure, c.target, k == &c.spearman ? "spearman" : "kendall",
+                         v(k->value), v(k->lo), v(k->hi), c.n);
   return out;
 }
 
-std::vector<std::string> study_plots(const ResultsStore& store, int64_t study_run, const std::string& prefix,
-                                     const std::string& ext) {
-  const auto info = store.run(study_run);
-  if (info.kind != "study") throw UsageError(fmt::format("run {} is a {} run, not a study", study_run, info.kind));
-  if (info.result.empty()) throw DataError(fmt::format("{}: study {} has not finished", store.path(), study_run));
-  const auto r = json::parse(info.result);
-  std::vector<std::string> written;
-  // 1. Curves against eps, one line per model: the 2sED at the first and last zeta, the lower
-  // 2sED of each sigma at the first zeta (zeta*d dominates at large zeta, hiding the shape).
-  const double z0 = r["zetas"].front().get<double>(), z1 = r["zetas"].back().get<double>();
-  Figure curves;
+namespace {
+
+// Curves against eps, one line per model: the 2sED at the first and last zeta, the lower 2sED
+// of each sigma at the first zeta (zeta*d dominates at large zeta, hiding the shape).
+Figure curves_figure(const StudyResult& r) {
+  const auto& zetas = r.config.zetas;
+  const double z0 = zetas.front(), z1 = zetas.back();
   std::vector<std::pair<std::string, std::string>> kinds = {{fmt::format("2sED zeta={:g}", z0), "2sED"}};
   if (z1 != z0) kinds.push_back({fmt::format("2sED zeta={:g}", z1), "2sED"});
-  for (const auto& s : r["sigmas"])
-    kinds.push_back({fmt::format("lower 2sED sigma={:g} zeta={:g}", s.get<double>(), z0),
-                     fmt::format("lower 2sED, sigma = {:g}", s.get<double>())});
+  for (double s : r.config.sigmas)
+    kinds.push_back(
+        {fmt::format("lower 2sED sigma={:g} zeta={:g}", s, z0), fmt::format("lower 2sED, sigma = {:g}", s)});
   if (kinds.size() > 4) kinds.resize(4);
+  Figure curves;
   for (const auto& [key, title] : kinds) {
     LinePanel p;
     p.title = fmt::format("{} ({})", title, key.substr(key.rfind("zeta=")));
     p.x_label = "eps";
     p.y_label = "dimension";
     p.log_x = true;
-    for (const auto& m : r["models"]) {
-      const auto& c = m["curves"][key];
-      p.series.push_back({model_name(m), c["eps"].get<std::vector<double>>(), c["value"].get<std::vector<double>>(),
-                          c["stderr"].get<std::vector<double>>()});
+    for (const auto& m : r.models) {
+      const auto it = m.curves.find(key);
+      if (it != m.curves.end()) p.series.push_back({m.name, it->second.eps, it->second.value, it->second.std_error});
     }
     curves.panels.push_back(p);
   }
-  curves.title = fmt::format("study '{}': measures before training", r["name"].get<std::string>());
-  written.push_back(prefix + "-curves." + ext);
-  write_figure(curves, written.back());
-  // 2. Training-loss curves of the first seed of every model.
-  Figure training;
+  curves.title = fmt::format("study '{}': measures before training", r.config.name);
+  return curves;
+}
+
+// Training-loss curves of the first seed of every model.
+Figure training_figure(const ResultsStore& store, const StudyResult& r) {
   LinePanel tl;
   tl.title = "training loss (first seed)";
   tl.x_label = "epoch";
   tl.y_label = "training loss";
   tl.log_y = true;
-  for (const auto& m : r["models"]) {
-    PlotSeries s{model_name(m), {}, {}, {}};
-    for (const auto& rec : store.training_records(m["train_runs"][0].get<int64_t>()))
-      if (rec.step < 0) s.x.push_back(static_cast<double>(rec.epoch)), s.y.push_back(rec.train_loss);
+  for (const auto& m : r.models) {
+    PlotSeries s{m.name, {}, {}, {}};
+    if (!m.train_runs.empty())
+      for (const auto& rec : store.training_records(m.train_runs.front()))
+        if (rec.step < 0) s.x.push_back(static_cast<double>(rec.epoch)), s.y.push_back(rec.train_loss);
     tl.series.push_back(s);
   }
+  Figure training;
   training.panels.push_back(tl);
-  written.push_back(prefix + "-training." + ext);
-  write_figure(training, written.back());
-  // 3. Scatter: headline measure against the final training loss.
-  const auto headline = r["headline"].get<std::string>();
-  std::string title = headline + " vs final training loss";
-  for (const auto& c : r["correlations"])
-    if (c["measure"] == headline && c["target"] == "train loss" && !c["spearman"]["value"].is_null())
-      title = fmt::format("Spearman {:+.2f}, Kendall {:+.2f}", c["spearman"]["value"].get<double>(),
-                          c["kendall"]["value"].is_null() ? std::nan("") : c["kendall"]["value"].get<double>());
-  Figure scatter;
+  return training;
+}
+
+// The headline measure against the final training loss, the rank correlations in the title.
+Figure scatter_figure(const StudyResult& r) {
+  std::string title = r.headline + " vs final training loss";
+  for (const auto& c : r.correlations)
+    if (c.measure == r.headline && c.target == "train loss" && !std::isnan(c.spearman.value))
+      title = fmt::format("Spearman {:+.2f}, Kendall {:+.2f}", c.spearman.value, c.kendall.value);
   LinePanel sp;
   sp.title = title;
-  sp.x_label = headline;
+  sp.x_label = r.headline;
   sp.y_label = "final training loss (mean over seeds)";
   sp.points = true;
-  for (const auto& m : r["models"])
-    if (!m["train_loss_mean"].is_null())
-      sp.series.push_back(
-          {model_name(m), {m["measures"][headline].get<double>()}, {m["train_loss_mean"].get<double>()}, {}});
+  for (const auto& m : r.models)
+    if (!std::isnan(m.train_loss_mean))
+      sp.series.push_back({m.name, {measure_of(m, r.headline).value}, {m.train_loss_mean}, {}});
+  Figure scatter;
   scatter.panels.push_back(sp);
-  written.push_back(prefix + "-scatter." + ext);
-  write_figure(scatter, written.back());
+  return scatter;
+}
+
+}  // namespace
+
+std::vector<std::string> study_plots(const ResultsStore& store, const StudyResult& r, const std::string& prefix,
+                                     const std::string& ext) {
+  std::vector<std::string> written;
+  for (const auto& [name, fig] : {std::pair<const char*, Figure>{"curves", curves_figure(r)},
+                                  std::pair<const char*, Figure>{"training", training_figure(store, r)},
+                                  std::pair<const char*, Figure>{"scatter", scatter_figure(r)}}) {
+    written.push_back(prefix + "-" + name + "." + ext);
+    write_figure(fig, written.back());
+  }
   return written;
 }
 

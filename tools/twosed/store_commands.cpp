@@ -4,6 +4,8 @@
 #include <cmath>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <vector>
 
 #include "commands.h"
 #include "reports.h"
@@ -222,14 +224,159 @@ Runner add_export_command(CLI::App& app) {
   };
 }
 
+namespace {
+
+struct BoundParams {
+  std::string db = kDefaultResultsDb, n, zeta, format = "table", out, search = "continuous", use = "chain", plot;
+  int64_t run = 0;
+  double eps_min = 1e-12, eps_max = 0.99;
+  BoundOptions bound;
+};
+
+// The flags checked before the store is opened; returns the n values.
+std::vector<double> check_bound_flags(const BoundParams& p) {
+  validate_bound_options(p.bound);
+  if (p.format != "table" && p.format != "json" && p.format != "csv")
+    throw UsageError(fmt::format("--format {}: expected table, json or csv", p.format));
+  if (p.search != "continuous" && p.search != "grid")
+    throw UsageError(fmt::format("--search {}: expected continuous or grid", p.search));
+  if (p.use != "chain" && p.use != "lower") throw UsageError(fmt::format("--use {}: expected chain or lower", p.use));
+  const auto ns = parse_double_list(p.n, "--n");
+  for (double n : ns)
+    if (!(n > 1 && std::isfinite(n))) throw UsageError(fmt::format("--n {}: every n must be a number > 1", p.n));
+  return ns;
+}
+
+// What the estimate needs of the stored measurement: d_zeta(eps) from its spectra.
+struct BoundSource {
+  json config;
+  SpectraHeader header;
+  size_t samples = 0;
+  std::vector<double> zetas;  // --zeta, else the run's
+  std::string measure;        // "2sED", "chain 2sED" or "lower 2sED"
+  std::optional<TwoScaleFunction> dimension;
+};
+
+BoundSource load_bound_source(const ResultsStore& store, const BoundParams& p) {
+  const auto info = store.run(p.run);
+  if (info.kind != "measure")
+    throw UsageError(fmt::format("run {} is a {} run; twosed bound needs a measurement", p.run, info.kind));
+  BoundSource src;
+  src.config = json::parse(info.config);
+  src.zetas = p.zeta.empty() ? src.config.at("zetas").get<std::vector<double>>() : parse_double_list(p.zeta, "--zeta");
+  const auto records = stored_samples(store, p.run, &src.header);
+  if (records.empty()) throw DataError(fmt::format("{}: run {} has no finished samples", p.db, p.run));
+  src.samples = records.size();
+  std::vector<SampleSpectrum> merged;
+  for (const auto& r : records) merged.push_back(merge_spectra(r.blocks));
+  const Cover cover = src.config.value("cover", "box") == "box" ? Cover::Box : Cover::Ellipsoid;
+  const bool lower = src.header.markov && p.use == "lower";
+  src.dimension.emplace(merged, src.header.num_params, cover, lower ? Aggregate::Mean : Aggregate::LogMeanExp);
+  src.measure = src.header.markov ? (lower ? "lower 2sED" : "chain 2sED") : "2sED";
+  return src;
+}
+
+struct BoundRow {
+  double n = 0, zeta = 0;
+  GapEstimate gap;
+};
+
+// The estimate for every (zeta, n), zeta outermost.
+std::vector<BoundRow> bound_rows(const BoundParams& p, const BoundSource& src, const std::vector<double>& ns) {
+  std::vector<BoundRow> rows;
+  for (double zeta : src.zetas)
+    for (double n : ns) {
+      auto f = [&](double eps) { return (*src.dimension)(zeta, eps); };
+      rows.push_back({n, zeta,
+                      p.search == "grid" ? minimize_gap(f, n, src.config.at("eps").get<std::vector<double>>(), p.bound)
+                                         : minimize_gap_continuous(f, n, p.eps_min, p.eps_max, p.bound)});
+    }
+  return rows;
+}
+
+std::string bound_table(const BoundParams& p, const BoundSource& src, const std::vector<BoundRow>& rows) {
+  std::string table = fmt::format(
+      "twosed bound: generalisation estimate (docs/math.md section 6) for run {} ({}, d = {}, M = {}, {})\n"
+      "  gap(n) ~ min over eps of [ 2 L eps + B sqrt((d_zeta(eps) |log eps| + log(2/delta)) / (2n)) ]\n"
+      "  B = {:g}, L = {:g}, delta = {:g}; eps searched {}\n\n",
+      p.run, src.header.model, src.header.num_params, src.samples, src.measure, p.bound.loss_bound, p.bound.lipschitz,
+      p.bound.delta,
+      p.search == "grid" ? "over the run's eps grid" : fmt::format("over [{:g}, {:g}]", p.eps_min, p.eps_max));
+  table += fmt::format("  {:>10} {:>6} {:>11} {:>11} {:>10} {:>11} {:>10}\n", "n", "zeta", "eps*", "d_zeta(eps*)",
+                       "2 L eps", "complexity", "gap");
+  for (const auto& [n, zeta, g] : rows)
+    table += fmt::format("  {:>10g} {:>6g} {:>11.4e} {:>11.4f} {:>10.4g} {:>11.4g} {:>10.4g}{}\n", n, zeta, g.eps,
+                         g.dimension, g.lipschitz_term, g.complexity_term, g.gap,
+                         g.at_grid_edge ? "  (at the edge of the eps range)" : "");
+  table += fmt::format("\n  This is {}.\n", kBoundCaveat);
+  return table;
+}
+
+json bound_json(const BoundParams& p, const BoundSource& src, const std::vector<BoundRow>& rows) {
+  json estimates = json::array();
+  for (const auto& [n, zeta, g] : rows)
+    estimates.push_back({{"n", n},
+                         {"zeta", zeta},
+                         {"eps", g.eps},
+                         {"dimension", g.dimension},
+                         {"lipschitz_term", g.lipschitz_term},
+                         {"complexity_term", g.complexity_term},
+                         {"gap", g.gap},
+                         {"at_edge", g.at_grid_edge}});
+  return {{"run", p.run},
+          {"measure", src.measure},
+          {"loss_bound", p.bound.loss_bound},
+          {"lipschitz", p.bound.lipschitz},
+          {"delta", p.bound.delta},
+          {"search", p.search},
+          {"caveat", kBoundCaveat},
+          {"estimates", estimates}};
+}
+
+std::string bound_csv(const std::vector<BoundRow>& rows) {
+  std::string csv = "n,zeta,eps,dimension,lipschitz_term,complexity_term,gap,at_edge\n";
+  for (const auto& [n, zeta, g] : rows)
+    csv += fmt::format("{},{},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{}\n", n, zeta, g.eps, g.dimension,
+                       g.lipschitz_term, g.complexity_term, g.gap, g.at_grid_edge ? 1 : 0);
+  return csv;
+}
+
+// The gap against n, one line per zeta (rows holds `per_zeta` n values for each).
+void bound_plot(const BoundParams& p, const BoundSource& src, const std::vector<BoundRow>& rows, size_t per_zeta) {
+  LinePanel panel;
+  panel.title = fmt::format("generalisation estimate, run {} ({}); covering constants set to one", p.run, src.measure);
+  panel.x_label = "training-set size n";
+  panel.y_label = "gap estimate";
+  panel.log_x = true;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (i % per_zeta == 0) panel.series.push_back({fmt::format("zeta = {:g}", rows[i].zeta), {}, {}, {}});
+    panel.series.back().x.push_back(rows[i].n);
+    panel.series.back().y.push_back(rows[i].gap.gap);
+  }
+  Figure fig;
+  fig.panels.push_back(panel);
+  write_figure(fig, p.plot);
+}
+
+int run_bound(const BoundParams& p) {
+  const auto ns = check_bound_flags(p);
+  ResultsStore store(p.db, false);
+  const auto src = load_bound_source(store, p);
+  const auto rows = bound_rows(p, src, ns);
+  if (p.format == "json")
+    write_output(bound_json(p, src, rows).dump(2) + "\n", p.out);
+  else if (p.format == "csv")
+    write_output(bound_csv(rows), p.out);
+  else
+    write_output(bound_table(p, src, rows), p.out);
+  if (!p.plot.empty()) bound_plot(p, src, rows, ns.size());
+  return 0;
+}
+
+}  // namespace
+
 Runner add_bound_command(CLI::App& app) {
-  struct P {
-    std::string db = kDefaultResultsDb, n, zeta, format = "table", out, search = "continuous", use = "chain", plot;
-    int64_t run = 0;
-    double eps_min = 1e-12, eps_max = 0.99;
-    BoundOptions bound;
-  };
-  auto p = std::make_shared<P>();
+  auto p = std::make_shared<BoundParams>();
   auto* cmd = app.add_subcommand(
       "bound", "Generalisation estimate of docs/math.md section 6 for a stored measurement and training-set sizes n");
   cmd->add_option("run", p->run, "Measurement run id (see 'twosed runs')")->required();
@@ -254,104 +401,7 @@ Runner add_bound_command(CLI::App& app) {
   cmd->footer(
       "Examples:\n  twosed bound 3 --n 60000\n  twosed bound 3 --n 1e3,1e4,1e5,1e6 --zeta 0,0.5 --plot gap.png\n"
       "  twosed bound 4 --n 5e4 --loss-bound 2 --lipschitz 0.5 --delta 0.01 --format json");
-  return [p]() {
-    validate_bound_options(p->bound);
-    if (p->format != "table" && p->format != "json" && p->format != "csv")
-      throw UsageError(fmt::format("--format {}: expected table, json or csv", p->format));
-    if (p->search != "continuous" && p->search != "grid")
-      throw UsageError(fmt::format("--search {}: expected continuous or grid", p->search));
-    if (p->use != "chain" && p->use != "lower")
-      throw UsageError(fmt::format("--use {}: expected chain or lower", p->use));
-    const auto ns = parse_double_list(p->n, "--n");
-    for (double n : ns)
-      if (!(n > 1 && std::isfinite(n))) throw UsageError(fmt::format("--n {}: every n must be a number > 1", p->n));
-    ResultsStore store(p->db, false);
-    const auto info = store.run(p->run);
-    if (info.kind != "measure")
-      throw UsageError(fmt::format("run {} is a {} run; twosed bound needs a measurement", p->run, info.kind));
-    const auto config = json::parse(info.config);
-    const auto zetas =
-        p->zeta.empty() ? config.at("zetas").get<std::vector<double>>() : parse_double_list(p->zeta, "--zeta");
-    SpectraHeader header;
-    const auto records = stored_samples(store, p->run, &header);
-    if (records.empty()) throw DataError(fmt::format("{}: run {} has no finished samples", p->db, p->run));
-    std::vector<SampleSpectrum> merged;
-    for (const auto& r : records) merged.push_back(merge_spectra(r.blocks));
-    const Cover cover = config.value("cover", "box") == "box" ? Cover::Box : Cover::Ellipsoid;
-    const bool lower = header.markov && p->use == "lower";
-    const TwoScaleFunction dimension(merged, header.num_params, cover, lower ? Aggregate::Mean : Aggregate::LogMeanExp);
-    const std::string measure = header.markov ? (lower ? "lower 2sED" : "chain 2sED") : "2sED";
-    json rows = json::array();
-    std::string table = fmt::format(
-        "twosed bound: generalisation estimate (docs/math.md section 6) for run {} ({}, d = {}, M = {}, {})\n"
-        "  gap(n) ~ min over eps of [ 2 L eps + B sqrt((d_zeta(eps) |log eps| + log(2/delta)) / (2n)) ]\n"
-        "  B = {:g}, L = {:g}, delta = {:g}; eps searched {}\n\n",
-        p->run, header.model, header.num_params, records.size(), measure, p->bound.loss_bound, p->bound.lipschitz,
-        p->bound.delta,
-        p->search == "grid" ? "over the run's eps grid" : fmt::format("over [{:g}, {:g}]", p->eps_min, p->eps_max));
-    table += fmt::format("  {:>10} {:>6} {:>11} {:>11} {:>10} {:>11} {:>10}\n", "n", "zeta", "eps*", "d_zeta(eps*)",
-                         "2 L eps", "complexity", "gap");
-    std::vector<PlotSeries> series;
-    for (double zeta : zetas) {
-      PlotSeries s;
-      s.label = fmt::format("zeta = {:g}", zeta);
-      for (double n : ns) {
-        auto f = [&](double eps) { return dimension(zeta, eps); };
-        const auto g = p->search == "grid" ? minimize_gap(f, n, config.at("eps").get<std::vector<double>>(), p->bound)
-                                           : minimize_gap_continuous(f, n, p->eps_min, p->eps_max, p->bound);
-        table += fmt::format("  {:>10g} {:>6g} {:>11.4e} {:>11.4f} {:>10.4g} {:>11.4g} {:>10.4g}{}\n", n, zeta, g.eps,
-                             g.dimension, g.lipschitz_term, g.complexity_term, g.gap,
-                             g.at_grid_edge ? "  (at the edge of the eps range)" : "");
-        rows.push_back({{"n", n},
-                        {"zeta", zeta},
-                        {"eps", g.eps},
-                        {"dimension", g.dimension},
-                        {"lipschitz_term", g.lipschitz_term},
-                        {"complexity_term", g.complexity_term},
-                        {"gap", g.gap},
-                        {"at_edge", g.at_grid_edge}});
-        s.x.push_back(n);
-        s.y.push_back(g.gap);
-      }
-      series.push_back(std::move(s));
-    }
-    table += fmt::format("\n  This is {}.\n", kBoundCaveat);
-    if (p->format == "json") {
-      write_output(json{{"run", p->run},
-                        {"measure", measure},
-                        {"loss_bound", p->bound.loss_bound},
-                        {"lipschitz", p->bound.lipschitz},
-                        {"delta", p->bound.delta},
-                        {"search", p->search},
-                        {"caveat", kBoundCaveat},
-                        {"estimates", rows}}
-                           .dump(2) +
-                       "\n",
-                   p->out);
-    } else if (p->format == "csv") {
-      std::string csv = "n,zeta,eps,dimension,lipschitz_term,complexity_term,gap,at_edge\n";
-      for (const auto& r : rows)
-        csv += fmt::format("{},{},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{}\n", r["n"].get<double>(),
-                           r["zeta"].get<double>(), r["eps"].get<double>(), r["dimension"].get<double>(),
-                           r["lipschitz_term"].get<double>(), r["complexity_term"].get<double>(),
-                           r["gap"].get<double>(), r["at_edge"].get<bool>() ? 1 : 0);
-      write_output(csv, p->out);
-    } else {
-      write_output(table, p->out);
-    }
-    if (!p->plot.empty()) {
-      Figure fig;
-      LinePanel panel;
-      panel.title = fmt::format("generalisation estimate, run {} ({}); covering constants set to one", p->run, measure);
-      panel.x_label = "training-set size n";
-      panel.y_label = "gap estimate";
-      panel.log_x = true;
-      panel.series = series;
-      fig.panels.push_back(panel);
-      write_figure(fig, p->plot);
-    }
-    return 0;
-  };
+  return [p]() { return run_bound(*p); };
 }
 
 }  // namespace twosed::cli

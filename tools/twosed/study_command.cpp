@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "commands.h"
@@ -23,6 +22,26 @@ std::pair<std::string, std::string> plot_prefix(const std::string& plot) {
   return {plot.substr(0, plot.rfind('.')), ext};
 }
 
+// The typed result as the format asks; JSON adds the run's status and twosed version.
+int report_study(const ResultsStore& store, const StudyResult& r, const RunInfo& info, const std::string& format,
+                 const std::string& out, const std::string& plot) {
+  if (format == "json") {
+    auto j = study_result_json(r);
+    j["status"] = info.status;
+    j["twosed_version"] = info.version;
+    write_output(j.dump(2) + "\n", out);
+  } else if (format == "csv") {
+    write_output(study_csv(r), out);
+  } else {
+    write_output(study_table(r), out);
+  }
+  if (!plot.empty()) {
+    const auto [prefix, ext] = plot_prefix(plot);
+    for (const auto& f : study_plots(store, r, prefix, ext)) std::fprintf(stderr, "twosed: wrote %s\n", f.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int show_study(const ResultsStore& store, const RunInfo& info, const std::string& format, const std::string& out,
@@ -30,23 +49,13 @@ int show_study(const ResultsStore& store, const RunInfo& info, const std::string
   if (info.result.empty())
     throw DataError(fmt::format("{}: study {} has not finished ({}); resume it with 'twosed study FILE --resume'",
                                 store.path(), info.id, info.status));
-  if (format == "json") {
-    auto j = nlohmann::json::parse(info.result);
-    j["config"] = nlohmann::json::parse(info.config);
-    j["status"] = info.status;
-    j["twosed_version"] = info.version;
-    write_output(j.dump(2) + "\n", out);
-  } else if (format == "csv") {
-    write_output(study_csv(info.result), out);
-  } else {
-    write_output(study_table(info.result), out);
+  StudyResult r;
+  try {
+    r = parse_study_result(info.result, info.config);
+  } catch (const DataError& e) {
+    throw DataError(fmt::format("{}: run {}: {}", store.path(), info.id, e.what()));
   }
-  if (!plot.empty()) {
-    const auto [prefix, ext] = plot_prefix(plot);
-    for (const auto& f : study_plots(store, info.id, prefix, ext))
-      std::fprintf(stderr, "twosed: wrote %s\n", f.c_str());
-  }
-  return 0;
+  return report_study(store, r, info, format, out, plot);
 }
 
 Runner add_study_command(CLI::App& app) {
@@ -98,8 +107,8 @@ batch, epochs, seeds}, correlation {bootstrap, confidence, seed}.)");
                      done == total ? "\r            \r" : "");
         std::fflush(stderr);
       };
-    const int64_t id = run_study(store, cfg, so);
-    return show_study(store, store.run(id), p->format, p->out, p->plot);
+    const auto result = run_study(store, cfg, so);
+    return report_study(store, result, store.run(result.run), p->format, p->out, p->plot);
   };
 }
 

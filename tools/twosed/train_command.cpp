@@ -16,17 +16,120 @@
 
 namespace twosed::cli {
 
-Runner add_train_command(CLI::App& app) {
-  struct P {
-    std::string model = "mlp:784-64-10", act = "relu", task = "classify", data, test_data, optimizer = "adam";
-    bool no_bias = false, standardize = false, log_steps = false, quiet = false, no_db = false;
-    double test_fraction = 0.0, lr = 1e-3, momentum = 0.0, weight_decay = 0.0;
-    int64_t train_size = 0, test_size = 0, batch = 64, epochs = 10;
-    uint64_t seed = 0;
-    int threads = 0;
-    std::string checkpoint, db = kDefaultResultsDb, format = "table", out, plot, init;
+namespace {
+
+struct TrainParams {
+  std::string model = "mlp:784-64-10", act = "relu", task = "classify", data, test_data, optimizer = "adam";
+  bool no_bias = false, standardize = false, log_steps = false, quiet = false, no_db = false;
+  double test_fraction = 0.0, lr = 1e-3, momentum = 0.0, weight_decay = 0.0;
+  int64_t train_size = 0, test_size = 0, batch = 64, epochs = 10;
+  uint64_t seed = 0;
+  int threads = 0;
+  std::string checkpoint, db = kDefaultResultsDb, format = "table", out, plot, init;
+};
+
+// The training configuration the flags ask for; `--init` read and checked against the model.
+TrainConfig train_config_from(const TrainParams& p, const ModelSpec& spec, const ModelOptions& options, Task task) {
+  TrainConfig cfg;
+  cfg.model = p.model;
+  cfg.model_options = options;
+  cfg.data = {p.data, p.test_data, p.test_fraction, p.train_size, p.test_size, p.standardize, task, p.seed};
+  auto& t = cfg.train;
+  t.optimizer = p.optimizer;
+  t.lr = p.lr;
+  t.momentum = p.momentum;
+  t.weight_decay = p.weight_decay;
+  t.batch = p.batch;
+  t.epochs = p.epochs;
+  t.seed = p.seed;
+  t.task = task;
+  t.log_steps = p.log_steps;
+  if (!p.init.empty()) {
+    auto arr = read_npy(p.init);
+    if (static_cast<int64_t>(arr.data.size()) != spec.num_params())
+      throw DataError(fmt::format("{}: {} values, but model '{}' has d = {} parameters", p.init, arr.data.size(),
+                                  spec.text, spec.num_params()));
+    CheckpointInfo ci;
+    if (read_checkpoint_info(p.init, ci) && ci.model != spec.text)
+      throw DataError(fmt::format("{}: a checkpoint of '{}', not of '{}'", p.init, ci.model, spec.text));
+    t.initial_theta = std::move(arr.data);
+  }
+  return cfg;
+}
+
+// The report in the format asked for.
+std::string train_report(const TrainParams& p, const TrainConfig& cfg, const ModelSpec& spec,
+                         const RecordedTraining& rec, const std::string& stored) {
+  RunInfo info;
+  info.id = rec.run;
+  info.label = spec.text;
+  info.status = "done";
+  if (p.format == "json") {
+    auto j = training_json(info, rec.result.records);
+    j["config"] = nlohmann::json::parse(train_config(cfg));
+    j["data"] = rec.data_description;
+    j["checkpoint"] = p.checkpoint;
+    j["stored"] = stored;
+    return j.dump(2) + "\n";
+  }
+  if (p.format == "csv") return training_csv(rec.result.records);
+  const auto& t = cfg.train;
+  const auto& f = rec.result.final_record;
+  std::string text =
+      fmt::format("twosed train: {} (d = {}), {}{} lr {:g}, batch {}, {} epochs, seed {}\n  data  {}\n\n", spec.text,
+                  spec.num_params(), t.optimizer, t.optimizer == "sgd" ? fmt::format(" momentum {:g}", t.momentum) : "",
+                  t.lr, t.batch, t.epochs, t.seed, rec.data_description) +
+      training_table(info, rec.result.records) +
+      fmt::format("\n  final train loss {:.6g}{}; {} steps in {:.1f} s\n", f.train_loss,
+                  std::isnan(f.test_loss) ? "" : fmt::format(", test loss {:.6g}", f.test_loss), rec.result.steps,
+                  rec.result.seconds);
+  if (!p.checkpoint.empty())
+    text += fmt::format("  checkpoint {} (+ {})\n", p.checkpoint, checkpoint_sidecar(p.checkpoint));
+  if (!stored.empty()) text += "  stored as " + stored + "\n";
+  return text;
+}
+
+int run_train(const TrainParams& p) {
+  if (p.format != "table" && p.format != "json" && p.format != "csv")
+    throw UsageError(fmt::format("--format {}: expected table, json or csv", p.format));
+  ModelOptions options;
+  options.activation = parse_activation(p.act, "--act");
+  options.bias = !p.no_bias;
+  if (p.task != "classify" && p.task != "regress")
+    throw UsageError(fmt::format("--task {}: expected classify or regress", p.task));
+  const Task task = p.task == "classify" ? Task::Classify : Task::Regress;
+  const auto spec = parse_model_spec(p.model, options);
+  auto cfg = train_config_from(p, spec, options, task);
+  ScopedThreads threads(p.threads != 0 ? p.threads : hardware_threads());
+  const bool show = !p.quiet && ::isatty(2);
+  cfg.train.on_record = [show](const TrainingRecord& r) {
+    if (!show || r.step >= 0) return;
+    std::fprintf(stderr, "  epoch %lld: train loss %.5g%s  (%.1f s)\n", static_cast<long long>(r.epoch), r.train_loss,
+                 std::isnan(r.test_loss) ? "" : fmt::format(", test loss {:.5g}", r.test_loss).c_str(), r.seconds);
   };
-  auto p = std::make_shared<P>();
+  // Fail on a bad checkpoint path before training, not after.
+  if (!p.checkpoint.empty() && p.checkpoint.size() < 5)
+    throw UsageError(fmt::format("--checkpoint {}: expected a file name ending in .npy", p.checkpoint));
+  RecordedTraining rec;
+  std::string stored;
+  if (p.no_db) {
+    rec = run_training(cfg);
+  } else {
+    ResultsStore store(p.db);
+    rec = record_training(store, cfg, {});
+    stored = fmt::format("run {} in {}", rec.run, p.db);
+  }
+  if (!p.checkpoint.empty())
+    write_checkpoint(p.checkpoint, {spec.text, cfg.model_options, task, spec.num_params()}, rec.result.theta);
+  write_output(train_report(p, cfg, spec, rec, stored), p.out);
+  if (!p.plot.empty()) write_training_plot({{spec.text, rec.result.records}}, p.plot);
+  return 0;
+}
+
+}  // namespace
+
+Runner add_train_command(CLI::App& app) {
+  auto p = std::make_shared<TrainParams>();
   auto* cmd = app.add_subcommand("train", "Train a model on a data set (Adam or SGD, float64, deterministic per seed)");
   cmd->add_option("--model", p->model, "Model spec (default: mlp:784-64-10)");
   cmd->add_option("--act", p->act, "Activation between mlp layers (default: relu)");
@@ -63,91 +166,7 @@ Runner add_train_command(CLI::App& app) {
   twosed measure --model mlp:784-64-10 --space local:fm64.npy:0.01
   twosed train --model mlp:54-32-7 --data synthetic:covertype:20000 --standardize --test-fraction 0.2 \
                --optimizer sgd --lr 0.05 --momentum 0.9 --batch 128 --epochs 20 --plot loss.png)");
-  return [p]() {
-    if (p->format != "table" && p->format != "json" && p->format != "csv")
-      throw UsageError(fmt::format("--format {}: expected table, json or csv", p->format));
-    TrainConfig cfg;
-    cfg.model = p->model;
-    cfg.model_options.activation = parse_activation(p->act, "--act");
-    cfg.model_options.bias = !p->no_bias;
-    if (p->task != "classify" && p->task != "regress")
-      throw UsageError(fmt::format("--task {}: expected classify or regress", p->task));
-    const Task task = p->task == "classify" ? Task::Classify : Task::Regress;
-    cfg.data = {p->data, p->test_data, p->test_fraction, p->train_size, p->test_size, p->standardize, task, p->seed};
-    auto& t = cfg.train;
-    t.optimizer = p->optimizer;
-    t.lr = p->lr;
-    t.momentum = p->momentum;
-    t.weight_decay = p->weight_decay;
-    t.batch = p->batch;
-    t.epochs = p->epochs;
-    t.seed = p->seed;
-    t.task = task;
-    t.log_steps = p->log_steps;
-    const auto spec = parse_model_spec(cfg.model, cfg.model_options);
-    if (!p->init.empty()) {
-      auto arr = read_npy(p->init);
-      if (static_cast<int64_t>(arr.data.size()) != spec.num_params())
-        throw DataError(fmt::format("{}: {} values, but model '{}' has d = {} parameters", p->init, arr.data.size(),
-                                    spec.text, spec.num_params()));
-      CheckpointInfo ci;
-      if (read_checkpoint_info(p->init, ci) && ci.model != spec.text)
-        throw DataError(fmt::format("{}: a checkpoint of '{}', not of '{}'", p->init, ci.model, spec.text));
-      t.initial_theta = std::move(arr.data);
-    }
-    ScopedThreads threads(p->threads != 0 ? p->threads : hardware_threads());
-    const bool show = !p->quiet && ::isatty(2);
-    t.on_record = [show](const TrainingRecord& r) {
-      if (!show || r.step >= 0) return;
-      std::fprintf(stderr, "  epoch %lld: train loss %.5g%s  (%.1f s)\n", static_cast<long long>(r.epoch), r.train_loss,
-                   std::isnan(r.test_loss) ? "" : fmt::format(", test loss {:.5g}", r.test_loss).c_str(), r.seconds);
-    };
-    // Fail on a bad checkpoint path before training, not after.
-    if (!p->checkpoint.empty() && p->checkpoint.size() < 5)
-      throw UsageError(fmt::format("--checkpoint {}: expected a file name ending in .npy", p->checkpoint));
-    RecordedTraining rec;
-    std::string stored;
-    if (p->no_db) {
-      rec = run_training(cfg);
-    } else {
-      ResultsStore store(p->db);
-      rec = record_training(store, cfg, {});
-      stored = fmt::format("run {} in {}", rec.run, p->db);
-    }
-    if (!p->checkpoint.empty())
-      write_checkpoint(p->checkpoint, {spec.text, cfg.model_options, task, spec.num_params()}, rec.result.theta);
-    RunInfo info;
-    info.id = rec.run;
-    info.label = spec.text;
-    info.status = "done";
-    std::string text;
-    if (p->format == "json") {
-      auto j = training_json(info, rec.result.records);
-      j["config"] = nlohmann::json::parse(train_config(cfg));
-      j["data"] = rec.data_description;
-      j["checkpoint"] = p->checkpoint;
-      j["stored"] = stored;
-      text = j.dump(2) + "\n";
-    } else if (p->format == "csv") {
-      text = training_csv(rec.result.records);
-    } else {
-      const auto& f = rec.result.final_record;
-      text = fmt::format("twosed train: {} (d = {}), {}{} lr {:g}, batch {}, {} epochs, seed {}\n  data  {}\n\n",
-                         spec.text, spec.num_params(), t.optimizer,
-                         t.optimizer == "sgd" ? fmt::format(" momentum {:g}", t.momentum) : "", t.lr, t.batch, t.epochs,
-                         t.seed, rec.data_description) +
-             training_table(info, rec.result.records) +
-             fmt::format("\n  final train loss {:.6g}{}; {} steps in {:.1f} s\n", f.train_loss,
-                         std::isnan(f.test_loss) ? "" : fmt::format(", test loss {:.6g}", f.test_loss),
-                         rec.result.steps, rec.result.seconds);
-      if (!p->checkpoint.empty())
-        text += fmt::format("  checkpoint {} (+ {})\n", p->checkpoint, checkpoint_sidecar(p->checkpoint));
-      if (!stored.empty()) text += "  stored as " + stored + "\n";
-    }
-    write_output(text, p->out);
-    if (!p->plot.empty()) write_training_plot({{spec.text, rec.result.records}}, p->plot);
-    return 0;
-  };
+  return [p]() { return run_train(*p); };
 }
 
 }  // namespace twosed::cli

@@ -21,6 +21,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -75,22 +79,109 @@ struct StudyOptions {
   std::function<void(int64_t, int64_t)> step_progress;
 };
 
-/// Runs (or resumes) the study, recording everything in `store`. An OptionError of the library
-/// found only while running (a test_fraction that leaves an empty set) is rethrown as a
-/// UsageError naming the study key. Returns the study's run id;
-/// its result JSON (ResultsStore::run(id).result) holds per-model measures and losses and the
-/// correlations (see study_report).
-int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOptions& opts);
+/// A measure on one model: its value and bootstrap standard error (NaN: not finite or not
+/// computed; 0 for "params d").
+struct StudyValue {
+  double value = std::numeric_limits<double>::quiet_NaN();
+  double std_error = std::numeric_limits<double>::quiet_NaN();
+};
+
+/// A curve against eps (the default grid plus the study's eps values).
+struct StudyCurve {
+  std::vector<double> eps, value, std_error;
+};
+
+/// One model of a study: its measures before training and its trainings.
+struct StudyModelResult {
+  StudyModel model;  ///< spec (as parsed: ModelSpec::text) and options
+  std::string name;  ///< the spec, with " (tanh)" / " (no bias)" where the options are not the default
+  int64_t d = 0;     ///< parameters
+  int64_t k = 0;     ///< outputs
+  /// By measure name (study_measure_name): "params d", "ED(n)" (where kappa(n) > 1), for each
+  /// zeta the 2sED at each of the study's eps and at eps_zeta(n) (where n > 3), and for each
+  /// sigma the lower 2sED at each eps and the lower and chain 2sED at eps_zeta(n).
+  std::map<std::string, StudyValue> measures;
+  /// "2sED zeta=Z", "lower 2sED sigma=S zeta=Z", "chain 2sED sigma=S zeta=Z".
+  std::map<std::string, StudyCurve> curves;
+  /// "2sED" and "lower 2sED sigma=S": the measurement's run id.
+  std::map<std::string, int64_t> measure_runs;
+  std::vector<int64_t> train_runs;  ///< one per seed, in the order of StudyConfig::seeds
+  /// Final full-pass losses per seed (NaN: no test set, or not finite). test_loss is empty in a
+  /// result stored before schema version 2 (it was not kept).
+  std::vector<double> train_loss, test_loss;
+  /// Per seed: the training diverged (a final training loss, or test loss where there is a test
+  /// set, that is not finite). Such a model has no loss means and is left out of correlations.
+  std::vector<bool> diverged;
+  /// Over the seeds; NaN where any seed's value is not finite (or there is no test set).
+  double train_loss_mean = std::numeric_limits<double>::quiet_NaN();
+  double train_loss_sd = std::numeric_limits<double>::quiet_NaN();
+  double test_loss_mean = std::numeric_limits<double>::quiet_NaN();
+  double test_loss_sd = std::numeric_limits<double>::quiet_NaN();
+  double train_accuracy_mean = std::numeric_limits<double>::quiet_NaN();
+  double test_accuracy_mean = std::numeric_limits<double>::quiet_NaN();
+};
+
+/// A rank correlation over the models with its percentile bootstrap interval (NaN: undefined).
+struct StudyCorrelationValue {
+  double value = std::numeric_limits<double>::quiet_NaN();
+  double lo = std::numeric_limits<double>::quiet_NaN();
+  double hi = std::numeric_limits<double>::quiet_NaN();
+  int64_t valid = 0;  ///< resamples where it was defined
+};
+
+struct StudyCorrelation {
+  std::string measure;  ///< a name of StudyResult::measure_names
+  std::string target;   ///< "train loss" or "test loss" (the mean over seeds)
+  StudyCorrelationValue spearman, kendall;
+  int64_t n = 0;  ///< models
+};
+
+/// A finished study.
+struct StudyResult {
+  int64_t run = 0;     ///< the study's run id in the store
+  StudyConfig config;  ///< what produced it (config.file is not stored)
+  std::string data;    ///< the training data's description
+  int64_t n_train = 0, n_test = 0;
+  std::vector<std::string> measure_names;  ///< in table order
+  std::string headline;                    ///< the measure the table and scatter plot lead with
+  std::vector<StudyModelResult> models;    ///< in the order of config.models
+  std::vector<StudyCorrelation> correlations;
+};
+
+/// The version study_result_json writes. 1 (no "schema_version" key): results stored before
+/// the typed result; 2 adds "schema_version", "config" and per model "test_loss" and "diverged".
+constexpr int kStudyResultSchema = 2;
+
+/// The name of a study measure: study_measure_name("2sED", zeta, eps) is "2sED zeta=0 eps=0.01";
+/// without eps, at eps_zeta(n): "2sED zeta=0 at eps_zeta(n)". With a sigma (kind "lower 2sED"
+/// or "chain 2sED"): "lower 2sED sigma=0.5 zeta=0 eps=0.01".
+std::string study_measure_name(const std::string& kind, double zeta, std::optional<double> eps = std::nullopt,
+                               std::optional<double> sigma = std::nullopt);
+
+/// The result as the store holds it (non-finite numbers as null), with "schema_version".
+nlohmann::json study_result_json(const StudyResult& r);
+/// Reads study_result_json's output, or a result stored by an older version (schema 1). Where
+/// the text has no "config" (schema 1), `run_config` (the run's stored configuration,
+/// study_config's text) supplies it if not empty; else the copies in the result (name, task,
+/// inputs, samples, eps, zetas, sigmas, epochs, seeds, confidence) do, the rest left default.
+/// Non-finite numbers (stored as null) come back as NaN. Throws DataError naming the key on a
+/// text that is not such a result, or one of a newer schema.
+StudyResult parse_study_result(const std::string& text, const std::string& run_config = "");
+
+/// Runs (or resumes) the study, recording everything in `store` (the result as
+/// study_result_json). An OptionError of the library found only while running (a test_fraction
+/// that leaves an empty set) is rethrown as a UsageError naming the study key.
+StudyResult run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOptions& opts);
 
 /// A study result as a text report.
-std::string study_table(const std::string& result_json);
+std::string study_table(const StudyResult& r);
 /// The measures-vs-loss correlations as CSV: measure,target,method,value,lo,hi,n.
-std::string study_csv(const std::string& result_json);
+std::string study_csv(const StudyResult& r);
 /// The study's figures: PREFIX-curves.png (each model's 2sED and lower 2sED against eps),
-/// PREFIX-training.png (training-loss curves), PREFIX-scatter.png (the headline measure against
-/// the final training loss, rank correlations in the title). `ext` is "png" or "svg".
-/// Returns the paths written.
-std::vector<std::string> study_plots(const ResultsStore& store, int64_t study_run, const std::string& prefix,
+/// PREFIX-training.png (training-loss curves, read from `store`), PREFIX-scatter.png (the
+/// headline measure against the final training loss, rank correlations in the title). `ext` is
+/// "png" or "svg". Returns the paths written.
+std::vector<std::string> study_plots(const ResultsStore& store, const StudyResult& r, const std::string& prefix,
                                      const std::string& ext);
 
 }  // namespace twosed
