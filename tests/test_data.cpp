@@ -22,6 +22,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include "stream_helpers.h"
 #include "twosed/data/data.h"
 #include "twosed/error.h"
 
@@ -32,6 +33,8 @@ using twosed::DataError;
 using twosed::Dataset;
 using twosed::DataSpec;
 using twosed::UsageError;
+using twosed::testing::FifoFeed;
+using twosed::testing::peak_rss_bytes;
 
 // A fresh directory under the gtest temp dir for one test.
 std::string temp_dir(const std::string& name) {
@@ -66,41 +69,6 @@ void write_gz_padded(const std::string& path, const std::string& bytes, size_t z
     done += k;
   }
   ASSERT_EQ(gzclose(f), Z_OK);
-}
-
-// Serves `bytes` to one reader through a named pipe: a stream whose size the reader cannot
-// know in advance (as a pipe or a device on the command line). A reader that stops early
-// makes the writes fail with EPIPE (SIGPIPE is ignored), which ends the writer.
-class FifoFeed {
- public:
-  FifoFeed(const std::string& path, std::string bytes) {
-    std::signal(SIGPIPE, SIG_IGN);
-    ::unlink(path.c_str());
-    if (::mkfifo(path.c_str(), 0600) != 0) throw std::runtime_error("mkfifo " + path);
-    writer_ = std::thread([path, bytes = std::move(bytes)] {
-      const int fd = ::open(path.c_str(), O_WRONLY);  // blocks until the reader opens it
-      if (fd < 0) return;
-      for (size_t off = 0; off < bytes.size();) {
-        const ssize_t w = ::write(fd, bytes.data() + off, bytes.size() - off);
-        if (w <= 0) break;
-        off += static_cast<size_t>(w);
-      }
-      ::close(fd);
-    });
-  }
-  FifoFeed(const FifoFeed&) = delete;
-  FifoFeed& operator=(const FifoFeed&) = delete;
-  ~FifoFeed() { writer_.join(); }
-
- private:
-  std::thread writer_;
-};
-
-// The peak resident set size of this process so far, in bytes.
-int64_t peak_rss_bytes() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<int64_t>(u.ru_maxrss) * 1024;  // Linux reports KiB
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {

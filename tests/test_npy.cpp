@@ -20,6 +20,7 @@
 
 #include <gtest/gtest.h>
 
+#include "stream_helpers.h"
 #include "twosed/data/npy.h"
 #include "twosed/error.h"
 
@@ -27,6 +28,8 @@ namespace {
 
 using twosed::DataError;
 using twosed::NpyArray;
+using twosed::testing::FifoFeed;
+using twosed::testing::peak_rss_bytes;
 
 std::string temp_path(const std::string& file) {
   return ::testing::TempDir() + "twosed_test_npy_" + file;
@@ -294,39 +297,6 @@ TEST(NpyErrors, WriteShapeMismatchAndUnwritablePath) {
 // ---------------------------------------------------------------------------------------------
 // Bounded reads: the magic and the header are checked before the data is read, and a stream
 // is never read past what its header declares.
-
-// Serves `bytes` to one reader through a named pipe, a stream of unknown size. A reader that
-// stops early makes the writes fail with EPIPE (SIGPIPE is ignored), which ends the writer.
-class FifoFeed {
- public:
-  FifoFeed(const std::string& path, std::string bytes) {
-    std::signal(SIGPIPE, SIG_IGN);
-    ::unlink(path.c_str());
-    if (::mkfifo(path.c_str(), 0600) != 0) throw std::runtime_error("mkfifo " + path);
-    writer_ = std::thread([path, bytes = std::move(bytes)] {
-      const int fd = ::open(path.c_str(), O_WRONLY);  // blocks until the reader opens it
-      if (fd < 0) return;
-      for (size_t off = 0; off < bytes.size();) {
-        const ssize_t w = ::write(fd, bytes.data() + off, bytes.size() - off);
-        if (w <= 0) break;
-        off += static_cast<size_t>(w);
-      }
-      ::close(fd);
-    });
-  }
-  FifoFeed(const FifoFeed&) = delete;
-  FifoFeed& operator=(const FifoFeed&) = delete;
-  ~FifoFeed() { writer_.join(); }
-
- private:
-  std::thread writer_;
-};
-
-int64_t peak_rss_bytes() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<int64_t>(u.ru_maxrss) * 1024;  // Linux reports KiB
-}
 
 // Regression: --inputs-file /dev/zero read 2.2 GB before "bad magic".
 TEST(NpyBounded, DevZeroFailsAtTheMagic) {
