@@ -521,7 +521,7 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
       ro.parent = study;
       ro.label = label;
       if (auto open = child("measure", mc, false)) ro.resume = true, ro.resume_run = open->id;
-      auto rec = record_measure(store, mo, ro);
+      auto rec = record_measure(store, mo, ro, opts.execution);
       return {rec.run, std::move(rec.result)};
     };
 

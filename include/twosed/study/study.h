@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "twosed/data/training_data.h"
+#include "twosed/execution.h"
 #include "twosed/model/model_spec.h"
 #include "twosed/store/results_store.h"
 #include "twosed/study/rank_correlation.h"
@@ -73,6 +74,8 @@ struct StudyOptions {
   std::function<void(const std::string&)> progress;
   /// Within a measurement: (samples done, M); within a training: (epochs done, E). May be empty.
   std::function<void(int64_t, int64_t)> step_progress;
+  /// How the measurements run (their sample executor: MPI ranks); trainings run in this process.
+  ExecutionContext execution;
 };
 
 /// Runs (or resumes) the study, recording everything in `store`. An OptionError of the library
