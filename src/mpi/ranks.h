@@ -36,9 +36,9 @@ int size();  ///< 1 without MPI
 bool is_worker();
 std::string host();  ///< this rank's host name
 
-/// Threads a rank uses when --threads is not given: the cores the launcher bound it to
-/// (sched_getaffinity), else this machine's cores shared among its ranks
-/// (OMPI_COMM_WORLD_LOCAL_SIZE); hardware_threads() for a single process.
+/// Threads a rank uses when --threads is not given: the smaller of the cores the launcher
+/// bound it to (sched_getaffinity) and its share of this machine's cores
+/// (OMPI_COMM_WORLD_LOCAL_SIZE ranks here); hardware_threads() for a single process.
 int default_threads();
 /// How default_threads() was found, for the run's context ("single process", "bound to 2 cores", ...).
 std::string threads_reason();

@@ -40,19 +40,20 @@ bool launched() {
   return env("OMPI_COMM_WORLD_SIZE") || env("PMIX_RANK") || (env("PMI_RANK") && env("PMI_SIZE"));
 }
 
+// The smaller of the cores a rank is bound to and its share of the machine: a launcher that
+// binds to a socket (Open MPI's default for P > 2) gives each rank of a socket every core of it.
 int default_threads() {
   const int hw = hardware_threads();
   if (!launched()) return hw;
   const int bound = affinity_cores();
-  if (bound > 0 && bound < static_cast<int>(std::thread::hardware_concurrency())) return bound;
-  return std::max(1, hw / local_ranks());
+  const int share = std::max(1, hw / local_ranks());
+  return bound > 0 ? std::min(bound, share) : share;
 }
 
 std::string threads_reason() {
   if (!launched()) return "single process: every core";
-  const int bound = affinity_cores();
-  if (bound > 0 && bound < static_cast<int>(std::thread::hardware_concurrency()))
-    return fmt::format("bound by the launcher to {} cores", bound);
+  const int bound = affinity_cores(), share = std::max(1, hardware_threads() / local_ranks());
+  if (bound > 0 && bound < share) return fmt::format("bound by the launcher to {} cores", bound);
   return fmt::format("{} cores shared by {} ranks on this machine", hardware_threads(), local_ranks());
 }
 
