@@ -19,6 +19,8 @@ PACKAGES=(
   gnuplot-nox           # --plot figures (PNG, SVG) without a display
   libsqlite3-dev        # the results store (--db)
   sqlite3               # inspecting a results store by hand; the CLI tests use it
+  libopenmpi-dev        # MPI: `mpirun -np P twosed measure` spreads samples over ranks (optional)
+  openmpi-bin           # mpirun, for the MPI test
 )
 
 missing=()

@@ -173,13 +173,22 @@ ResultSources MarkovModel::sources() const {
 SampleRecord MarkovModel::sample(int64_t j, const torch::Tensor& theta,
                                  const std::function<void(int64_t, int64_t)>& after_layer) const {
   const int64_t rows = chain_.noise_rows(inputs_.x.size(0)), h = chain_.noise_width();
-  const int64_t layers = static_cast<int64_t>(chain_.layers().size());
   if (noise_.given.defined() && j >= noise_.given.size(0))
     throw DataError(fmt::format("{}: holds noise for {} samples, sample {} needs more", noise_.description,
                                 noise_.given.size(0), j));
   const torch::Tensor noise = noise_.given.defined()
                                   ? noise_.given[j]
                                   : draw_noise(noise_.seed, static_cast<uint64_t>(j), net_->num_params(), rows, h);
+  return sample_with_noise(j, theta, noise, after_layer);
+}
+
+SampleRecord MarkovModel::sample_with_noise(int64_t j, const torch::Tensor& theta, const torch::Tensor& noise,
+                                            const std::function<void(int64_t, int64_t)>& after_layer) const {
+  const int64_t layers = static_cast<int64_t>(chain_.layers().size());
+  const int64_t rows = chain_.noise_rows(inputs_.x.size(0)), h = chain_.noise_width();
+  if (noise.dim() != 2 || noise.size(0) != rows || noise.size(1) != h)
+    throw DataError(fmt::format("sample {}: expected noise of shape (N*R, H) = ({}, {}), got ({})", j, rows, h,
+                                fmt::join(noise.sizes(), ", ")));
   auto ms = chain_.spectrum(theta, inputs_.x, noise, static_cast<uint64_t>(j), [&](size_t l) {
     if (after_layer) after_layer(static_cast<int64_t>(l) + 1, layers);
   });

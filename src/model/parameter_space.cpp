@@ -32,6 +32,7 @@ double parse_positive_double(const std::string& text, const std::string& what, c
 ParameterSpace ParameterSpace::parse(const std::string& text, const Network& net) {
   ParameterSpace s;
   s.num_params_ = net.num_params();
+  s.text_ = text.empty() ? "init" : text;
   if (text == "init" || text.empty()) {
     for (const auto& p : net.parameters()) s.segments_.push_back({p.offset, p.numel(), p.init_bound});
     s.description_ = "init (PyTorch default init box, +-1/sqrt(fan_in) per layer)";

@@ -839,7 +839,7 @@ struct StudyRun {
     ro.parent = study;
     ro.label = label;
     if (auto open = child("measure", mc, false)) ro.resume = true, ro.resume_run = open->id;
-    auto rec = record_measure(store, mo, ro);
+    auto rec = record_measure(store, mo, ro, opts.execution);
     return {rec.run, std::move(rec.result)};
   }
   // Records a measure of model `m` under `name`, keeping the first-seen order of names.

@@ -10,10 +10,22 @@
 #include <vector>
 
 #include "commands.h"
+#include "mpi/ranks.h"
 #include "option_names.h"
 #include "twosed/error.h"
+#include "twosed/execution.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+// An MPI worker's threads: the command's --threads if given, else the cores it was given.
+int worker_threads(const CLI::App& app) {
+  for (const auto* sub : app.get_subcommands())
+    if (const auto* opt = sub->get_option_no_throw("--threads"); opt && opt->count() > 0 && opt->as<int>() > 0)
+      return opt->as<int>();
+  return twosed::mpi::default_threads();
+}
+
+int run(int argc, char** argv) {
   CLI::App app{"twosed: the two-scale effective dimension (2sED) of neural networks"};
   app.set_version_flag("--version", std::string("twosed ") + TWOSED_VERSION);
   app.footer(
@@ -31,8 +43,15 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    std::fprintf(stderr, "twosed: error: %s\n", e.what());
+    if (!twosed::mpi::is_worker()) std::fprintf(stderr, "twosed: error: %s\n", e.what());
     return 2;
+  }
+  // Under mpirun every rank parses the same command line; workers then compute what rank 0
+  // hands them (any command: rank 0 alone trains, reports, reads and writes files).
+  if (twosed::mpi::is_worker()) {
+    twosed::ExecutionContext ctx;
+    ctx.threads = worker_threads(app);
+    return twosed::mpi::serve(ctx);
   }
   try {
     for (auto& [sub, run] : commands)
@@ -55,4 +74,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "twosed: internal error: %s\n", msg.c_str());
     return 3;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  twosed::mpi::init(&argc, &argv);
+  return twosed::mpi::finish(run(argc, argv));
 }

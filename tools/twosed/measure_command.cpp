@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "mpi/ranks.h"
 #include "reports.h"
 #include "twosed/error.h"
 #include "twosed/measure/measure.h"
@@ -287,7 +288,8 @@ Runner add_measure_command(CLI::App& app) {
         pick<std::string>("--format", p->format, {{"table", "table"}, {"json", "json"}, {"csv", "csv"}});
     // LibTorch's own default can be a single thread; use every core unless told otherwise.
     ExecutionContext ctx;
-    ctx.threads = p->threads != 0 ? p->threads : hardware_threads();
+    ctx.threads = p->threads != 0 ? p->threads : mpi::default_threads();
+    ctx.executor = mpi::executor();  // null unless started by mpirun with P > 1 ranks
     ScopedThreads threads(ctx);
     ProgressBar bar(!p->quiet);
     o.progress = [&bar](int64_t done, int64_t total) { bar.update(done, total); };
@@ -318,10 +320,12 @@ Runner add_measure_command(CLI::App& app) {
                         result.samples.size(), static_cast<int64_t>(result.samples.size()) - result.resumed_samples);
       if (!p->quiet) std::fprintf(stderr, "twosed: recorded as %s\n", stored.c_str());
     }
+    if (!p->quiet && !mpi::stats().empty()) std::fprintf(stderr, "twosed: MPI: %s\n", mpi::stats().c_str());
     const size_t breakdown = breakdown_index(
         result.estimate.curves.empty() ? std::vector<double>{} : result.estimate.curves.front().eps, p->breakdown_eps);
     if (format == "json") {
       auto j = result_json(result);
+      if (mpi::size() > 1) j["context"]["mpi"] = {{"ranks", mpi::size()}, {"threads", mpi::threads_reason()}};
       j["resumed_samples"] = result.resumed_samples;
       if (!stored.empty()) j["stored"] = stored;
       write_output(j.dump(2) + "\n", p->out);

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "mpi/ranks.h"
 #include "reports.h"
 #include "twosed/error.h"
 #include "twosed/execution.h"
@@ -95,11 +96,12 @@ batch, epochs, seeds}, correlation {bootstrap, confidence, seed}.)");
       throw UsageError(fmt::format("--format {}: expected table, json or csv", p->format));
     if (!p->plot.empty()) plot_prefix(p->plot);  // a bad name fails before the study runs
     const auto cfg = parse_study(p->file);
-    ScopedThreads threads(p->threads != 0 ? p->threads : hardware_threads());
+    ScopedThreads threads(p->threads != 0 ? p->threads : mpi::default_threads());
     ResultsStore store(p->db);
     StudyOptions so;
     so.resume = resume->count() > 0;
     so.resume_run = p->resume;
+    so.execution.executor = mpi::executor();  // measurements over MPI ranks; training on rank 0
     if (!p->quiet) so.progress = [](const std::string& s) { std::fprintf(stderr, "twosed study: %s\n", s.c_str()); };
     if (!p->quiet && ::isatty(2))
       so.step_progress = [](int64_t done, int64_t total) {

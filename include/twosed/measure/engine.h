@@ -67,6 +67,8 @@ class DrawnParameters : public ParameterSource {
   int64_t num_params() const override { return space_.num_params(); }
   void fill(int64_t j, double* out) const override { space_.sample(seed_, j, out); }
   std::string description() const override { return space_.description(); }
+  const ParameterSpace& space() const { return space_; }
+  uint64_t seed() const { return seed_; }
 
  private:
   ParameterSpace space_;
@@ -124,6 +126,8 @@ class StandardModel : public StatisticalModel {
   SampleRecord sample(int64_t j, const torch::Tensor& theta,
                       const std::function<void(int64_t, int64_t)>& after_layer) const override;
   const FisherOptions& fisher() const override { return fisher_; }
+  const Network& network() const { return *net_; }
+  const MeasureInputs& inputs() const { return inputs_; }  ///< checked: float64, the network's input shape
 
  private:
   const Network* net_;
@@ -152,6 +156,12 @@ class MarkovModel : public StatisticalModel {
   const FisherOptions& fisher() const override { return chain_.options().fisher; }
   const MarkovChainModel& chain() const { return chain_; }
   const MarkovNoise& noise() const { return noise_; }
+  const Network& network() const { return *net_; }
+  const MeasureInputs& inputs() const { return inputs_; }  ///< checked: float64, the network's input shape
+  /// The record of sample j with the noise given here, (N*R, H) float64, instead of the model's
+  /// own (an MPI worker gets given noise from rank 0 with each sample, without the file).
+  SampleRecord sample_with_noise(int64_t j, const torch::Tensor& theta, const torch::Tensor& noise,
+                                 const std::function<void(int64_t, int64_t)>& after_layer) const;
 
  private:
   const Network* net_;

@@ -28,6 +28,10 @@ class ParameterSpace {
 
   int64_t num_params() const { return num_params_; }
   const std::string& description() const { return description_; }
+  /// The string it was parsed from ("init" for an empty one): another process parses it again.
+  const std::string& text() const { return text_; }
+  /// Whether parsing it read a file (local:CKPT:R): a process without the file cannot parse it.
+  bool reads_files() const { return !center_.empty(); }
 
   /// theta^(j) into out[0..d).
   void sample(uint64_t seed, int64_t j, double* out) const;
@@ -46,6 +50,7 @@ class ParameterSpace {
   std::vector<Segment> segments_;  // cover [0, d) in order
   std::vector<double> center_;     // empty: centred at 0
   std::string description_;
+  std::string text_;
 };
 
 }  // namespace twosed

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "twosed/data/training_data.h"
+#include "twosed/execution.h"
 #include "twosed/model/model_spec.h"
 #include "twosed/store/results_store.h"
 #include "twosed/study/rank_correlation.h"
@@ -77,6 +78,8 @@ struct StudyOptions {
   std::function<void(const std::string&)> progress;
   /// Within a measurement: (samples done, M); within a training: (epochs done, E). May be empty.
   std::function<void(int64_t, int64_t)> step_progress;
+  /// How the measurements run (their sample executor: MPI ranks); trainings run in this process.
+  ExecutionContext execution;
 };
 
 /// A measure on one model: its value and bootstrap standard error (NaN: not finite or not
