@@ -65,7 +65,7 @@ Runner add_runs_command(CLI::App& app) {
       throw UsageError(fmt::format("--format {}: expected table or json", p->format));
     if (!p->kind.empty() && p->kind != "measure" && p->kind != "train" && p->kind != "study")
       throw UsageError(fmt::format("--kind {}: expected measure, train or study", p->kind));
-    ResultsStore store(p->db, /*create=*/false);
+    ResultsStore store(p->db, /*create=*/false, /*read_only=*/true);
     const auto runs = store.runs(p->kind);
     if (p->format == "json") {
       json arr = json::array();
@@ -125,7 +125,7 @@ Runner add_show_command(CLI::App& app) {
   return [p]() {
     if (p->format != "table" && p->format != "json" && p->format != "csv")
       throw UsageError(fmt::format("--format {}: expected table, json or csv", p->format));
-    ResultsStore store(p->db, false);
+    ResultsStore store(p->db, /*create=*/false, /*read_only=*/true);
     const auto info = store.run(p->run);
     if (info.kind == "measure") {
       const auto config = json::parse(info.config);
@@ -180,7 +180,7 @@ Runner add_export_command(CLI::App& app) {
   return [p]() {
     if (p->format != "json" && p->format != "csv" && p->format != "spectra")
       throw UsageError(fmt::format("--format {}: expected csv, json or spectra", p->format));
-    ResultsStore store(p->db, false);
+    ResultsStore store(p->db, /*create=*/false, /*read_only=*/true);
     const auto info = store.run(p->run);
     if (p->format == "spectra") {
       if (info.kind != "measure")
@@ -265,7 +265,7 @@ Runner add_bound_command(CLI::App& app) {
     const auto ns = parse_double_list(p->n, "--n");
     for (double n : ns)
       if (!(n > 1 && std::isfinite(n))) throw UsageError(fmt::format("--n {}: every n must be a number > 1", p->n));
-    ResultsStore store(p->db, false);
+    ResultsStore store(p->db, /*create=*/false, /*read_only=*/true);
     const auto info = store.run(p->run);
     if (info.kind != "measure")
       throw UsageError(fmt::format("run {} is a {} run; twosed bound needs a measurement", p->run, info.kind));

@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "reports.h"
 #include "twosed/data/npy.h"
+#include "twosed/data/write_file.h"
 #include "twosed/error.h"
 #include "twosed/execution.h"
 #include "twosed/measure/measure.h"
@@ -22,9 +23,8 @@ Runner add_train_command(CLI::App& app) {
     bool no_bias = false, standardize = false, log_steps = false, quiet = false, no_db = false;
     double test_fraction = 0.0, lr = 1e-3, momentum = 0.0, weight_decay = 0.0;
     int64_t train_size = 0, test_size = 0, batch = 64, epochs = 10;
-    uint64_t seed = 0;
     int threads = 0;
-    std::string checkpoint, db = kDefaultResultsDb, format = "table", out, plot, init;
+    std::string seed = "0", checkpoint, db = kDefaultResultsDb, format = "table", out, plot, init;
   };
   auto p = std::make_shared<P>();
   auto* cmd = app.add_subcommand("train", "Train a model on a data set (Adam or SGD, float64, deterministic per seed)");
@@ -73,7 +73,8 @@ Runner add_train_command(CLI::App& app) {
     if (p->task != "classify" && p->task != "regress")
       throw UsageError(fmt::format("--task {}: expected classify or regress", p->task));
     const Task task = p->task == "classify" ? Task::Classify : Task::Regress;
-    cfg.data = {p->data, p->test_data, p->test_fraction, p->train_size, p->test_size, p->standardize, task, p->seed};
+    const uint64_t seed = parse_seed(p->seed, "--seed");
+    cfg.data = {p->data, p->test_data, p->test_fraction, p->train_size, p->test_size, p->standardize, task, seed};
     auto& t = cfg.train;
     t.optimizer = p->optimizer;
     t.lr = p->lr;
@@ -81,7 +82,7 @@ Runner add_train_command(CLI::App& app) {
     t.weight_decay = p->weight_decay;
     t.batch = p->batch;
     t.epochs = p->epochs;
-    t.seed = p->seed;
+    t.seed = seed;
     t.task = task;
     t.log_steps = p->log_steps;
     const auto spec = parse_model_spec(cfg.model, cfg.model_options);
@@ -91,27 +92,33 @@ Runner add_train_command(CLI::App& app) {
         throw DataError(fmt::format("{}: {} values, but model '{}' has d = {} parameters", p->init, arr.data.size(),
                                     spec.text, spec.num_params()));
       CheckpointInfo ci;
-      if (read_checkpoint_info(p->init, ci) && ci.model != spec.text)
-        throw DataError(fmt::format("{}: a checkpoint of '{}', not of '{}'", p->init, ci.model, spec.text));
+      if (read_checkpoint_info(p->init, ci)) check_checkpoint_matches(p->init, ci, spec, cfg.model_options, task);
+      check_checkpoint_values(p->init, arr.data);
       t.initial_theta = std::move(arr.data);
     }
-    ScopedThreads threads(p->threads != 0 ? p->threads : hardware_threads());
+    ScopedThreads threads(checked_threads(p->threads, "--threads"));
     const bool show = !p->quiet && ::isatty(2);
     t.on_record = [show](const TrainingRecord& r) {
       if (!show || r.step >= 0) return;
       std::fprintf(stderr, "  epoch %lld: train loss %.5g%s  (%.1f s)\n", static_cast<long long>(r.epoch), r.train_loss,
                    std::isnan(r.test_loss) ? "" : fmt::format(", test loss {:.5g}", r.test_loss).c_str(), r.seconds);
     };
-    // Fail on a bad checkpoint path before training, not after.
+    // Fail on a bad output path before training, not after.
     if (!p->checkpoint.empty() && p->checkpoint.size() < 5)
       throw UsageError(fmt::format("--checkpoint {}: expected a file name ending in .npy", p->checkpoint));
+    if (!p->checkpoint.empty()) check_writable(p->checkpoint, "checkpoint");
+    if (!p->out.empty()) check_writable(p->out, "output");
+    if (!p->plot.empty()) {
+      plot_extension(p->plot);
+      check_writable(p->plot, "figure");
+    }
     RecordedTraining rec;
     std::string stored;
     if (p->no_db) {
-      rec = run_training(cfg);
+      rec = in_stage("training", [&] { return run_training(cfg); });
     } else {
       ResultsStore store(p->db);
-      rec = record_training(store, cfg, {});
+      rec = in_stage("training", [&] { return record_training(store, cfg, {}); });
       stored = fmt::format("run {} in {}", rec.run, p->db);
     }
     if (!p->checkpoint.empty())
