@@ -131,7 +131,7 @@ printf 'not an npy file at all' > "$WORK/junk.npy"
 expect 1 "junk.npy" measure --model mlp:6-5-3 --thetas "$WORK/junk.npy"
 printf '\x00\x00\x08\x01\x00\x00\x00\x02' > "$WORK/images"
 expect 1 "images" measure --model mlp:4-2 --data "idx:$WORK/images"
-expect 1 "--out /nonexistent-dir/r.json: cannot open" "${SMALL[@]}" --out /nonexistent-dir/r.json
+expect 1 "^twosed: error: /nonexistent-dir/r.json: cannot write output: directory '/nonexistent-dir': No such file" "${SMALL[@]}" --out /nonexistent-dir/r.json
 
 # --- Markov chain model (--markov) ---
 MK=(measure -q --model mlp:6-5-4-3 --data synthetic:blobs:3:6 --inputs 8 --samples 4 --bootstrap 50 --eps 1e-4:1e-1:4)
@@ -176,6 +176,118 @@ if command -v gnuplot > /dev/null; then
   if [ "$(head -c 4 "$WORK/m.png" | od -An -c | tr -d ' ')" = "211PNG" ]; then ok; else bad "--plot did not write a PNG"; fi
   expect 0 "zeta" "${MK[@]}" --plot "$WORK/s.svg"
   if grep -q "<svg" "$WORK/s.svg"; then ok; else bad "--plot did not write an SVG"; fi
+fi
+
+# --- Hardening: memory limits, write errors, checkpoints' metadata, value ranges
+# with_limit 'ulimit ...' CODE REGEX ARGS...: expect, with twosed run under a shell limit.
+with_limit() {
+  local limit="$1" real="$TWOSED"
+  shift
+  printf '#!/usr/bin/env bash\ntrap "" XFSZ\n%s\nexec "%s" "$@"\n' "$limit" "$real" > "$WORK/limited.sh"
+  chmod +x "$WORK/limited.sh"
+  TWOSED="$WORK/limited.sh"
+  expect "$@"
+  TWOSED="$real"
+}
+# The address-space limit is the memory the pre-flight check compares with.
+with_limit "ulimit -v 2000000" 0 "address-space limit \(ulimit -v\) of 2\.05 GB: does NOT fit" \
+  measure --plan --model mlp:784-25-10 --side parameters
+with_limit "ulimit -v 2000000" 2 "more than the .* GB left under the address-space limit" \
+  measure --no-db -q -M 3 --bootstrap 50 --model mlp:784-25-10 --side parameters
+# An allocation that fails after the check is a data error naming the stage, not exit 3.
+with_limit "ulimit -v 2000000" 1 "^twosed: error: out of memory while loading the data 'synthetic:blobs:3:784:2000000'" \
+  measure --no-db -q -M 3 --bootstrap 50 --model mlp:784-5-3 --data synthetic:blobs:3:784:2000000
+# Write errors: /dev/full, a file-size limit (the stand-in for a full disk), a missing directory.
+Q=(--no-db -q -M 3 --eps 1e-3 --bootstrap 50)
+TINY=(measure --model mlp:6-5-3 --data synthetic:blobs:3:6:200 --inputs 20 "${Q[@]}")
+expect 1 "^twosed: error: /dev/full: cannot write output: No space left on device" "${TINY[@]}" --out /dev/full
+expect 1 "/dev/full: cannot write output" "${TINY[@]}" --format csv --out /dev/full
+"$TWOSED" "${TINY[@]}" > /dev/full 2> "$WORK/err"
+if [ $? -eq 1 ] && grep -q "standard output: cannot write output: No space left" "$WORK/err"; then ok; else
+  bad "stdout on /dev/full: $(cat "$WORK/err")"; fi
+mkdir -p "$WORK/fsz"
+echo "old" > "$WORK/fsz/x.json"
+with_limit "ulimit -f 1" 1 "fsz/x.json: cannot write output: File too large" "${TINY[@]}" --format json --out "$WORK/fsz/x.json"
+if [ "$(cat "$WORK/fsz/x.json")" = "old" ] && [ "$(ls -A "$WORK/fsz" | wc -l)" -eq 1 ]; then ok; else
+  bad "a failed write changed the old file or left a temporary: $(ls -A "$WORK/fsz")"; fi
+expect 1 "nodir/x.csv: cannot write output: directory '.*nodir': No such file" "${TINY[@]}" --out "$WORK/nodir/x.csv"
+expect 1 "nodir/x.png: cannot write figure" "${TINY[@]}" --plot "$WORK/nodir/x.png"
+expect 1 "cannot write spectra" "${TINY[@]}" --spectra-out "$WORK/nodir/s.jsonl"
+"$TWOSED" measure --model mlp:6-5-3 --data synthetic:blobs:3:6:200 --inputs 20 -q -M 3 --bootstrap 50 --db h.db \
+  > /dev/null 2>&1 || bad "measure --db h.db failed"
+expect 1 "/dev/full: cannot write output" export 1 --db h.db --format json --out /dev/full
+expect 1 "/dev/full: cannot write output" show 1 --db h.db --out /dev/full
+expect 1 "/dev/full: cannot write output" bound 1 --db h.db --n 1e4 --out /dev/full
+TR=(train --model mlp:4-8-3 --data synthetic:blobs:3:4:60 --epochs 1 --no-db -q)
+expect 1 "/dev/full: cannot write output" "${TR[@]}" --out /dev/full
+expect 1 "/dev/full: cannot write array: No space left" "${TR[@]}" --checkpoint /dev/full
+expect 1 "nodir/ck.npy: cannot write checkpoint" "${TR[@]}" --checkpoint "$WORK/nodir/ck.npy"
+# A checkpoint's sidecar must agree with the model options, not only with the spec.
+expect 0 "checkpoint" "${TR[@]}" --act tanh --checkpoint "$WORK/ck.npy"
+expect 1 "ck.npy: a checkpoint of 'mlp:4-8-3' with activation tanh, but the model's activation is relu" \
+  measure "${Q[@]}" --model mlp:4-8-3 --data synthetic:blobs:3:4:60 --inputs 10 --space "local:$WORK/ck.npy:0.01"
+expect 0 "zeta" measure "${Q[@]}" --model mlp:4-8-3 --act tanh --data synthetic:blobs:3:4:60 --inputs 10 \
+  --space "local:$WORK/ck.npy:0.01"
+expect 1 "trained for task classify, but the task is regress" measure "${Q[@]}" --model mlp:4-8-3 --act tanh \
+  --task regress --data synthetic:blobs:3:4:60 --inputs 10 --space "local:$WORK/ck.npy:0.01"
+expect 1 "with activation tanh, but the model's activation is relu" measure --no-db -q --bootstrap 50 --model mlp:4-8-3 \
+  --data synthetic:blobs:3:4:60 --inputs 10 --thetas "$WORK/ck.npy"
+expect 1 "with activation tanh, but the model's activation is relu" "${TR[@]}" --init "$WORK/ck.npy"
+# Values out of range are data (files) or usage (options) errors that name the value, never exit 3.
+python3 -c "
+import struct
+def npy(path, shape, values):
+    h = \"{'descr': '<f8', 'fortran_order': False, 'shape': %s, }\" % (shape,)
+    h += ' ' * ((64 - (10 + len(h) + 1) % 64) % 64) + '\n'
+    open(path, 'wb').write(b'\x93NUMPY\x01\x00' + struct.pack('<H', len(h)) + h.encode() + struct.pack('<%dd' % len(values), *values))
+npy('$WORK/bigx.npy', (2, 4), [1.0, 2.0, 1e154, 0.5, 0, 0, 0, 0])
+npy('$WORK/bigck.npy', (67,), [1e200] * 67)
+"
+expect 1 "value 1e\+154 at example 0, feature 2 is out of range: inputs must satisfy \|x\| <= 1e\+150" \
+  measure "${Q[@]}" --model mlp:4-8-3 --inputs-file "$WORK/bigx.npy"
+expect 2 "box:1e300: half-width A 1e300 is out of range" measure "${Q[@]}" --model mlp:4-8-3 --space box:1e300
+expect 1 "bigck.npy: value 1e\+200 at index 0 is out of range" measure "${Q[@]}" --model mlp:4-8-3 \
+  --data synthetic:blobs:3:4:60 --space "local:$WORK/bigck.npy:0.1"
+expect 2 "sigma must be >= 1e-150" measure "${Q[@]}" --model mlp:4-8-3 --data synthetic:blobs:3:4:60 --markov --sigma 1e-300
+cp h.db corrupt.db
+sqlite3 corrupt.db "UPDATE runs SET config = '{\"model\": ' WHERE id = 1"
+expect 1 "corrupt.db: run 1: column 'config' is not valid JSON" runs --db corrupt.db
+expect 1 "corrupt.db: run 1: column 'config' is not valid JSON" show 1 --db corrupt.db
+# Reading commands open the database read-only: no -wal/-shm left, and a read-only copy is readable.
+rm -f h.db-wal h.db-shm
+expect 0 "mlp:6-5-3" runs --db h.db
+if [ ! -e h.db-wal ] && [ ! -e h.db-shm ]; then ok; else bad "runs left $(ls h.db-*)"; fi
+mkdir -p "$WORK/ro" && cp h.db "$WORK/ro/ro.db" && chmod 444 "$WORK/ro/ro.db" && chmod 555 "$WORK/ro" && chmod 755 "$WORK"
+if setpriv --reuid=65534 --regid=65534 --clear-groups "$TWOSED" --version > /dev/null 2>&1; then
+  setpriv --reuid=65534 --regid=65534 --clear-groups "$TWOSED" runs --db "$WORK/ro/ro.db" > "$WORK/out" 2> "$WORK/err"
+  if [ $? -eq 0 ] && grep -q "mlp:6-5-3" "$WORK/out"; then ok; else bad "runs on a read-only database as nobody: $(cat "$WORK/err")"; fi
+  setpriv --reuid=65534 --regid=65534 --clear-groups "$TWOSED" show 1 --db "$WORK/ro/ro.db" > /dev/null 2> "$WORK/err" \
+    && ok || bad "show on a read-only database as nobody: $(cat "$WORK/err")"
+else
+  echo "skipped: the read-only database as an unprivileged user (setpriv cannot run twosed as nobody here)"
+fi
+chmod 755 "$WORK/ro"
+# Option values refused or reported instead of silently changed.
+expect 2 "^twosed: error: --seed must be an integer in \[0, 2\^64-1\], got '-1'" "${TINY[@]}" --seed -1
+expect 2 "--seed must be an integer in \[0, 2\^64-1\], got '18446744073709551616'" "${TINY[@]}" --seed 18446744073709551616
+expect 0 "zeta" "${TINY[@]}" --seed 18446744073709551615
+expect 2 "--seed must be an integer" "${TR[@]}" --seed -1
+expect 2 "^twosed: error: --threads must be in \[1, [0-9]+\] \(4 x the [0-9]+ cores of this machine\), got 1000" \
+  "${TINY[@]}" --threads 1000
+"$TWOSED" measure --model mlp:6-5-3 --data synthetic:blobs:3:6:50 --inputs 1000000 "${Q[@]}" > /dev/null 2> "$WORK/err"
+grep -q "warning: N = 1000000 requested, the data has 50 examples: using 50" "$WORK/err" && ok || bad "no N warning: $(cat "$WORK/err")"
+expect 0 "\+- n/a" measure --model mlp:6-5-3 --data synthetic:blobs:3:6:200 --inputs 20 --no-db -q -M 1 --bootstrap 50
+grep -q "(one sample: no standard error)" "$WORK/out" && ok || bad "no one-sample note"
+expect 0 '"stderr": \[' measure --model mlp:6-5-3 --data synthetic:blobs:3:6:200 --inputs 20 --no-db -q -M 1 \
+  --bootstrap 50 --format json
+python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['curves'][0]; sys.exit(0 if all(v is None for v in c['stderr']) else 1)" \
+  "$WORK/out" && ok || bad "M = 1: JSON stderr is not null"
+expect 2 "--eps 0.999999999999: each value must be <= 0.99 \(\|log eps\| -> 0" measure --model mlp:6-5-3 \
+  --data synthetic:blobs:3:6:200 --inputs 20 --no-db -q -M 3 --bootstrap 50 --eps 0.999999999999
+expect 2 "--eps 1e-6:1e-1:1000000: COUNT must be at most 10000" show 1 --db h.db --eps 1e-6:1e-1:1000000
+if command -v gnuplot > /dev/null; then
+  expect 0 "zeta" "${TINY[@]}" --plot "$WORK/q''2.png"
+  [ -s "$WORK/q''2.png" ] && ok || bad "--plot \"q''2.png\" wrote nothing"
 fi
 
 finish

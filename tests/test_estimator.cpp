@@ -725,6 +725,12 @@ TEST(EpsGridTest, RejectsBadGrids) {
   expect_usage_error(parse("0.01:b:5"), "HI 'b' is not a number");
   expect_usage_error(parse("1e-6:1e-1"), "expected LO:HI:COUNT");
   expect_usage_error(parse("1e-6:1e-1:5:7"), "expected LO:HI:COUNT");
+  // |log eps| -> 0 as eps -> 1 amplifies the estimate without bound; the grid length is capped.
+  expect_usage_error(parse("0.999999999999"), "each value must be <= 0.99 (|log eps| -> 0 as eps -> 1");
+  expect_usage_error(parse("0.5:0.995:3"), "HI must be <= 0.99");
+  expect_usage_error(parse("1e-6:1e-1:10001"), "COUNT must be at most 10000, got 10001");
+  EXPECT_EQ(parse_eps_grid("0.99", "--eps"), std::vector<double>{0.99});
+  EXPECT_EQ(parse_eps_grid("1e-6:1e-1:10000", "--eps").size(), 10000u);
 }
 
 TEST(DoubleListTest, ParsesAndRejects) {

@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <sys/resource.h>
+
 #include <cmath>
+#include <fstream>
+#include <string>
 
 #include "twosed/data/npy.h"
 #include "twosed/error.h"
@@ -153,4 +157,35 @@ TEST(MeasureTest, BadInputsAreClearErrors) {
   o.thetas_file.clear();
   o.space = "local:" + write_inputs(torch::zeros({17}, torch::kFloat64), "bad_ckpt.npy") + ":0.1";
   EXPECT_THROW(run_measure(o), DataError);
+}
+
+// The pre-flight check and --plan use min(physical memory, limits): under an address-space
+// limit (ulimit -v) the plan names it, and a model that would fit the machine does not fit it.
+TEST(MeasureTest, PlanUsesTheAddressSpaceLimit) {
+  MeasureOptions o;
+  o.model = "mlp:784-25-10";
+  o.fisher.side = GramSide::Parameters;  // a 19885 x 19885 Fisher: about 6.3 GB
+  double mapped_pages = 0;
+  std::ifstream("/proc/self/statm") >> mapped_pages;
+  const double mapped = mapped_pages * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  struct rlimit old {};
+  ASSERT_EQ(::getrlimit(RLIMIT_AS, &old), 0);
+  struct rlimit limited = old;
+  limited.rlim_cur = static_cast<rlim_t>(mapped + 2e9);  // 2 GB more than is mapped now
+  if (old.rlim_cur != RLIM_INFINITY && limited.rlim_cur > old.rlim_cur) GTEST_SKIP() << "already limited";
+  ASSERT_EQ(::setrlimit(RLIMIT_AS, &limited), 0);
+  std::string plan, error;
+  try {
+    plan = plan_measure(o);
+    o.data = "synthetic:blobs:3:784:50";
+    o.num_inputs = 10;
+    o.num_param_samples = 2;
+    run_measure(o);
+  } catch (const UsageError& e) {
+    error = e.what();
+  }
+  ::setrlimit(RLIMIT_AS, &old);
+  EXPECT_NE(plan.find("left under the address-space limit (ulimit -v)"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("does NOT fit"), std::string::npos) << plan;
+  EXPECT_NE(error.find("left under the address-space limit"), std::string::npos) << error;
 }

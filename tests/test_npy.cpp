@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -22,6 +23,7 @@
 
 #include "stream_helpers.h"
 #include "twosed/data/npy.h"
+#include "twosed/data/write_file.h"
 #include "twosed/error.h"
 
 namespace {
@@ -291,7 +293,60 @@ TEST(NpyErrors, WriteShapeMismatchAndUnwritablePath) {
   expect_data_error([&] { twosed::write_npy(path, {2, 3}, {1, 2, 3}); }, {path, "holds 6 values but 3 were given"});
   expect_data_error([&] { twosed::write_npy(path, {-1}, {}); }, {path, "negative dimension"});
   const std::string bad = temp_path("no_such_dir/x.npy");
-  expect_data_error([&] { twosed::write_npy(bad, {1}, {1}); }, {bad, "cannot open file for writing"});
+  expect_data_error([&] { twosed::write_npy(bad, {1}, {1}); }, {bad, "cannot write array: No such file or directory"});
+}
+
+// write_file_atomically: every write error is reported, and a failed write leaves no partial
+// file (no temporary, the old contents intact).
+TEST(WriteFile, DeviceFullIsAnErrorNamingTheFile) {
+  expect_data_error([] { twosed::write_file_atomically("/dev/full", "some text", "output"); },
+                    {"/dev/full: cannot write output: No space left on device"});
+  expect_data_error([] { twosed::write_npy("/dev/full", {2}, {1, 2}); }, {"/dev/full", "No space left on device"});
+}
+
+// A file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) makes write() fail with EFBIG as a full disk
+// fails with ENOSPC: the stand-in for a full file system that a test can set up without mounting.
+TEST(WriteFile, WriteErrorKeepsTheOldFileAndRemovesTheTemporary) {
+  const std::string dir = temp_path("wf_dir");
+  ::mkdir(dir.c_str(), 0755);
+  const std::string path = dir + "/x.csv";
+  twosed::write_file_atomically(path, "old contents\n");
+  EXPECT_EQ(read_bytes(path), "old contents\n");
+  struct rlimit old {};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = 4096;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::string error;
+  try {
+    twosed::write_file_atomically(path, std::string(100000, 'x'), "output");
+  } catch (const twosed::DataError& e) {
+    error = e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_NE(error.find(path + ": cannot write output: File too large"), std::string::npos) << error;
+  EXPECT_EQ(read_bytes(path), "old contents\n");
+  int entries = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++entries;
+  EXPECT_EQ(entries, 1) << "a temporary file was left in " << dir;
+  twosed::write_file_atomically(path, "new\n");
+  EXPECT_EQ(read_bytes(path), "new\n");
+}
+
+TEST(WriteFile, CheckWritableBeforeTheRun) {
+  const std::string dir = temp_path("cw_dir");
+  ::mkdir(dir.c_str(), 0755);
+  EXPECT_NO_THROW(twosed::check_writable(dir + "/new.json", "output"));
+  EXPECT_NO_THROW(twosed::check_writable("/dev/full", "output"));  // fails only when written
+  expect_data_error([&] { twosed::check_writable(dir, "output"); }, {dir, "is a directory"});
+  expect_data_error([&] { twosed::write_file_atomically(dir, "x", "output"); }, {dir, "is a directory"});
+  expect_data_error([&] { twosed::check_writable(dir + "/missing/x.json", "output"); },
+                    {"missing/x.json: cannot write output: directory", "No such file or directory"});
+  const std::string file = dir + "/plain";
+  twosed::write_file_atomically(file, "x");
+  expect_data_error([&] { twosed::check_writable(file + "/x.json", "output"); }, {"is not a directory"});
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -694,5 +694,60 @@ TEST(ResultsStore, ConsistentAfterKillDuringWrites) {
   }
 }
 
+// Reading commands open the store read-only: no -wal/-shm files appear (a read-only directory
+// could not hold them), reads work, and a write fails as a DataError.
+TEST(ResultsStore, ReadOnlyCreatesNoWalAndRefusesWrites) {
+  TempDir dir;
+  const std::string path = dir.file("ro.db");
+  {
+    ResultsStore db(path);
+    db.create_run("measure", "m", R"({"k": 1})");
+  }
+  ASSERT_FALSE(std::filesystem::exists(path + "-wal"));
+  {
+    ResultsStore db(path, false, true);
+    EXPECT_EQ(db.runs().size(), 1u);
+    EXPECT_EQ(db.run(1).label, "m");
+    EXPECT_FALSE(std::filesystem::exists(path + "-wal"));
+    EXPECT_FALSE(std::filesystem::exists(path + "-shm"));
+    try {
+      db.create_run("measure", "n", "{}");
+      ADD_FAILURE() << "a write to a read-only store succeeded";
+    } catch (const DataError& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("readonly"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_FALSE(std::filesystem::exists(path + "-wal"));
+  EXPECT_FALSE(std::filesystem::exists(path + "-shm"));
+  EXPECT_THROW(ResultsStore(dir.file("missing.db"), true, true), DataError);  // read-only never creates
+  EXPECT_FALSE(std::filesystem::exists(dir.file("missing.db")));
+  // A name that needs URI escaping.
+  const std::string odd = dir.file("a?b#c%d.db");
+  { ResultsStore db(odd); }
+  ResultsStore ro(odd, false, true);
+  EXPECT_TRUE(ro.runs().empty());
+}
+
+// A config column damaged outside twosed is a DataError naming the run, not a JSON exception.
+TEST(ResultsStore, CorruptConfigRowIsDataError) {
+  TempDir dir;
+  const std::string path = dir.file("c.db");
+  ResultsStore db(path);
+  const int64_t id = db.create_run("measure", "m", R"({"k": 1})");
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(raw, "UPDATE runs SET config = '{\"k\": ' WHERE id = 1", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(raw);
+  try {
+    db.run(id);
+    ADD_FAILURE() << "a corrupt config was read";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find(path + ": run 1: column 'config' is not valid JSON"), std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace twosed

@@ -641,3 +641,60 @@ TEST(TrainTest, DISABLED_Speed) {
                 static_cast<long long>(r.steps), r.records.front().train_loss, r.final_record.train_loss);
   }
 }
+
+// The message of the DataError or OptionError f throws (empty if none).
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const DataError& e) {
+    return e.what();
+  } catch (const OptionError& e) {
+    return e.what();
+  }
+  return {};
+}
+
+TEST(TrainTest, CheckpointMetadataMustMatchTheModel) {
+  const std::string dir = make_temp_dir();
+  const Network tanh_net = make_net("mlp:4-8-3", Activation::Tanh);
+  const Network relu_net = make_net("mlp:4-8-3", Activation::ReLU);
+  std::vector<double> theta(static_cast<size_t>(tanh_net.num_params()), 0.25);
+  const std::string path = dir + "/ck.npy";
+  write_checkpoint(path, {"mlp:4-8-3", ModelOptions{Activation::Tanh, true}, Task::Classify, 0}, theta);
+  const std::string space = "local:" + path + ":0.01";
+  const ModelOptions relu{Activation::ReLU, true}, tanh{Activation::Tanh, true}, no_bias{Activation::Tanh, false};
+  EXPECT_NO_THROW(ParameterSpace::parse(space, tanh_net, tanh, Task::Classify));
+  EXPECT_EQ(error_of([&] { ParameterSpace::parse(space, relu_net, relu, Task::Classify); }),
+            path + ": a checkpoint of 'mlp:4-8-3' with activation tanh, but the model's activation is relu");
+  EXPECT_NE(error_of([&] {
+              ParameterSpace::parse(space, tanh_net, tanh, Task::Regress);
+            }).find("trained for task classify, but the task is regress"),
+            std::string::npos);
+  CheckpointInfo info;
+  ASSERT_TRUE(read_checkpoint_info(path, info));
+  EXPECT_NE(error_of([&] {
+              check_checkpoint_matches(path, info, tanh_net.spec(), no_bias, Task::Classify);
+            }).find("with biases, but the model has none"),
+            std::string::npos);
+  // The two-argument parse checks the spec only, as before.
+  EXPECT_NO_THROW(ParameterSpace::parse(space, relu_net));
+}
+
+TEST(TrainTest, ParameterValuesOutOfRangeAreRefused) {
+  const std::string dir = make_temp_dir();
+  const Network net = make_net("mlp:4-8-3");
+  std::vector<double> theta(static_cast<size_t>(net.num_params()), 0.5);
+  theta[7] = -1e200;
+  const std::string path = dir + "/big.npy";
+  write_npy(path, {net.num_params()}, theta);
+  EXPECT_NE(error_of([&] {
+              ParameterSpace::parse("local:" + path + ":0.1", net);
+            }).find(path + ": value -1e+200 at index 7 is out of range"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { ParameterSpace::parse("box:1e300", net); }).find("half-width A 1e300 is out of range"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { ParameterSpace::parse("local:" + path + ":1e151", net); }).find("radius R"),
+            std::string::npos);
+  EXPECT_NO_THROW(ParameterSpace::parse("box:1e150", net));
+}

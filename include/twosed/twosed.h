@@ -16,6 +16,7 @@
 #include "twosed/data/data.h"
 #include "twosed/data/npy.h"
 #include "twosed/data/training_data.h"
+#include "twosed/data/write_file.h"
 #include "twosed/error.h"
 #include "twosed/estimate/estimator.h"
 #include "twosed/estimate/generalization.h"

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "byte_source.h"
+#include "twosed/data/write_file.h"
 #include "twosed/error.h"
 
 namespace twosed {
@@ -433,11 +434,7 @@ void write_npy(const std::string& path, const std::vector<int64_t>& shape, const
     for (int b = 0; b < 8; ++b) out[data_start + i * 8 + b] = static_cast<char>((bits >> (8 * b)) & 0xff);
   }
 
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) throw DataError(fmt::format("{}: cannot open file for writing", path));
-  f.write(out.data(), static_cast<std::streamsize>(out.size()));
-  f.close();
-  if (!f) throw DataError(fmt::format("{}: write error", path));
+  write_file_atomically(path, out, "array");
 }
 
 }  // namespace twosed

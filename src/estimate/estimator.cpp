@@ -38,8 +38,21 @@ constexpr double kDefaultEpsLo = 1e-6;
 constexpr double kDefaultEpsHi = 1e-1;
 constexpr int64_t kDefaultEpsCount = 25;
 
-// An upper bound on COUNT in "LO:HI:COUNT", so that a typo cannot ask for terabytes.
-constexpr int64_t kMaxGridCount = 1000000;
+// An upper bound on the eps grid's length (COUNT in "LO:HI:COUNT" or a list): every point costs
+// a pass over all M x rank eigenvalues and B bootstrap resamples, so 10^6 points of a stored run
+// take hours without progress; 10^4 is far finer than any curve needs.
+constexpr int64_t kMaxGridCount = 10000;
+
+// The largest eps accepted. The estimate divides [LSE_j S_j - log M] by |log eps|, which -> 0 as
+// eps -> 1: at eps = 0.99 that amplifies the sum (and its Monte Carlo and rounding error) 100
+// times, and beyond it the value is dominated by that amplification (eps = 1 - 1e-12 gives
+// 1e13 for d = 27). 2sED is a small-eps quantity (the default grid ends at 0.1).
+constexpr double kMaxEps = 0.99;
+
+std::string eps_too_large(double eps) {
+  return fmt::format("must be <= {} (|log eps| -> 0 as eps -> 1, and the estimate divides by it), got {:.17g}", kMaxEps,
+                     eps);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Parsing
@@ -582,9 +595,14 @@ Points make_points(const EstimatorOptions& opts, double d, bool share = false) {
   }
   out.eps_grid = opts.eps.empty() ? default_eps_grid() : opts.eps;
   const auto& eps_grid = out.eps_grid;
-  for (double eps : eps_grid)
+  for (double eps : eps_grid) {
     if (!(eps > 0.0 && eps < 1.0))
       throw OptionError("EstimatorOptions.eps", fmt::format("must satisfy 0 < eps < 1, got {}", eps));
+    if (eps > kMaxEps) throw OptionError("EstimatorOptions.eps", eps_too_large(eps));
+  }
+  if (static_cast<int64_t>(eps_grid.size()) > kMaxGridCount)
+    throw OptionError("EstimatorOptions.eps",
+                      fmt::format("must hold at most {} values, got {}", kMaxGridCount, eps_grid.size()));
   for (double zeta : opts.zetas) {
     if (!(zeta >= 0.0 && zeta < 1.0)) {
       throw OptionError("EstimatorOptions.zetas", fmt::format("each zeta must satisfy 0 <= zeta < 1, got {}", zeta));
@@ -682,6 +700,7 @@ std::vector<double> parse_eps_grid(const std::string& text, const std::string& o
     if (lo > hi) {
       throw UsageError(fmt::format("{}: LO must not exceed HI, got LO = {} > HI = {}", where, lo, hi));
     }
+    if (hi > kMaxEps) throw UsageError(fmt::format("{}: HI {}", where, eps_too_large(hi)));
     if (count == 1 && lo != hi) {
       throw UsageError(fmt::format("{}: COUNT must be an integer >= 2 unless LO == HI, got 1", where));
     }
@@ -699,6 +718,7 @@ std::vector<double> parse_eps_grid(const std::string& text, const std::string& o
     if (!(v > 0.0 && v < 1.0)) {
       throw UsageError(fmt::format("{}: each value must be in (0,1), got {}", where, v));
     }
+    if (v > kMaxEps) throw UsageError(fmt::format("{}: each value {}", where, eps_too_large(v)));
     values.push_back(v);
   }
   return values;

@@ -211,6 +211,10 @@ SampleSpectrum MarkovSpectrum::merged() const {
 MarkovChainModel::MarkovChainModel(const Network& net, MarkovOptions opts) : net_(&net), opts_(std::move(opts)) {
   if (!(opts_.sigma > 0 && std::isfinite(opts_.sigma)))
     throw OptionError("MarkovOptions.sigma", fmt::format("must be a finite number > 0, got {}", opts_.sigma));
+  // The Fisher divides by sigma^2, which must be a normal float64 (sigma^2 >= ~2.2e-308).
+  if (opts_.sigma < 1e-150)
+    throw OptionError("MarkovOptions.sigma",
+                      fmt::format("must be >= 1e-150 (sigma^2 must be a normal float64), got {}", opts_.sigma));
   if (opts_.noise_draws < 1)
     throw OptionError("MarkovOptions.noise_draws", fmt::format("must be >= 1, got {}", opts_.noise_draws));
   const auto& spec = net.spec();

@@ -42,6 +42,16 @@ MeasureInputs checked_inputs(const Network& net, MeasureInputs in) {
   in.x = in.x.to(torch::kFloat64).contiguous().view(shape);
   if (const int64_t i = first_non_finite(in.x); i >= 0)
     throw DataError(fmt::format("{}: NaN or Inf at example {}, feature {}", what, i / features, i % features));
+  // The Fisher squares products of inputs and weights: |x| > 1e150 overflows float64 there.
+  constexpr double kMaxInput = 1e150;
+  const auto big = (in.x.abs() > kMaxInput).reshape({-1});
+  if (big.any().item<bool>()) {
+    const int64_t i = big.nonzero()[0][0].item<int64_t>();
+    throw DataError(
+        fmt::format("{}: value {} at example {}, feature {} is out of range: inputs must satisfy |x| <= {:g} "
+                    "(their squares overflow float64 in the Fisher)",
+                    what, in.x.reshape({-1})[i].item<double>(), i / features, i % features, kMaxInput));
+  }
   return in;
 }
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <new>
 
 #include "twosed/data/data.h"
 #include "twosed/data/npy.h"
@@ -46,7 +47,21 @@ MeasureInputs inputs_from_file(const MeasureOptions& opts, const ModelSpec& spec
 
 }  // namespace
 
+MeasureInputs load_inputs_unchecked(const MeasureOptions& opts, const ModelSpec& spec);
+
 MeasureInputs load_inputs(const MeasureOptions& opts, const ModelSpec& spec) {
+  // A data set larger than the memory left is the machine's limit, not a bug: say which stage.
+  try {
+    return load_inputs_unchecked(opts, spec);
+  } catch (const std::bad_alloc&) {
+    throw DataError(
+        fmt::format("out of memory while loading the data '{}' (an allocation failed; use a smaller data "
+                    "set or check the memory limits: ulimit -v, the cgroup's memory.max)",
+                    opts.inputs_file.empty() ? opts.data : opts.inputs_file));
+  }
+}
+
+MeasureInputs load_inputs_unchecked(const MeasureOptions& opts, const ModelSpec& spec) {
   if (!opts.inputs_file.empty()) return inputs_from_file(opts, spec);
   const std::string source = opts.data.empty() ? default_data_source(spec) : opts.data;
   auto ds = parse_data_spec(source);
@@ -83,17 +98,19 @@ MeasureInputs load_inputs(const MeasureOptions& opts, const ModelSpec& spec) {
 std::unique_ptr<ParameterSource> load_parameters(const MeasureOptions& opts, const Network& net) {
   const int64_t d = net.num_params();
   if (opts.thetas_file.empty())
-    return std::make_unique<DrawnParameters>(ParameterSpace::parse(opts.space, net), opts.seed, opts.num_param_samples);
+    return std::make_unique<DrawnParameters>(
+        ParameterSpace::parse(opts.space, net, opts.model_options, opts.fisher.task), opts.seed,
+        opts.num_param_samples);
   CheckpointInfo info;
-  if (read_checkpoint_info(opts.thetas_file, info) && (info.model != net.spec().text || info.num_params != d))
-    throw DataError(fmt::format("{}: a checkpoint of '{}' (d = {}), but the model is '{}' (d = {})", opts.thetas_file,
-                                info.model, info.num_params, net.spec().text, d));
+  if (read_checkpoint_info(opts.thetas_file, info))
+    check_checkpoint_matches(opts.thetas_file, info, net.spec(), opts.model_options, opts.fisher.task);
   auto arr = read_npy(opts.thetas_file);
   if (arr.shape.size() == 1 && arr.shape[0] == d) arr.shape = {1, d};
   if (arr.shape.size() != 2 || arr.shape[1] != d || arr.shape[0] < 1)
     throw DataError(fmt::format("{}: expected shape (M, {}) for model '{}' (d = {}), got ({})", opts.thetas_file, d,
                                 opts.model, d, fmt::join(arr.shape, ", ")));
   const int64_t m = arr.shape[0];
+  check_checkpoint_values(opts.thetas_file, arr.data);
   auto thetas = to_tensor(std::move(arr.data), {m, d});
   return std::make_unique<GivenParameters>(thetas, d, fmt::format("{} given samples from {}", m, opts.thetas_file),
                                            opts.thetas_file);

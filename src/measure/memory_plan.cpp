@@ -2,9 +2,13 @@
 #include "measure/memory_plan.h"
 
 #include <fmt/format.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <string>
 
 #include "linalg/linalg.h"
 #include "twosed/error.h"
@@ -43,9 +47,75 @@ MemoryEstimate estimate_memory(const ModelSpec& spec, int64_t n, int64_t rows_pe
   return m;
 }
 
+// The memory a measurement may use: the machine's, or less where the process is limited by its
+// address space (RLIMIT_AS, `ulimit -v`: what is already mapped counts against it) or by its
+// cgroup (v2 memory.max, v1 memory.limit_in_bytes). `what` names the limit that applies.
+struct MemoryLimit {
+  double bytes = 0;
+  std::string what;
+};
+
 double physical_memory_bytes() {
   const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
   return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+}
+
+// A number in a one-line file ("max" or a missing file: no limit, 0).
+double read_limit_file(const std::string& path) {
+  std::ifstream in(path);
+  std::string text;
+  if (!(in >> text) || text == "max") return 0;
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  return end && *end == '\0' && v > 0 ? v : 0;
+}
+
+// The process's cgroup paths from /proc/self/cgroup: "0::/path" (v2), "N:...memory...:/path" (v1).
+void cgroup_paths(std::string& v2, std::string& v1) {
+  std::ifstream in("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    if (line.compare(0, a, "0") == 0 && controllers.empty()) v2 = path;
+    if (controllers.find("memory") != std::string::npos) v1 = path;
+  }
+}
+
+double mapped_bytes() {
+  std::ifstream in("/proc/self/statm");
+  double pages = 0;
+  in >> pages;
+  const long page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? pages * static_cast<double>(page) : 0.0;
+}
+
+MemoryLimit memory_limit() {
+  MemoryLimit m{physical_memory_bytes(), ""};
+  m.what = fmt::format("this machine's {:.1f} GB of memory", m.bytes / 1e9);
+  auto consider = [&](double bytes, const std::string& what) {
+    if (bytes > 0 && (m.bytes <= 0 || bytes < m.bytes)) m = {bytes, what};
+  };
+  std::string v2, v1;
+  cgroup_paths(v2, v1);
+  for (const std::string& dir : {std::string("/sys/fs/cgroup") + v2, std::string("/sys/fs/cgroup")}) {
+    const double v = read_limit_file(dir + "/memory.max");
+    consider(v, fmt::format("the cgroup memory limit of {:.1f} GB ({}/memory.max)", v / 1e9, dir));
+  }
+  for (const std::string& dir : {"/sys/fs/cgroup/memory" + v1, std::string("/sys/fs/cgroup/memory")}) {
+    const double v = read_limit_file(dir + "/memory.limit_in_bytes");
+    consider(v, fmt::format("the cgroup memory limit of {:.1f} GB ({}/memory.limit_in_bytes)", v / 1e9, dir));
+  }
+  struct rlimit rl {};
+  if (::getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    const double limit = static_cast<double>(rl.rlim_cur);
+    const double left = std::max(0.0, limit - mapped_bytes());
+    consider(std::max(left, 1.0),
+             fmt::format("the {:.2f} GB left under the address-space limit (ulimit -v) of {:.2f} GB", left / 1e9,
+                         limit / 1e9));
+  }
+  return m;
 }
 
 MemoryEstimate estimate_memory(const ModelSpec& spec, int64_t n, const MeasureOptions& opts) {
@@ -82,24 +152,32 @@ MemoryEstimate estimate_markov_memory(const ModelSpec& spec, int64_t n, const Me
 
 void check_memory(const ModelSpec& spec, int64_t n, const MeasureOptions& opts, int threads) {
   const auto need = opts.markov ? estimate_markov_memory(spec, n, opts, threads) : estimate_memory(spec, n, opts);
-  const double have = physical_memory_bytes();
+  const MemoryLimit limit = memory_limit();
+  const double have = limit.bytes;
   if (opts.markov && have > 0 && need.total() > 0.9 * have)
     throw UsageError(fmt::format(
         "Markov model '{}' (d = {}) with N = {} inputs and M = {} samples needs about {:.1f} GB (parameters {:.1f} GB, "
-        "noise {:.1f} GB, largest layer {:.1f} GB, spectra {:.1f} GB), more than this machine's {:.1f} GB; use fewer "
-        "--inputs or --samples or a smaller model (see --plan)",
+        "noise {:.1f} GB, largest layer {:.1f} GB, spectra {:.1f} GB), more than {}; use fewer --inputs or --samples "
+        "or a smaller model (see --plan)",
         spec.text, spec.num_params(), n, opts.num_param_samples, need.total() / 1e9, need.theta / 1e9,
-        need.activations / 1e9, need.temporaries / 1e9, need.matrix / 1e9, have / 1e9));
+        need.activations / 1e9, need.temporaries / 1e9, need.matrix / 1e9, limit.what));
   if (have > 0 && need.total() > 0.9 * have)
     throw UsageError(fmt::format(
         "model '{}' (d = {}) with N = {} inputs needs about {:.1f} GB per parameter sample (parameters {:.1f} GB, "
-        "Fisher/Gram matrix {:.1f} GB, activations and temporaries {:.1f} GB), more than this machine's {:.1f} GB; "
-        "use fewer --inputs, a smaller model, or --fisher sampled (see --plan)",
+        "Fisher/Gram matrix {:.1f} GB, activations and temporaries {:.1f} GB), more than {}; use fewer --inputs, a "
+        "smaller model, or --fisher sampled (see --plan)",
         spec.text, spec.num_params(), n, need.total() / 1e9, need.theta / 1e9, need.matrix / 1e9,
-        (need.activations + need.temporaries) / 1e9, have / 1e9));
+        (need.activations + need.temporaries) / 1e9, limit.what));
 }
 
 namespace {
+// "  machine   ...: fits" with the limit that applies (physical memory, cgroup or ulimit -v).
+std::string machine_line(double need) {
+  const MemoryLimit limit = memory_limit();
+  return fmt::format("  machine   {}: {}\n", limit.what,
+                     limit.bytes <= 0 || need <= 0.9 * limit.bytes ? "fits" : "does NOT fit");
+}
+
 std::string plan_markov(const MeasureOptions& opts, const ModelSpec& spec, int threads) {
   const int64_t n = opts.num_inputs;
   std::vector<MarkovLayerPlan> plans;
@@ -125,8 +203,7 @@ std::string plan_markov(const MeasureOptions& opts, const ModelSpec& spec, int t
       "samples {:.3f} (at most)\n",
       need.total() / 1e9, need.theta / 1e9, need.activations / 1e9, need.temporaries / 1e9, opts.num_param_samples,
       need.matrix / 1e9);
-  out += fmt::format("  machine   {:.1f} GB of memory: {}\n", physical_memory_bytes() / 1e9,
-                     need.total() <= 0.9 * physical_memory_bytes() ? "fits" : "does NOT fit");
+  out += machine_line(need.total());
   return out;
 }
 }  // namespace
@@ -149,8 +226,7 @@ std::string plan_measure(const MeasureOptions& opts, const ExecutionContext& ctx
   out += fmt::format(
       "  memory    about {:.3f} GB: parameters {:.3f}, matrix {:.3f}, activations {:.3f}, temporaries {:.3f}\n",
       need.total() / 1e9, need.theta / 1e9, need.matrix / 1e9, need.activations / 1e9, need.temporaries / 1e9);
-  out += fmt::format("  machine   {:.1f} GB of memory: {}\n", physical_memory_bytes() / 1e9,
-                     need.total() <= 0.9 * physical_memory_bytes() ? "fits" : "does NOT fit");
+  out += machine_line(need.total());
   return out;
 }
 

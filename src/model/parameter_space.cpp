@@ -24,12 +24,28 @@ double parse_positive_double(const std::string& text, const std::string& what, c
   }
   if (pos != text.size() || !std::isfinite(v) || v <= 0)
     throw OptionError("MeasureOptions.space", fmt::format("{}: {} '{}' must be a positive number", whole, what, text));
+  if (v > kMaxParameterMagnitude)
+    throw OptionError(
+        "MeasureOptions.space",
+        fmt::format("{}: {} {} is out of range: it must be <= {:g} (larger parameters overflow float64 in "
+                    "the network's products and the Fisher)",
+                    whole, what, text, kMaxParameterMagnitude));
   return v;
 }
 
 }  // namespace
 
 ParameterSpace ParameterSpace::parse(const std::string& text, const Network& net) {
+  return parse(text, net, nullptr, nullptr);
+}
+
+ParameterSpace ParameterSpace::parse(const std::string& text, const Network& net, const ModelOptions& options,
+                                     Task task) {
+  return parse(text, net, &options, &task);
+}
+
+ParameterSpace ParameterSpace::parse(const std::string& text, const Network& net, const ModelOptions* options,
+                                     const Task* task) {
   ParameterSpace s;
   s.num_params_ = net.num_params();
   s.text_ = text.empty() ? "init" : text;
@@ -49,17 +65,20 @@ ParameterSpace ParameterSpace::parse(const std::string& text, const Network& net
     const double r = parse_positive_double(rest.substr(colon + 1), "radius R", text);
     // A checkpoint written by `twosed train` names its model: refuse another model's even when
     // the parameter counts happen to agree.
+    // With the model's options and task known, the sidecar must agree on those too.
     CheckpointInfo info;
-    if (read_checkpoint_info(path, info) && (info.model != net.spec().text || info.num_params != s.num_params_))
-      throw DataError(fmt::format("{}: a checkpoint of '{}' (d = {}), but the model is '{}' (d = {})", path, info.model,
-                                  info.num_params, net.spec().text, s.num_params_));
+    if (read_checkpoint_info(path, info)) {
+      if (options && task)
+        check_checkpoint_matches(path, info, net.spec(), *options, *task);
+      else
+        check_checkpoint_matches(path, info, net.spec(), info.model_options, info.task);
+    }
     const auto arr = read_npy(path);
     if (arr.numel() != s.num_params_ || arr.shape.size() > 2 || (arr.shape.size() == 2 && arr.shape[0] != 1))
       throw DataError(
           fmt::format("{}: checkpoint has shape ({}), expected a flat vector of d = {} values for this model", path,
                       fmt::join(arr.shape, ", "), s.num_params_));
-    for (double v : arr.data)
-      if (!std::isfinite(v)) throw DataError(fmt::format("{}: checkpoint holds NaN or Inf", path));
+    check_checkpoint_values(path, arr.data);
     s.center_ = arr.data;
     s.segments_.push_back({0, s.num_params_, r});
     s.description_ = fmt::format("local box {} +- {}", path, r);

@@ -51,16 +51,19 @@ std::string line_style(size_t i, bool points) {
   return cycle == 0 ? "lines lw 2" : fmt::format("lines lw 2 dt {}", 1 + cycle % 4);
 }
 
-// gnuplot interprets no escapes inside single quotes except '' for a quote, so any text is safe
-// there; a newline would end the command, so it is dropped.
+// gnuplot reads '' inside single quotes as one quote, but its scanner fails on two such pairs
+// in a row ('q''''2' is an error), so text with a quote goes in double quotes instead, where
+// only backslash escapes apply (\\ and \" here). Text without one keeps the plain single
+// quotes. A newline would end the command, so it is dropped.
 std::string quote(const std::string& s) {
-  std::string out = "'";
+  const bool double_quoted = s.find('\'') != std::string::npos;
+  std::string out = double_quoted ? "\"" : "'";
   for (char c : s) {
     if (c == '\n' || c == '\r') continue;
-    if (c == '\'') out += '\'';
+    if (double_quoted && (c == '"' || c == '\\')) out += '\\';
     out += c;
   }
-  return out + "'";
+  return out + (double_quoted ? "\"" : "'");
 }
 
 // Text is literal: "d_0.5" must not become a subscript in the enhanced-text terminals.

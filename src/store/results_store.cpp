@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -171,6 +172,7 @@ class Stmt {
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
 
+  const std::string& path() const { return path_; }
   Stmt& bind(int i, int64_t v) { return check(sqlite3_bind_int64(stmt_, i, v)); }
   Stmt& bind(int i, const std::string& v) {
     return check(sqlite3_bind_text64(stmt_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
@@ -276,6 +278,21 @@ RunInfo read_run_row(const Stmt& q) {
   r.message = q.text(11);
   r.num_samples = q.int64(12);
   r.num_records = q.int64(13);
+  // Readers parse these columns; a row damaged outside twosed is a data error naming the run,
+  // not a JSON exception deep inside a command.
+  auto check_json = [&](const std::string& column, const std::string& text, bool object) {
+    try {
+      const auto j = nlohmann::json::parse(text);
+      if (object && !j.is_object())
+        throw DataError(fmt::format("{}: run {}: column '{}' is not a JSON object (found {}); the database is corrupt",
+                                    q.path(), r.id, column, j.type_name()));
+    } catch (const nlohmann::json::exception& e) {
+      throw DataError(fmt::format("{}: run {}: column '{}' is not valid JSON ({}); the database is corrupt", q.path(),
+                                  r.id, column, e.what()));
+    }
+  };
+  check_json("config", r.config, true);
+  if (!r.result.empty()) check_json("result", r.result, false);
   return r;
 }
 
@@ -329,14 +346,34 @@ void close_db(sqlite3* db) {
 
 }  // namespace
 
-ResultsStore::ResultsStore(const std::string& path, bool create) : path_(path) {
+namespace {
+// A read-only connection as an SQLite URI. mode=ro never writes the database; immutable=1 also
+// needs no -wal/-shm files (a read-only directory cannot hold them, and a reader should not
+// leave them behind). Without a -wal file no writer has the database open and every commit is
+// in the main file; with one, a writer may be active (or crashed), so it is read through its WAL.
+std::string read_only_uri(const std::string& path) {
+  std::string uri = "file:";
+  for (unsigned char c : path) {
+    if (std::isalnum(c) || std::strchr("/-._~", c))
+      uri += static_cast<char>(c);
+    else
+      uri += fmt::format("%{:02X}", c);
+  }
+  struct stat st {};
+  return uri + (::stat((path + "-wal").c_str(), &st) == 0 ? "?mode=ro" : "?mode=ro&immutable=1");
+}
+}  // namespace
+
+ResultsStore::ResultsStore(const std::string& path, bool create, bool read_only) : path_(path) {
   if (path.empty()) throw UsageError("results database path is empty (expected a file name)");
+  if (read_only) create = false;
   struct stat st {};
   if (!create && ::stat(path.c_str(), &st) != 0 && errno == ENOENT)
     throw DataError(fmt::format("{}: no such results database", path));
 
-  const int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
-  const int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+  const int flags =
+      read_only ? SQLITE_OPEN_READONLY | SQLITE_OPEN_URI : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
+  const int rc = sqlite3_open_v2(read_only ? read_only_uri(path).c_str() : path.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {
     const std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
     close_db(db_);
@@ -385,7 +422,10 @@ ResultsStore::ResultsStore(const std::string& path, bool create) : path_(path) {
                                   path, version, kSchemaVersion));
     // WAL only after creation: journal_mode cannot change inside a transaction, and a crash
     // before the schema commit then leaves an empty file rather than a header without tables.
-    exec(db_, path_, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;");
+    if (read_only)
+      exec(db_, path_, "PRAGMA foreign_keys = ON;");
+    else
+      exec(db_, path_, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;");
   } catch (...) {
     close_db(db_);
     db_ = nullptr;

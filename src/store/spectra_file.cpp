@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
+
+#include <cerrno>
+
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -77,10 +81,10 @@ SpectraHeader parse_spectra_header(const std::string& json_text, const std::stri
 
 SpectraWriter::SpectraWriter(const std::string& path, const SpectraHeader& h) : path_(path) {
   file_ = std::fopen(path.c_str(), "w");
-  if (!file_) throw DataError(fmt::format("{}: cannot open for writing", path));
+  if (!file_) throw DataError(fmt::format("{}: cannot open for writing: {}", path, std::strerror(errno)));
   const auto line = spectra_header_json(h) + "\n";
   if (std::fputs(line.c_str(), file_) < 0 || std::fflush(file_) != 0)
-    throw DataError(fmt::format("{}: write failed", path));
+    throw DataError(fmt::format("{}: write failed: {}", path, std::strerror(errno)));
 }
 
 SpectraWriter::~SpectraWriter() {
@@ -112,7 +116,7 @@ SampleSpectrum parse_spectrum(const nlohmann::json& j, const std::string& path, 
 void SpectraWriter::append(int64_t j, const SampleSpectrum& s) {
   const std::string line = fmt::format("{{\"sample\": {}, {}}}\n", j, spectrum_fields(s));
   if (std::fputs(line.c_str(), file_) < 0 || std::fflush(file_) != 0)
-    throw DataError(fmt::format("{}: write failed", path_));
+    throw DataError(fmt::format("{}: write failed: {}", path_, std::strerror(errno)));
 }
 
 void SpectraWriter::append_layers(int64_t j, const std::vector<SampleSpectrum>& layers) {
@@ -120,12 +124,12 @@ void SpectraWriter::append_layers(int64_t j, const std::vector<SampleSpectrum>& 
   for (size_t l = 0; l < layers.size(); ++l) line += (l ? ", {" : "{") + spectrum_fields(layers[l]) + "}";
   line += "]}\n";
   if (std::fputs(line.c_str(), file_) < 0 || std::fflush(file_) != 0)
-    throw DataError(fmt::format("{}: write failed", path_));
+    throw DataError(fmt::format("{}: write failed: {}", path_, std::strerror(errno)));
 }
 
 SpectraFile read_spectra(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(fmt::format("{}: cannot open file", path));
+  if (!in) throw DataError(fmt::format("{}: cannot open file: {}", path, std::strerror(errno)));
   std::stringstream buf;
   buf << in.rdbuf();
   const std::string text = buf.str();

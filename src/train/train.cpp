@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include <sstream>
 
 #include "twosed/data/npy.h"
+#include "twosed/data/write_file.h"
 #include "twosed/error.h"
 #include "twosed/model/network.h"
 #include "twosed/model/parameter_space.h"
@@ -176,22 +178,6 @@ torch::nn::Sequential build_module(const Network& net, const torch::Tensor& thet
   return module;
 }
 
-void write_file_atomically(const std::string& path, const std::string& what,
-                           const std::function<void(const std::string&)>& write) {
-  const std::string tmp = path + ".tmp";
-  try {
-    write(tmp);
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    throw DataError(fmt::format("{}: cannot write {}: {}", path, what, std::strerror(err)));
-  }
-}
-
 }  // namespace
 
 void validate(const TrainOptions& o) {
@@ -314,15 +300,38 @@ void write_checkpoint(const std::string& path, const CheckpointInfo& info, const
   j["twosed_version"] = TWOSED_VERSION;
   const std::string text = j.dump(2) + "\n";
 
-  write_file_atomically(path, "checkpoint",
-                        [&](const std::string& tmp) { write_npy(tmp, {static_cast<int64_t>(theta.size())}, theta); });
-  const std::string sidecar = checkpoint_sidecar(path);
-  write_file_atomically(sidecar, "checkpoint sidecar", [&](const std::string& tmp) {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (out) out << text;
-    if (out) out.close();
-    if (!out) throw DataError(fmt::format("{}: cannot write checkpoint sidecar: {}", sidecar, std::strerror(errno)));
-  });
+  // The array first: a sidecar never describes a checkpoint that failed to be written.
+  write_npy(path, {static_cast<int64_t>(theta.size())}, theta);
+  write_file_atomically(checkpoint_sidecar(path), text, "checkpoint sidecar");
+}
+
+void check_checkpoint_matches(const std::string& path, const CheckpointInfo& info, const ModelSpec& spec,
+                              const ModelOptions& options, Task task) {
+  if (info.model != spec.text || info.num_params != spec.num_params())
+    throw DataError(fmt::format("{}: a checkpoint of '{}' (d = {}), but the model is '{}' (d = {})", path, info.model,
+                                info.num_params, spec.text, spec.num_params()));
+  // The activation option shapes mlp specs only; a cnn spec names its activations itself.
+  const bool mlp = spec.text.rfind("mlp:", 0) == 0;
+  if (mlp && info.model_options.activation != options.activation)
+    throw DataError(fmt::format("{}: a checkpoint of '{}' with activation {}, but the model's activation is {}", path,
+                                info.model, activation_name(info.model_options.activation),
+                                activation_name(options.activation)));
+  if (info.model_options.bias != options.bias)
+    throw DataError(fmt::format("{}: a checkpoint of '{}' {}, but the model has {}", path, info.model,
+                                info.model_options.bias ? "with biases" : "without biases (--no-bias)",
+                                options.bias ? "biases" : "none (--no-bias)"));
+  if (info.task != task)
+    throw DataError(fmt::format("{}: a checkpoint of '{}' trained for task {}, but the task is {}", path, info.model,
+                                task_name(info.task), task_name(task)));
+}
+
+void check_checkpoint_values(const std::string& path, const std::vector<double>& theta) {
+  for (size_t i = 0; i < theta.size(); ++i)
+    if (!std::isfinite(theta[i]) || std::abs(theta[i]) > kMaxParameterMagnitude)
+      throw DataError(fmt::format(
+          "{}: value {} at index {} is out of range: parameters must be finite with |theta| <= {:g} (larger ones "
+          "overflow float64 in the network's products and the Fisher)",
+          path, theta[i], i, kMaxParameterMagnitude));
 }
 
 bool read_checkpoint_info(const std::string& npy_path, CheckpointInfo& info) {

@@ -1,5 +1,6 @@
 // twosed: command-line front end. Parses options, calls the library, formats output.
-// Exit codes: 0 success, 1 data error (files, contents), 2 usage error (options, specs).
+// Exit codes: 0 success, 1 data error (files, contents, out of memory), 2 usage error (options,
+// specs), 3 an internal error: a bug in twosed.
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
@@ -12,6 +13,7 @@
 #include "commands.h"
 #include "mpi/ranks.h"
 #include "option_names.h"
+#include "reports.h"
 #include "twosed/error.h"
 #include "twosed/execution.h"
 
@@ -68,6 +70,13 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "twosed: error: %s\n", e.what());
     return 1;
   } catch (const std::exception& e) {
+    // An allocation failure that no stage named is still the machine's limit, not a bug.
+    try {
+      twosed::cli::rethrow_if_out_of_memory(e, "running twosed");
+    } catch (const twosed::DataError& oom) {
+      std::fprintf(stderr, "twosed: error: %s\n", oom.what());
+      return 1;
+    }
     // LibTorch reports multi-line errors; keep the first line.
     std::string msg = e.what();
     msg = msg.substr(0, msg.find('\n'));

@@ -17,6 +17,7 @@
 #include "commands.h"
 #include "mpi/ranks.h"
 #include "reports.h"
+#include "twosed/data/write_file.h"
 #include "twosed/error.h"
 #include "twosed/measure/measure.h"
 #include "twosed/store/runs.h"
@@ -46,7 +47,7 @@ struct MeasureParams {
   std::string ed_n;
   std::string n;
   int64_t bootstrap = 1000;
-  uint64_t seed = 0;
+  std::string seed = "0";  // checked as text: CLI11 wraps -1 into a uint64
   int threads = 0;
   int64_t memory_mb = 256;
   std::string format = "table";
@@ -85,7 +86,7 @@ Data sources: csv:PATH[:label=COL]  idx:DIR  idx:IMAGES,LABELS  synthetic:blobs:
               synthetic:teacher:SPEC[:N]
 Model specs:  mlp:IN-H1-...-K (with --act)   cnn:CxHxW-TOKEN-... with tokens cOkS[sT][pP] (conv),
               pS[sT] (max pool), aS[sT] (avg pool), fO (linear), relu, tanh, sigmoid, gelu, flatten
-Exit codes:   0 ok, 1 data error, 2 usage error)";
+Exit codes:   0 ok, 1 data error, 2 usage error, 3 a bug in twosed (please report it))";
 
 // Runs a library check and, if it throws, names the command-line option in the message.
 template <typename F>
@@ -141,6 +142,136 @@ class ProgressBar {
   bool enabled_;
   Clock::time_point start_;
 };
+
+// MeasureOptions from the parsed flags; every check that needs no file is done here.
+MeasureOptions build_options(const MeasureParams& p, bool sigma_given, bool breakdown_given) {
+  MeasureOptions o;
+  o.model = p.model;
+  o.model_options.activation = parse_activation(p.act, "--act");
+  o.model_options.bias = !p.no_bias;
+  o.fisher.task = pick<Task>("--task", p.task, {{"classify", Task::Classify}, {"regress", Task::Regress}});
+  o.fisher.out_noise = p.out_noise;
+  o.fisher.kind =
+      pick<FisherKind>("--fisher", p.fisher, {{"exact", FisherKind::Exact}, {"sampled", FisherKind::Sampled}});
+  o.fisher.side =
+      pick<GramSide>("--side", p.side,
+                     {{"auto", GramSide::Auto}, {"samples", GramSide::Samples}, {"parameters", GramSide::Parameters}});
+  if (p.memory_mb < 1 || p.memory_mb > (1 << 20))
+    throw UsageError(fmt::format("--memory-budget must be in [1, 1048576] MiB, got {}", p.memory_mb));
+  o.fisher.memory_budget = p.memory_mb << 20;
+  o.data = p.data;
+  o.inputs_file = p.inputs_file;
+  o.standardize = p.standardize;
+  o.num_inputs = p.inputs;
+  o.num_param_samples = p.samples;
+  o.space = p.space;
+  o.thetas_file = p.thetas;
+  o.spectra_out = p.spectra_out;
+  o.spectra_in = p.spectra_in;
+  o.estimator.eps = parse_eps_grid(p.eps, "--eps");
+  o.estimator.zetas = parse_double_list(p.zeta, "--zeta");
+  o.estimator.cover = pick<Cover>("--cover", p.cover, {{"box", Cover::Box}, {"ellipsoid", Cover::Ellipsoid}});
+  if (!p.ed_n.empty()) o.estimator.ed_n = parse_double_list(p.ed_n, "--ed-n");
+  if (!p.n.empty()) o.estimator.at_n = parse_double_list(p.n, "--n");
+  o.estimator.bootstrap = p.bootstrap;
+  // Check each estimator option alone, so that the error names its flag.
+  auto check = [&](const std::string& option, const std::string& value, auto set) {
+    EstimatorOptions only;
+    set(only);
+    with_option(option, value, [&] { validate_estimator_options(only); });
+  };
+  check("--zeta", p.zeta, [&](EstimatorOptions& e) { e.zetas = o.estimator.zetas; });
+  check("--ed-n", p.ed_n, [&](EstimatorOptions& e) { e.ed_n = o.estimator.ed_n; });
+  check("--n", p.n, [&](EstimatorOptions& e) { e.at_n = o.estimator.at_n; });
+  check("--bootstrap", std::to_string(p.bootstrap), [&](EstimatorOptions& e) { e.bootstrap = o.estimator.bootstrap; });
+  o.seed = parse_seed(p.seed, "--seed");
+  o.markov = p.markov;
+  o.sigma = p.sigma;
+  o.noise_draws = p.noise_draws;
+  o.noise_file = p.noise;
+  if (p.markov && !sigma_given) throw UsageError("--markov needs --sigma (the noise standard deviation, > 0)");
+  if (p.noise_draws < 1 || p.noise_draws > 1000000)
+    throw UsageError(fmt::format("--noise-draws must be in [1, 1000000], got {}", p.noise_draws));
+  if (breakdown_given && !(p.breakdown_eps > 0 && p.breakdown_eps < 1))
+    throw UsageError(fmt::format("--breakdown-eps must be in (0,1), got {}", p.breakdown_eps));
+  return o;
+}
+
+// Output files are checked before the computation, not found unwritable after it.
+void check_outputs(const MeasureParams& p) {
+  if (!p.out.empty()) check_writable(p.out, "output");
+  if (!p.spectra_out.empty()) check_writable(p.spectra_out, "spectra");
+  if (!p.plot.empty()) {
+    plot_extension(p.plot);
+    check_writable(p.plot, "figure");
+  }
+}
+
+// The table, JSON or CSV of a finished measurement, and the figure.
+void write_result(const MeasureParams& p, const std::string& format, const MeasureResult& result,
+                  const std::string& stored) {
+  const size_t breakdown = breakdown_index(
+      result.estimate.curves.empty() ? std::vector<double>{} : result.estimate.curves.front().eps, p.breakdown_eps);
+  if (format == "json") {
+    auto j = result_json(result);
+    if (result.estimate.num_param_samples < 2) null_standard_errors(j);
+    if (mpi::size() > 1) j["context"]["mpi"] = {{"ranks", mpi::size()}, {"threads", mpi::threads_reason()}};
+    j["resumed_samples"] = result.resumed_samples;
+    if (!stored.empty()) j["stored"] = stored;
+    write_output(j.dump(2) + "\n", p.out);
+  } else if (format == "csv") {
+    write_output(result.markov.enabled ? markov_csv(result) : to_csv(result), p.out);
+  } else {
+    write_output(to_table(result, breakdown) + (stored.empty() ? "" : "\n  stored as " + stored + "\n"), p.out);
+  }
+  if (!p.plot.empty()) in_stage("drawing the figure", [&] { write_plot(result, p.plot, breakdown); });
+}
+
+// Runs the measurement (recorded in the database unless --no-db or --spectra-in) and writes it.
+int run_measure_command(const MeasureParams& p, bool sigma_given, bool breakdown_given, bool resume_given) {
+  MeasureOptions o = build_options(p, sigma_given, breakdown_given);
+  const auto format = pick<std::string>("--format", p.format, {{"table", "table"}, {"json", "json"}, {"csv", "csv"}});
+  check_outputs(p);
+  // LibTorch's own default can be a single thread; use every core unless told otherwise.
+  ExecutionContext ctx;
+  ctx.threads = p.threads != 0 ? checked_threads(p.threads, "--threads") : mpi::default_threads();
+  ctx.executor = mpi::executor();  // null unless started by mpirun with P > 1 ranks
+  ScopedThreads threads(ctx);
+  ProgressBar bar(!p.quiet);
+  o.progress = [&bar](int64_t done, int64_t total) { bar.update(done, total); };
+  o.layer_progress = [&bar](int64_t sample, int64_t done, int64_t layers, int64_t total) {
+    bar.update_layer(sample, done, layers, total);
+  };
+  if (p.plan) {
+    write_output(plan_measure(o, ctx), p.out);
+    return 0;
+  }
+  MeasureResult result;
+  std::string stored;
+  if (p.no_db || !o.spectra_in.empty()) {
+    result = in_stage("measuring", [&] { return run_measure(o, ctx); });
+  } else {
+    ResultsStore store(p.db);
+    RecordOptions ropts;
+    ropts.resume = resume_given;
+    ropts.resume_run = p.resume;
+    auto rec = in_stage("measuring", [&] { return record_measure(store, o, ropts, ctx); });
+    result = std::move(rec.result);
+    stored = fmt::format("run {} in {}", rec.run, p.db);
+    if (result.resumed_samples > 0)
+      stored +=
+          fmt::format(" (resumed: {} of {} samples taken from the database, {} computed now)", result.resumed_samples,
+                      result.samples.size(), static_cast<int64_t>(result.samples.size()) - result.resumed_samples);
+    if (!p.quiet) std::fprintf(stderr, "twosed: recorded as %s\n", stored.c_str());
+  }
+  if (!p.quiet && !mpi::stats().empty()) std::fprintf(stderr, "twosed: MPI: %s\n", mpi::stats().c_str());
+  if (p.inputs_file.empty() && p.spectra_in.empty() && result.num_inputs < p.inputs)
+    std::fprintf(stderr, "twosed: warning: N = %lld requested, the data has %lld examples: using %lld\n",
+                 static_cast<long long>(p.inputs), static_cast<long long>(result.num_inputs),
+                 static_cast<long long>(result.num_inputs));
+  write_result(p, format, result, stored);
+  return 0;
+}
 
 }  // namespace
 
@@ -232,110 +363,7 @@ Runner add_measure_command(CLI::App& app) {
   thetas->excludes(samples)->excludes(space);
 
   return [p, sigma, breakdown, resume]() {
-    MeasureOptions o;
-    o.model = p->model;
-    o.model_options.activation = parse_activation(p->act, "--act");
-    o.model_options.bias = !p->no_bias;
-    o.fisher.task = pick<Task>("--task", p->task, {{"classify", Task::Classify}, {"regress", Task::Regress}});
-    o.fisher.out_noise = p->out_noise;
-    o.fisher.kind =
-        pick<FisherKind>("--fisher", p->fisher, {{"exact", FisherKind::Exact}, {"sampled", FisherKind::Sampled}});
-    o.fisher.side = pick<GramSide>(
-        "--side", p->side,
-        {{"auto", GramSide::Auto}, {"samples", GramSide::Samples}, {"parameters", GramSide::Parameters}});
-    if (p->memory_mb < 1 || p->memory_mb > (1 << 20))
-      throw UsageError(fmt::format("--memory-budget must be in [1, 1048576] MiB, got {}", p->memory_mb));
-    o.fisher.memory_budget = p->memory_mb << 20;
-    o.data = p->data;
-    o.inputs_file = p->inputs_file;
-    o.standardize = p->standardize;
-    o.num_inputs = p->inputs;
-    o.num_param_samples = p->samples;
-    o.space = p->space;
-    o.thetas_file = p->thetas;
-    o.spectra_out = p->spectra_out;
-    o.spectra_in = p->spectra_in;
-    o.estimator.eps = parse_eps_grid(p->eps, "--eps");
-    o.estimator.zetas = parse_double_list(p->zeta, "--zeta");
-    o.estimator.cover = pick<Cover>("--cover", p->cover, {{"box", Cover::Box}, {"ellipsoid", Cover::Ellipsoid}});
-    if (!p->ed_n.empty()) o.estimator.ed_n = parse_double_list(p->ed_n, "--ed-n");
-    if (!p->n.empty()) o.estimator.at_n = parse_double_list(p->n, "--n");
-    o.estimator.bootstrap = p->bootstrap;
-    // Check each estimator option alone, so that the error names its flag.
-    auto check = [&](const std::string& option, const std::string& value, auto set) {
-      EstimatorOptions only;
-      set(only);
-      with_option(option, value, [&] { validate_estimator_options(only); });
-    };
-    check("--zeta", p->zeta, [&](EstimatorOptions& e) { e.zetas = o.estimator.zetas; });
-    check("--ed-n", p->ed_n, [&](EstimatorOptions& e) { e.ed_n = o.estimator.ed_n; });
-    check("--n", p->n, [&](EstimatorOptions& e) { e.at_n = o.estimator.at_n; });
-    check("--bootstrap", std::to_string(p->bootstrap),
-          [&](EstimatorOptions& e) { e.bootstrap = o.estimator.bootstrap; });
-    o.seed = p->seed;
-    o.markov = p->markov;
-    o.sigma = p->sigma;
-    o.noise_draws = p->noise_draws;
-    o.noise_file = p->noise;
-    if (p->markov && sigma->count() == 0)
-      throw UsageError("--markov needs --sigma (the noise standard deviation, > 0)");
-    if (p->noise_draws < 1 || p->noise_draws > 1000000)
-      throw UsageError(fmt::format("--noise-draws must be in [1, 1000000], got {}", p->noise_draws));
-    if (breakdown->count() > 0 && !(p->breakdown_eps > 0 && p->breakdown_eps < 1))
-      throw UsageError(fmt::format("--breakdown-eps must be in (0,1), got {}", p->breakdown_eps));
-    if (!p->plot.empty()) plot_extension(p->plot);
-    const auto format =
-        pick<std::string>("--format", p->format, {{"table", "table"}, {"json", "json"}, {"csv", "csv"}});
-    // LibTorch's own default can be a single thread; use every core unless told otherwise.
-    ExecutionContext ctx;
-    ctx.threads = p->threads != 0 ? p->threads : mpi::default_threads();
-    ctx.executor = mpi::executor();  // null unless started by mpirun with P > 1 ranks
-    ScopedThreads threads(ctx);
-    ProgressBar bar(!p->quiet);
-    o.progress = [&bar](int64_t done, int64_t total) { bar.update(done, total); };
-    o.layer_progress = [&bar](int64_t sample, int64_t done, int64_t layers, int64_t total) {
-      bar.update_layer(sample, done, layers, total);
-    };
-
-    if (p->plan) {
-      write_output(plan_measure(o, ctx), p->out);
-      return 0;
-    }
-    // Record the run unless it only recomputes curves from a spectra file.
-    MeasureResult result;
-    std::string stored;
-    if (p->no_db || !o.spectra_in.empty()) {
-      result = run_measure(o, ctx);
-    } else {
-      ResultsStore store(p->db);
-      RecordOptions ropts;
-      ropts.resume = resume->count() > 0;
-      ropts.resume_run = p->resume;
-      auto rec = record_measure(store, o, ropts, ctx);
-      result = std::move(rec.result);
-      stored = fmt::format("run {} in {}", rec.run, p->db);
-      if (result.resumed_samples > 0)
-        stored +=
-            fmt::format(" (resumed: {} of {} samples taken from the database, {} computed now)", result.resumed_samples,
-                        result.samples.size(), static_cast<int64_t>(result.samples.size()) - result.resumed_samples);
-      if (!p->quiet) std::fprintf(stderr, "twosed: recorded as %s\n", stored.c_str());
-    }
-    if (!p->quiet && !mpi::stats().empty()) std::fprintf(stderr, "twosed: MPI: %s\n", mpi::stats().c_str());
-    const size_t breakdown = breakdown_index(
-        result.estimate.curves.empty() ? std::vector<double>{} : result.estimate.curves.front().eps, p->breakdown_eps);
-    if (format == "json") {
-      auto j = result_json(result);
-      if (mpi::size() > 1) j["context"]["mpi"] = {{"ranks", mpi::size()}, {"threads", mpi::threads_reason()}};
-      j["resumed_samples"] = result.resumed_samples;
-      if (!stored.empty()) j["stored"] = stored;
-      write_output(j.dump(2) + "\n", p->out);
-    } else if (format == "csv") {
-      write_output(result.markov.enabled ? markov_csv(result) : to_csv(result), p->out);
-    } else {
-      write_output(to_table(result, breakdown) + (stored.empty() ? "" : "\n  stored as " + stored + "\n"), p->out);
-    }
-    if (!p->plot.empty()) write_plot(result, p->plot, breakdown);
-    return 0;
+    return run_measure_command(*p, sigma->count() > 0, breakdown->count() > 0, resume->count() > 0);
   };
 }
 

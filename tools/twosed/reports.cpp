@@ -5,14 +5,22 @@
 
 #include <unistd.h>
 
+#include <c10/util/Exception.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
-#include <fstream>
+#include <new>
 #include <thread>
 
+#include "twosed/data/write_file.h"
 #include "twosed/error.h"
+#include "twosed/execution.h"
 #include "twosed/report/plot.h"
 
 namespace twosed::cli {
@@ -25,6 +33,21 @@ size_t breakdown_index(const std::vector<double>& eps, double wanted) {
     if (std::abs(std::log(eps[i] / wanted)) < std::abs(std::log(eps[best] / wanted))) best = i;
   return best;
 }
+
+namespace {
+// "value +- stderr"; with one parameter sample there is no standard error ("n/a").
+std::string pm(double value, double std_error, bool one_sample) {
+  return one_sample ? fmt::format("{:.3f} +- n/a", value) : fmt::format("{:.3f} +- {:.3f}", value, std_error);
+}
+constexpr const char* kOneSampleNote = "  (one sample: no standard error)\n";
+
+// eps with 4 significant digits, or 7 where 4 would round it to another grid value's text
+// (0.99951 must not print as 1.000e+00).
+std::string eps_text(double eps) {
+  const std::string short_text = fmt::format("{:.3e}", eps);
+  return std::abs(std::stod(short_text) - eps) <= 1e-6 * eps ? short_text : fmt::format("{:.6e}", eps);
+}
+}  // namespace
 
 std::string markov_csv(const MeasureResult& r) {
   std::string out = "kind,zeta,eps,n,layer,value,stderr\n";
@@ -55,6 +78,7 @@ std::string markov_table(const MeasureResult& r, size_t breakdown) {
   const auto& mk = r.markov;
   const double d = static_cast<double>(r.estimate.num_params);
   const double m = static_cast<double>(std::max<int64_t>(r.estimate.num_param_samples, 1));
+  const bool one = r.estimate.num_param_samples < 2;
   std::string out;
   out += fmt::format(
       "  noise   sigma = {:g} after every hidden layer, R = {} draw{} per input, H = {} values per row ({})\n",
@@ -94,9 +118,9 @@ std::string markov_table(const MeasureResult& r, size_t breakdown) {
     const auto& lo = mk.lower.curves[z];
     out += fmt::format("  zeta = {:g}\n  {:>10}  {:>24}  {:>24}  {:>10}\n", c.zeta, "eps", "lower", "chain", "gap");
     for (size_t e = 0; e < c.eps.size(); ++e)
-      out += fmt::format("  {:>10.3e}  {:>24}  {:>24}  {:>10.3f}\n", c.eps[e],
-                         fmt::format("{:.3f} +- {:.3f}", lo.value[e], lo.std_error[e]),
-                         fmt::format("{:.3f} +- {:.3f}", c.value[e], c.std_error[e]), c.value[e] - lo.value[e]);
+      out += fmt::format("  {:>10}  {:>24}  {:>24}  {:>10.3f}\n", eps_text(c.eps[e]),
+                         pm(lo.value[e], lo.std_error[e], one), pm(c.value[e], c.std_error[e], one),
+                         c.value[e] - lo.value[e]);
   }
   if (!r.estimate.curves.empty()) {
     const double eps = r.estimate.curves.front().eps[breakdown];
@@ -111,9 +135,8 @@ std::string markov_table(const MeasureResult& r, size_t breakdown) {
       for (size_t z = 0; z < r.estimate.curves.size(); ++z) {
         const double total = mk.lower.curves[z].value[breakdown] - r.estimate.curves[z].zeta * d;
         const double v = l.share.curves[z].value[breakdown];
-        out +=
-            fmt::format("  {:>30}", fmt::format("{:.3f} +- {:.3f} ({:.1f}%)", v, l.share.curves[z].std_error[breakdown],
-                                                total > 0 ? 100.0 * v / total : 0.0));
+        out += fmt::format("  {:>30}", fmt::format("{} ({:.1f}%)", pm(v, l.share.curves[z].std_error[breakdown], one),
+                                                   total > 0 ? 100.0 * v / total : 0.0));
       }
       out += "\n";
     }
@@ -122,15 +145,15 @@ std::string markov_table(const MeasureResult& r, size_t breakdown) {
     if (i == 0) out += "\n  at the scale of a training set of size n, eps_zeta(n) = (2 pi log n / n)^(1/(2(1-zeta)))\n";
     const auto& c = r.estimate.at_n[i];
     const auto& l = mk.lower.at_n[i];
-    out += fmt::format(
-        "    n = {:<10g} zeta = {:<5g} eps = {:.3e}   lower = {:.3f} +- {:.3f}   chain = {:.3f} +- {:.3f}\n", c.n,
-        c.zeta, c.eps, l.value, l.std_error, c.value, c.std_error);
+    out += fmt::format("    n = {:<10g} zeta = {:<5g} eps = {:.3e}   lower = {}   chain = {}\n", c.n, c.zeta, c.eps,
+                       pm(l.value, l.std_error, one), pm(c.value, c.std_error, one));
   }
   if (!r.estimate.ed.empty()) {
     out += "\n  effective dimension of Abbas et al. of the chain's Fisher (gamma = 1)\n";
     for (const auto& p : r.estimate.ed)
-      out += fmt::format("    n = {:<10g} ED = {:.3f} +- {:.3f}\n", p.n, p.value, p.std_error);
+      out += fmt::format("    n = {:<10g} ED = {}\n", p.n, pm(p.value, p.std_error, one));
   }
+  if (one) out += kOneSampleNote;
   out +=
       "\n  lower = zeta*d + mean_j sum_l log det-term(F_l) / |log eps| (Jensen: lower <= chain, spec section 4);\n"
       "  chain = the 2sED of the Markov chain model (log-mean-exp). Standard errors are bootstrap over the M\n"
@@ -205,6 +228,7 @@ std::string to_csv(const MeasureResult& r) {
 
 std::string to_table(const MeasureResult& r, size_t breakdown) {
   const auto& e = r.estimate;
+  const bool one = e.num_param_samples < 2;
   std::string out;
   out += r.markov.enabled ? "twosed measure: Markov chain model, lower 2sED (layer by layer) and chain 2sED\n"
                           : "twosed measure: two-scale effective dimension (2sED)\n";
@@ -242,21 +266,21 @@ std::string to_table(const MeasureResult& r, size_t breakdown) {
   out += "\n";
   const size_t rows = e.curves.empty() ? 0 : e.curves.front().eps.size();
   for (size_t i = 0; i < rows; ++i) {
-    out += fmt::format("  {:>10.3e}", e.curves.front().eps[i]);
-    for (const auto& c : e.curves)
-      out += fmt::format("  {:>24}", fmt::format("{:.3f} +- {:.3f}", c.value[i], c.std_error[i]));
+    out += fmt::format("  {:>10}", eps_text(e.curves.front().eps[i]));
+    for (const auto& c : e.curves) out += fmt::format("  {:>24}", pm(c.value[i], c.std_error[i], one));
     out += "\n";
   }
   if (!e.at_n.empty()) {
     out += "\n  at the scale of a training set of size n, eps_zeta(n) = (2 pi log n / n)^(1/(2(1-zeta)))\n";
     for (const auto& p : e.at_n)
-      out += fmt::format("    n = {:<10g} zeta = {:<5g} eps = {:.3e}   d = {:.3f} +- {:.3f}\n", p.n, p.zeta, p.eps,
-                         p.value, p.std_error);
+      out += fmt::format("    n = {:<10g} zeta = {:<5g} eps = {:.3e}   d = {}\n", p.n, p.zeta, p.eps,
+                         pm(p.value, p.std_error, one));
   }
   if (!e.ed.empty()) {
     out += "\n  effective dimension of Abbas et al. (gamma = 1)\n";
-    for (const auto& p : e.ed) out += fmt::format("    n = {:<10g} ED = {:.3f} +- {:.3f}\n", p.n, p.value, p.std_error);
+    for (const auto& p : e.ed) out += fmt::format("    n = {:<10g} ED = {}\n", p.n, pm(p.value, p.std_error, one));
   }
+  if (one) out += kOneSampleNote;
   out += fmt::format(
       "\n  As eps -> 0, d_zeta -> zeta*d + (1-zeta)*rank (d = {}; rank <= min(d, matrix size)).\n"
       "  Standard errors are bootstrap over the M samples; they cannot see the downward bias of\n"
@@ -277,13 +301,40 @@ std::string plot_extension(const std::string& path, const std::string& hint) {
 
 void write_output(const std::string& text, const std::string& path) {
   if (path.empty()) {
-    std::fwrite(text.data(), 1, text.size(), stdout);
+    // Checked too: `twosed ... > /dev/full` must not exit 0 having written nothing.
+    if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() || std::fflush(stdout) != 0)
+      throw DataError(fmt::format("standard output: cannot write output: {}", std::strerror(errno)));
     return;
   }
-  std::ofstream f(path);
-  if (!f) throw DataError(fmt::format("--out {}: cannot open for writing", path));
-  f << text;
-  if (!f) throw DataError(fmt::format("--out {}: write failed", path));
+  write_file_atomically(path, text, "output");
+}
+
+namespace {
+// LibTorch's CPU allocator throws c10::Error "DefaultCPUAllocator: can't allocate memory: you
+// tried to allocate N bytes. Error code 12 (...)"; the C++ runtime throws std::bad_alloc.
+bool is_out_of_memory(const std::exception& e, std::string& size) {
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return true;
+  if (!dynamic_cast<const c10::Error*>(&e)) return false;
+  const std::string msg = e.what();
+  if (msg.find("can't allocate memory") == std::string::npos && msg.find("DefaultCPUAllocator") == std::string::npos)
+    return false;
+  const std::string key = "tried to allocate ";
+  const size_t at = msg.find(key);
+  if (at != std::string::npos) {
+    const double bytes = std::strtod(msg.c_str() + at + key.size(), nullptr);
+    if (bytes > 0) size = fmt::format("{:.3g} GB requested", bytes / 1e9);
+  }
+  return true;
+}
+}  // namespace
+
+void rethrow_if_out_of_memory(const std::exception& e, const std::string& stage) {
+  std::string size;
+  if (!is_out_of_memory(e, size)) return;
+  throw DataError(
+      fmt::format("out of memory while {} ({}{}; use fewer --inputs or --samples, a smaller model, or "
+                  "check the memory limits: ulimit -v, the cgroup's memory.max, --plan)",
+                  stage, size, size.empty() ? "an allocation failed" : ""));
 }
 
 void write_training_plot(const std::vector<std::pair<std::string, std::vector<TrainingRecord>>>& runs,
@@ -361,6 +412,55 @@ std::string training_csv(const std::vector<TrainingRecord>& recs) {
     out += fmt::format("{},{},{},{},{},{},{:.6f}\n", r.epoch, r.step < 0 ? "" : std::to_string(r.step), v(r.train_loss),
                        v(r.train_accuracy), v(r.test_loss), v(r.test_accuracy), r.seconds);
   return out;
+}
+
+}  // namespace twosed::cli
+
+namespace twosed::cli {
+
+uint64_t parse_seed(const std::string& text, const std::string& option) {
+  // CLI11 reads "-1" and 2^64 into a uint64 as 2^64-1; the raw text is checked instead.
+  const std::string rule = fmt::format("{} must be an integer in [0, 2^64-1], got '{}'", option, text);
+  if (text.empty() || text.size() > 20 || text.find_first_not_of("0123456789") != std::string::npos)
+    throw UsageError(rule);
+  errno = 0;
+  const unsigned long long v = std::strtoull(text.c_str(), nullptr, 10);
+  if (errno == ERANGE) throw UsageError(rule);
+  return static_cast<uint64_t>(v);
+}
+
+int checked_threads(int requested, const std::string& option) {
+  const int cores = hardware_threads();
+  if (requested == 0) return cores;
+  // More threads than 4 per core only adds contention (the work is BLAS and per-sample loops):
+  // a value past that is a typo rather than a choice.
+  if (requested < 0) throw UsageError(fmt::format("{} must be >= 1 (or 0: every core), got {}", option, requested));
+  if (requested > 4 * cores)
+    throw UsageError(fmt::format("{} must be in [1, {}] (4 x the {} cores of this machine), got {}", option, 4 * cores,
+                                 cores, requested));
+  constexpr int kBlasMax = 64;  // OpenBLAS's build-time maximum (NUM_THREADS) on Debian
+  if (requested > kBlasMax)
+    std::fprintf(stderr, "twosed: warning: %s %d: using %d (OpenBLAS's maximum)\n", option.c_str(), requested,
+                 kBlasMax);
+  return std::min(requested, kBlasMax);
+}
+
+void null_standard_errors(nlohmann::json& j) {
+  if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      const std::string& key = it.key();
+      if (key == "stderr" || (key.size() > 7 && key.compare(key.size() - 7, 7, "_stderr") == 0)) {
+        if (it->is_array())
+          for (auto& v : *it) v = nullptr;
+        else
+          *it = nullptr;
+      } else {
+        null_standard_errors(*it);
+      }
+    }
+  } else if (j.is_array()) {
+    for (auto& v : j) null_standard_errors(v);
+  }
 }
 
 }  // namespace twosed::cli

@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <exception>
 #include <string>
 
 #include "twosed/measure/measure.h"
@@ -23,8 +24,35 @@ std::string to_table(const MeasureResult& r, size_t breakdown);
 /// followed by ` (hint)` when a hint is given.
 std::string plot_extension(const std::string& path, const std::string& hint = "");
 
-/// Writes text to `path`, or to stdout if it is empty. Throws DataError naming --out.
+/// Writes text to `path` (write_file_atomically: a temporary file renamed, every write checked),
+/// or to stdout if it is empty (checked too). Throws DataError naming the file.
 void write_output(const std::string& text, const std::string& path);
+
+/// If `e` is an allocation failure (std::bad_alloc, LibTorch's "can't allocate memory"), throws
+/// DataError "out of memory while STAGE (SIZE requested; ...)"; otherwise returns.
+void rethrow_if_out_of_memory(const std::exception& e, const std::string& stage);
+
+/// Runs f(); an allocation failure inside becomes the DataError of rethrow_if_out_of_memory.
+template <typename F>
+decltype(auto) in_stage(const std::string& stage, F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    rethrow_if_out_of_memory(e, stage);
+    throw;
+  }
+}
+
+/// A --seed value: the decimal text of an integer in [0, 2^64-1]; UsageError naming `option`.
+uint64_t parse_seed(const std::string& text, const std::string& option);
+
+/// The thread count for --threads `requested` (0: every core). UsageError outside [1, 4 x cores];
+/// above OpenBLAS's maximum of 64 it warns on stderr and uses 64.
+int checked_threads(int requested, const std::string& option);
+
+/// Replaces every "stderr" / "*_stderr" value (or array element) by null: with M = 1 sample
+/// there is no standard error, and 0 would claim an exact value.
+void null_standard_errors(nlohmann::json& j);
 
 /// The grid index of eps nearest (in log scale) to `wanted`, or the grid's middle if wanted <= 0.
 size_t breakdown_index(const std::vector<double>& eps, double wanted);

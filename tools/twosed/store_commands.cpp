@@ -67,7 +67,7 @@ Runner add_runs_command(CLI::App& app) {
       throw UsageError(fmt::format("--format {}: expected table or json", p->format));
     if (!p->kind.empty() && p->kind != "measure" && p->kind != "train" && p->kind != "study")
       throw UsageError(fmt::format("--kind {}: expected measure, train or study", p->kind));
-    ResultsStore store(p->db, /*create=*/false);
+    ResultsStore store(p->db, /*create=*/false, /*read_only=*/true);
     const auto runs = store.runs(p->kind);
     if (p->format == "json") {
       json arr = json::array();
@@ -127,7 +127,7 @@ Runner add_show_command(CLI::App& app) {
   return [p]() {
     if (p->format != "table" && p->format != "json" && p->format != "csv")
       throw UsageError(fmt::format("--format {}: expected table, json or csv", p->format));
-    ResultsStore store(p->db, false);
+    ResultsStore store(p->db, /*create=*/false, /*read_only=*/true);
     const auto info = store.run(p->run);
     if (info.kind == "measure") {
       const auto config = json::parse(info.config);
@@ -182,7 +182,7 @@ Runner add_export_command(CLI::App& app) {
   return [p]() {
     if (p->format != "json" && p->format != "csv" && p->format != "spectra")
       throw UsageError(fmt::format("--format {}: expected csv, json or spectra", p->format));
-    ResultsStore store(p->db, false);
+    ResultsStore store(p->db, /*create=*/false, /*read_only=*/true);
     const auto info = store.run(p->run);
     if (p->format == "spectra") {
       if (info.kind != "measure")
@@ -360,7 +360,7 @@ void bound_plot(const BoundParams& p, const BoundSource& src, const std::vector<
 
 int run_bound(const BoundParams& p) {
   const auto ns = check_bound_flags(p);
-  ResultsStore store(p.db, false);
+  ResultsStore store(p.db, /*create=*/false, /*read_only=*/true);
   const auto src = load_bound_source(store, p);
   const auto rows = bound_rows(p, src, ns);
   if (p.format == "json")

@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "reports.h"
 #include "twosed/data/npy.h"
+#include "twosed/data/write_file.h"
 #include "twosed/error.h"
 #include "twosed/execution.h"
 #include "twosed/measure/measure.h"
@@ -23,9 +24,8 @@ struct TrainParams {
   bool no_bias = false, standardize = false, log_steps = false, quiet = false, no_db = false;
   double test_fraction = 0.0, lr = 1e-3, momentum = 0.0, weight_decay = 0.0;
   int64_t train_size = 0, test_size = 0, batch = 64, epochs = 10;
-  uint64_t seed = 0;
   int threads = 0;
-  std::string checkpoint, db = kDefaultResultsDb, format = "table", out, plot, init;
+  std::string seed = "0", checkpoint, db = kDefaultResultsDb, format = "table", out, plot, init;
 };
 
 // The training configuration the flags ask for; `--init` read and checked against the model.
@@ -33,7 +33,8 @@ TrainConfig train_config_from(const TrainParams& p, const ModelSpec& spec, const
   TrainConfig cfg;
   cfg.model = p.model;
   cfg.model_options = options;
-  cfg.data = {p.data, p.test_data, p.test_fraction, p.train_size, p.test_size, p.standardize, task, p.seed};
+  const uint64_t seed = parse_seed(p.seed, "--seed");
+  cfg.data = {p.data, p.test_data, p.test_fraction, p.train_size, p.test_size, p.standardize, task, seed};
   auto& t = cfg.train;
   t.optimizer = p.optimizer;
   t.lr = p.lr;
@@ -41,7 +42,7 @@ TrainConfig train_config_from(const TrainParams& p, const ModelSpec& spec, const
   t.weight_decay = p.weight_decay;
   t.batch = p.batch;
   t.epochs = p.epochs;
-  t.seed = p.seed;
+  t.seed = seed;
   t.task = task;
   t.log_steps = p.log_steps;
   if (!p.init.empty()) {
@@ -50,8 +51,8 @@ TrainConfig train_config_from(const TrainParams& p, const ModelSpec& spec, const
       throw DataError(fmt::format("{}: {} values, but model '{}' has d = {} parameters", p.init, arr.data.size(),
                                   spec.text, spec.num_params()));
     CheckpointInfo ci;
-    if (read_checkpoint_info(p.init, ci) && ci.model != spec.text)
-      throw DataError(fmt::format("{}: a checkpoint of '{}', not of '{}'", p.init, ci.model, spec.text));
+    if (read_checkpoint_info(p.init, ci)) check_checkpoint_matches(p.init, ci, spec, options, task);
+    check_checkpoint_values(p.init, arr.data);
     t.initial_theta = std::move(arr.data);
   }
   return cfg;
@@ -100,7 +101,7 @@ int run_train(const TrainParams& p) {
   const Task task = p.task == "classify" ? Task::Classify : Task::Regress;
   const auto spec = parse_model_spec(p.model, options);
   auto cfg = train_config_from(p, spec, options, task);
-  ScopedThreads threads(p.threads != 0 ? p.threads : hardware_threads());
+  ScopedThreads threads(checked_threads(p.threads, "--threads"));
   const bool show = !p.quiet && ::isatty(2);
   cfg.train.on_record = [show](const TrainingRecord& r) {
     if (!show || r.step >= 0) return;
@@ -110,13 +111,19 @@ int run_train(const TrainParams& p) {
   // Fail on a bad checkpoint path before training, not after.
   if (!p.checkpoint.empty() && p.checkpoint.size() < 5)
     throw UsageError(fmt::format("--checkpoint {}: expected a file name ending in .npy", p.checkpoint));
+  if (!p.checkpoint.empty()) check_writable(p.checkpoint, "checkpoint");
+  if (!p.out.empty()) check_writable(p.out, "output");
+  if (!p.plot.empty()) {
+    plot_extension(p.plot);
+    check_writable(p.plot, "figure");
+  }
   RecordedTraining rec;
   std::string stored;
   if (p.no_db) {
-    rec = run_training(cfg);
+    rec = in_stage("training", [&] { return run_training(cfg); });
   } else {
     ResultsStore store(p.db);
-    rec = record_training(store, cfg, {});
+    rec = in_stage("training", [&] { return record_training(store, cfg, {}); });
     stored = fmt::format("run {} in {}", rec.run, p.db);
   }
   if (!p.checkpoint.empty())

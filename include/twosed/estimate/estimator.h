@@ -49,7 +49,7 @@ enum class Aggregate {
 
 /// Options of estimate_two_scale.
 struct EstimatorOptions {
-  std::vector<double> eps;            ///< covering radii, each in (0,1); empty: default_eps_grid()
+  std::vector<double> eps;            ///< covering radii, each in (0, 0.99], at most 10000; empty: default_eps_grid()
   std::vector<double> zetas = {0.0};  ///< scale mixes, each in [0,1)
   Cover cover = Cover::Box;
   Aggregate aggregate = Aggregate::LogMeanExp;
@@ -96,7 +96,8 @@ struct TwoScaleResult {
 std::vector<double> default_eps_grid();
 
 /// Parses "LO:HI:COUNT" (log-spaced, both ends included, COUNT >= 1; COUNT = 1 gives {LO}
-/// only if LO == HI) or a comma-separated list "0.1,0.01". Every value must be in (0,1).
+/// only if LO == HI, COUNT <= 10000) or a comma-separated list "0.1,0.01". Every value must be in
+/// (0, 0.99]: the estimate divides by |log eps|, which -> 0 as eps -> 1.
 /// Throws UsageError naming `option` (e.g. "--eps") and the offending value.
 std::vector<double> parse_eps_grid(const std::string& text, const std::string& option);
 

@@ -15,6 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "twosed/fisher/statistical_model.h"
+#include "twosed/model/model_spec.h"
+
 namespace twosed {
 
 class Network;
@@ -22,9 +25,12 @@ class Network;
 class ParameterSpace {
  public:
   /// Parses "init", "box:A" or "local:CKPT:R" for `net`. Throws OptionError
-  /// ("MeasureOptions.space") for a malformed string or a bad A/R, DataError for an unreadable checkpoint or one whose
-  /// length is not d.
+  /// ("MeasureOptions.space") for a malformed string or a bad A/R, DataError for an unreadable checkpoint, one whose
+  /// length is not d, or one with a value that is not finite or exceeds 1e150 in magnitude; A and R must be <= 1e150.
   static ParameterSpace parse(const std::string& text, const Network& net);
+  /// The same, and a checkpoint's sidecar must also agree with the model's options (activation,
+  /// bias) and the task (DataError naming what differs: check_checkpoint_matches in train.h).
+  static ParameterSpace parse(const std::string& text, const Network& net, const ModelOptions& options, Task task);
 
   int64_t num_params() const { return num_params_; }
   const std::string& description() const { return description_; }
@@ -45,6 +51,8 @@ class ParameterSpace {
     int64_t offset, length;
     double half_width;
   };
+  static ParameterSpace parse(const std::string& text, const Network& net, const ModelOptions* options,
+                              const Task* task);
   double half_width(int64_t i) const;
   int64_t num_params_ = 0;
   std::vector<Segment> segments_;  // cover [0, d) in order

@@ -72,7 +72,10 @@ class ResultsStore {
   /// reads (1); use a newer twosed" for a newer schema, or the SQLite error when it cannot be
   /// opened. With create = false a missing (or empty) file is a DataError too. A refused
   /// database is not modified. One object per thread: calls on one object must not overlap.
-  explicit ResultsStore(const std::string& path, bool create = true);
+  /// read_only: for reading commands; the file must exist, is opened with SQLite's mode=ro (and
+  /// immutable=1 unless a -wal file shows a writer), so a database in a read-only directory or
+  /// file can be read and no -wal/-shm file is created; every write method throws DataError.
+  explicit ResultsStore(const std::string& path, bool create = true, bool read_only = false);
   ~ResultsStore();
   ResultsStore(const ResultsStore&) = delete;
   ResultsStore& operator=(const ResultsStore&) = delete;

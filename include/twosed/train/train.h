@@ -106,4 +106,18 @@ void write_checkpoint(const std::string& path, const CheckpointInfo& info, const
 /// is optional on reading.
 bool read_checkpoint_info(const std::string& npy_path, CheckpointInfo& info);
 
+/// Throws DataError naming `path` and what differs when a checkpoint's sidecar does not
+/// describe this model: the spec or d, the activation (mlp specs), the biases, or the task
+/// ("ck.npy: a checkpoint of 'mlp:4-8-3' with activation tanh, but the model's activation is relu").
+void check_checkpoint_matches(const std::string& path, const CheckpointInfo& info, const ModelSpec& spec,
+                              const ModelOptions& options, Task task);
+
+/// The largest |theta_i| accepted from a checkpoint or --space box/local: beyond it the network's
+/// products and the Fisher's squares overflow float64.
+constexpr double kMaxParameterMagnitude = 1e150;
+
+/// Throws DataError "PATH: value V at index I is out of range: ..." for a NaN, Inf or
+/// |theta_i| > kMaxParameterMagnitude.
+void check_checkpoint_values(const std::string& path, const std::vector<double>& theta);
+
 }  // namespace twosed
