@@ -173,27 +173,7 @@ std::string describe_layers(const ModelSpec& spec, int64_t first, int64_t last) 
   std::vector<std::string> parts;
   for (int64_t l = first; l < last; ++l) {
     const auto& ls = spec.layers[static_cast<size_t>(l)];
-    switch (ls.kind) {
-      case LayerKind::Linear:
-        parts.push_back(fmt::format("linear {}->{}", ls.fan_in(), ls.out));
-        break;
-      case LayerKind::Conv2d:
-        parts.push_back(fmt::format("conv {}->{} k{}{}{}", ls.in_shape[0], ls.out, ls.kernel,
-                                    ls.stride != 1 ? fmt::format(" s{}", ls.stride) : "",
-                                    ls.padding != 0 ? fmt::format(" p{}", ls.padding) : ""));
-        break;
-      case LayerKind::Activation:
-        parts.push_back(activation_name(ls.activation));
-        break;
-      case LayerKind::MaxPool:
-      case LayerKind::AvgPool:
-        parts.push_back(fmt::format("{}pool {}{}", ls.kind == LayerKind::MaxPool ? "max" : "avg", ls.kernel,
-                                    ls.stride != ls.kernel ? fmt::format(" s{}", ls.stride) : ""));
-        break;
-      case LayerKind::Flatten:
-        parts.push_back("flatten");
-        break;
-    }
+    parts.push_back(layers::descriptor(ls.kind).describe(ls));
   }
   const auto& out = spec.layers[static_cast<size_t>(last - 1)].out_shape;
   if (out.size() > 1) parts.back() += fmt::format(" -> {}", fmt::join(out, "x"));
@@ -227,6 +207,16 @@ MarkovChainModel::MarkovChainModel(const Network& net, MarkovOptions opts) : net
     ml.first = starts[s];
     ml.last = s + 1 < starts.size() ? starts[s + 1] : static_cast<int64_t>(spec.layers.size());
     ml.hidden = s + 1 < starts.size();
+    // A hidden block splits into unit blocks only if what follows the parametric layer keeps
+    // every value in its channel (spec section 2).
+    for (int64_t l = ml.first + 1; ml.hidden && l < ml.last; ++l) {
+      const auto& t = spec.layers[static_cast<size_t>(l)];
+      if (!layers::descriptor(t.kind).channelwise())
+        throw UsageError(fmt::format(
+            "model '{}': layer {} '{}' does not act channel by channel, so the Markov chain model cannot split "
+            "the layer before it into unit blocks",
+            spec.text, l + 1, t.token));
+    }
     const auto& p = spec.layers[static_cast<size_t>(ml.first)];
     ml.params = p.num_params();
     ml.param_offset = net.param_offset(ml.first);
@@ -347,13 +337,14 @@ std::vector<MarkovLayerPlan> MarkovChainModel::plan(int64_t num_inputs, int thre
       continue;
     }
     // Positions of z (the parametric layer's output) and of the layer's output, per channel;
-    // average pooling multiplies the terms per output position.
-    const double q = static_cast<double>(p.out_shape.size() > 1 ? p.out_shape[1] * p.out_shape[2] : 1);
+    // some layers (average pooling) multiply the terms per output position.
+    const auto& type = layers::descriptor(p.kind);
+    const double q = static_cast<double>(type.positions_per_channel(p));
     double out_size = 1, terms = 1;
     for (int64_t v : spec.layers[static_cast<size_t>(ml.last - 1)].out_shape) out_size *= static_cast<double>(v);
     for (int64_t l = ml.first + 1; l < ml.last; ++l) {
       const auto& t = spec.layers[static_cast<size_t>(l)];
-      if (t.kind == LayerKind::AvgPool) terms *= static_cast<double>(t.kernel * t.kernel);
+      terms *= static_cast<double>(layers::descriptor(t.kind).map_terms(t));
     }
     const double positions = out_size / static_cast<double>(p.out);
     lp.blocks = p.out;
@@ -368,7 +359,7 @@ std::vector<MarkovLayerPlan> MarkovChainModel::plan(int64_t num_inputs, int thre
     const double x_rows = std::min(static_cast<double>(lp.block_rows) * dim * b,
                                    std::max(m * dim * b, static_cast<double>(opts_.fisher.memory_budget)));
     lp.bytes = acts + maps + design + threads * (2 * m * m * b + x_rows);
-    if (p.kind == LayerKind::Linear) lp.bytes += rows * rows * b;  // the shared Gram
+    if (type.shares_input_gram()) lp.bytes += rows * rows * b;  // the shared Gram
     out.push_back(lp);
   }
   return out;

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <limits>
 
+#include "model/layers/descriptor.h"
 #include "twosed/error.h"
 
 namespace twosed {
@@ -43,28 +44,8 @@ bool parse_positive(const std::string& s, int64_t& out) {
   return true;
 }
 
-// Reads digits at s[pos...]; returns false if there are none.
-bool read_number(const std::string& s, size_t& pos, int64_t& out) {
-  size_t start = pos;
-  while (pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos]))) ++pos;
-  if (pos == start || pos - start > 9) return false;
-  out = std::stoll(s.substr(start, pos - start));
-  return true;
-}
-
-int64_t prod(const std::vector<int64_t>& v) {
-  int64_t p = 1;
-  for (int64_t x : v) p *= x;
-  return p;
-}
-
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? "x" : "") + std::to_string(s[i]);
-  return out;
-}
-
-constexpr const char* kTokenHelp = "expected cOkS[sT][pP], pS[sT], aS[sT], fO, relu, tanh, sigmoid, gelu or flatten";
+using layers::prod;
+using layers::shape_str;
 
 class SpecParser {
  public:
@@ -84,7 +65,7 @@ class SpecParser {
     } else {
       fail(fmt::format("unknown model kind '{}' (expected mlp or cnn)", kind));
     }
-    if (spec.layers.empty() || spec.layers.back().kind != LayerKind::Linear)
+    if (spec.layers.empty() || !layers::descriptor(spec.layers.back().kind).ends_network())
       fail("the network must end with a linear layer (mlp: at least IN-K; cnn: a final fO token)");
     return spec;
   }
@@ -141,110 +122,46 @@ class SpecParser {
     for (size_t i = 1; i < tokens.size(); ++i) add(spec, parse_token(i, tokens[i]), shape, i);
   }
 
+  // A keyword token (relu, flatten, ...) or a parameterised one, by its head letter; each
+  // layer type reads its own (src/model/layers/descriptor.h).
   LayerSpec parse_token(size_t index, const std::string& tok) {
     LayerSpec l;
     l.token = tok;
     l.bias = opts_.bias;
-    if (tok == "relu" || tok == "tanh" || tok == "sigmoid" || tok == "gelu") {
-      l.kind = LayerKind::Activation;
-      l.activation = parse_activation(tok);
-      return l;
-    }
-    if (tok == "flatten") {
-      l.kind = LayerKind::Flatten;
-      return l;
-    }
-    if (tok.empty()) fail_token(index, tok, std::string("empty token (two '-' in a row?); ") + kTokenHelp);
-    size_t pos = 1;
-    const char head = tok[0];
-    auto bad = [&](const std::string& form) { fail_token(index, tok, "expected " + form); };
-    if (head == 'c') {
-      l.kind = LayerKind::Conv2d;
-      if (!read_number(tok, pos, l.out) || l.out < 1) bad("cOkS[sT][pP], e.g. c32k3");
-      if (pos >= tok.size() || tok[pos] != 'k') bad("cOkS[sT][pP], e.g. c32k3");
-      ++pos;
-      if (!read_number(tok, pos, l.kernel) || l.kernel < 1) bad("cOkS[sT][pP], e.g. c32k3");
-      read_suffixes(index, tok, pos, l, /*allow_padding=*/true, "cOkS[sT][pP]");
-    } else if (head == 'p' || head == 'a') {
-      l.kind = head == 'p' ? LayerKind::MaxPool : LayerKind::AvgPool;
-      const std::string form = std::string(1, head) + "S[sT], e.g. " + head + "2";
-      if (!read_number(tok, pos, l.kernel) || l.kernel < 1) bad(form);
-      l.stride = l.kernel;
-      read_suffixes(index, tok, pos, l, /*allow_padding=*/false, form);
-    } else if (head == 'f') {
-      l.kind = LayerKind::Linear;
-      if (!read_number(tok, pos, l.out) || l.out < 1 || pos != tok.size()) bad("fO, e.g. f10");
-    } else {
-      fail_token(index, tok, kTokenHelp);
+    const layers::LayerDescriptor* type = nullptr;
+    for (const auto* d : layers::descriptors())
+      for (const auto& k : d->keywords())
+        if (tok == k) type = d;
+    if (!type && tok.empty()) fail_token(index, tok, "empty token (two '-' in a row?); " + layers::token_help());
+    for (const auto* d : layers::descriptors())
+      if (!type && d->head() != 0 && d->head() == tok[0]) type = d;
+    if (!type) fail_token(index, tok, layers::token_help());
+    l.kind = type->kind();
+    try {
+      type->parse(tok, l);
+    } catch (const layers::TokenError& e) {
+      fail_token(index, tok, e.what());
     }
     return l;
   }
 
-  void read_suffixes(size_t index, const std::string& tok, size_t& pos, LayerSpec& l, bool allow_padding,
-                     const std::string& form) {
-    bool seen_s = false, seen_p = false;
-    while (pos < tok.size()) {
-      const char c = tok[pos++];
-      int64_t v;
-      if (c == 's' && !seen_s && read_number(tok, pos, v) && v >= 1) {
-        l.stride = v;
-        seen_s = true;
-      } else if (c == 'p' && allow_padding && !seen_p && read_number(tok, pos, v)) {
-        l.padding = v;
-        seen_p = true;
-      } else {
-        fail_token(index, tok, "expected " + form);
-      }
-    }
-  }
-
   // Resolves the layer's shapes from the running shape and appends it.
   void add(ModelSpec& spec, LayerSpec l, std::vector<int64_t>& shape, size_t index) {
+    const auto& type = layers::descriptor(l.kind);
     l.in_shape = shape;
-    auto need_image = [&]() {
-      if (shape.size() != 3)
-        fail_token(index, l.token,
-                   fmt::format("needs a CxHxW input, but the input here is flat ({})", shape_str(shape)));
-    };
-    auto window = [&](int64_t size, int64_t k, int64_t s, int64_t p) -> int64_t {
-      const int64_t span = size + 2 * p - k;
-      if (span < 0)
-        fail_token(index, l.token,
-                   fmt::format("kernel {} does not fit the {} input (padding {})", k, shape_str(shape), p));
-      return span / s + 1;
-    };
-    switch (l.kind) {
-      case LayerKind::Linear:
-        l.in_shape = {prod(shape)};
-        l.out_shape = {l.out};
-        break;
-      case LayerKind::Conv2d:
-        need_image();
-        if (l.padding >= l.kernel) fail_token(index, l.token, "padding must be smaller than the kernel");
-        l.out_shape = {l.out, window(shape[1], l.kernel, l.stride, l.padding),
-                       window(shape[2], l.kernel, l.stride, l.padding)};
-        break;
-      case LayerKind::MaxPool:
-      case LayerKind::AvgPool:
-        need_image();
-        l.out_shape = {shape[0], window(shape[1], l.kernel, l.stride, 0), window(shape[2], l.kernel, l.stride, 0)};
-        break;
-      case LayerKind::Flatten:
-        l.out_shape = {prod(shape)};
-        break;
-      case LayerKind::Activation:
-        l.out_shape = shape;
-        break;
+    try {
+      type.infer_shape(l);
+    } catch (const layers::TokenError& e) {
+      fail_token(index, l.token, e.what());
     }
     // Checked in 128 bits: typo-sized dimensions must give an error, not an overflow.
     __int128 elements = 1;
     for (int64_t v : l.out_shape) elements *= v;
     if (elements > kMaxElements) fail_token(index, l.token, "output larger than 1e10 values per example");
-    if (l.is_parametric()) {
-      __int128 fan = 1;
-      for (int64_t v : l.in_shape) fan *= v;
-      if (l.kind == LayerKind::Conv2d) fan = static_cast<__int128>(l.in_shape[0]) * l.kernel * l.kernel;
-      if (fan * l.out > kMaxElements) fail_token(index, l.token, "more than 1e10 parameters in one layer");
+    for (const auto& p : type.parameter_shapes(l)) {
+      __int128 count = 1;
+      for (int64_t v : p.shape) count *= v;
+      if (count > kMaxElements) fail_token(index, l.token, "more than 1e10 parameters in one layer");
     }
     shape = l.out_shape;
     spec.layers.push_back(l);
@@ -278,21 +195,23 @@ const char* activation_name(Activation a) {
   return "?";
 }
 
+bool LayerSpec::is_parametric() const {
+  return layers::descriptor(kind).parametric();
+}
+
 int64_t LayerSpec::fan_in() const {
-  if (kind == LayerKind::Linear) return prod(in_shape);
-  if (kind == LayerKind::Conv2d) return in_shape.at(0) * kernel * kernel;
-  return 0;
+  return layers::descriptor(kind).fan_in(*this);
 }
 
 int64_t LayerSpec::weight_count() const {
-  if (kind == LayerKind::Linear) return out * fan_in();
-  if (kind == LayerKind::Conv2d) return out * fan_in();
-  return 0;
+  const auto shapes = layers::descriptor(kind).parameter_shapes(*this);
+  return shapes.empty() ? 0 : shapes.front().numel();
 }
 
 int64_t LayerSpec::num_params() const {
-  if (!is_parametric()) return 0;
-  return weight_count() + (bias ? out : 0);
+  int64_t n = 0;
+  for (const auto& p : layers::descriptor(kind).parameter_shapes(*this)) n += p.numel();
+  return n;
 }
 
 int64_t ModelSpec::num_inputs() const {

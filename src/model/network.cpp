@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <cmath>
-
 #include "model/layers/layer.h"
 #include "twosed/error.h"
 
@@ -16,11 +14,11 @@ int64_t ParameterSlice::numel() const {
 }
 
 namespace {
-// A spec 'f' layer after an image flattens implicitly; the PyTorch module needs an explicit
-// nn::Flatten there, which takes a module index of its own.
+// A layer that reads its input flattened (a spec 'f' layer) after an image flattens implicitly;
+// the PyTorch module needs an explicit nn::Flatten there, which takes a module index of its own.
 bool needs_flatten(const ModelSpec& spec, size_t l) {
   const auto& prev = l == 0 ? spec.input_shape : spec.layers[l - 1].out_shape;
-  return spec.layers[l].kind == LayerKind::Linear && prev.size() != 1;
+  return layers::descriptor(spec.layers[l].kind).flattens_input() && prev.size() != 1;
 }
 }  // namespace
 
@@ -31,15 +29,15 @@ Network::Network(ModelSpec spec) : spec_(std::move(spec)) {
     layers_.push_back(layers::make_layer(ls));
     offsets_.push_back(offset);
     if (needs_flatten(spec_, l)) ++module_index;
-    if (ls.is_parametric()) {
-      const double bound = 1.0 / std::sqrt(static_cast<double>(ls.fan_in()));
-      std::vector<int64_t> wshape = {ls.out, ls.fan_in()};
-      if (ls.kind == LayerKind::Conv2d) wshape = {ls.out, ls.in_shape[0], ls.kernel, ls.kernel};
-      const auto prefix = std::to_string(module_index);
-      slices_.push_back({prefix + ".weight", offset, wshape, static_cast<int64_t>(l), bound});
-      if (ls.bias)
-        slices_.push_back({prefix + ".bias", offset + ls.weight_count(), {ls.out}, static_cast<int64_t>(l), bound});
-      offset += ls.num_params();
+    const auto& type = layers_.back()->descriptor();
+    if (type.parametric()) {
+      // The layer's tensors, as its descriptor lists them, in named_parameters() order.
+      const double bound = type.init_bound(ls);
+      const auto prefix = std::to_string(module_index) + ".";
+      for (const auto& p : type.parameter_shapes(ls)) {
+        slices_.push_back({prefix + p.name, offset, p.shape, static_cast<int64_t>(l), bound});
+        offset += p.numel();
+      }
     }
     // to_module() creates one submodule per spec layer, so indices match.
     ++module_index;
@@ -101,42 +99,8 @@ torch::nn::Sequential Network::to_module(const torch::Tensor& theta) const {
   namespace nn = torch::nn;
   nn::Sequential seq;
   for (size_t l = 0; l < spec_.layers.size(); ++l) {
-    const auto& ls = spec_.layers[l];
     if (needs_flatten(spec_, l)) seq->push_back(nn::Flatten());
-    switch (ls.kind) {
-      case LayerKind::Linear:
-        seq->push_back(nn::Linear(nn::LinearOptions(ls.fan_in(), ls.out).bias(ls.bias)));
-        break;
-      case LayerKind::Conv2d:
-        seq->push_back(nn::Conv2d(
-            nn::Conv2dOptions(ls.in_shape[0], ls.out, ls.kernel).stride(ls.stride).padding(ls.padding).bias(ls.bias)));
-        break;
-      case LayerKind::Activation:
-        switch (ls.activation) {
-          case Activation::ReLU:
-            seq->push_back(nn::ReLU());
-            break;
-          case Activation::Tanh:
-            seq->push_back(nn::Tanh());
-            break;
-          case Activation::Sigmoid:
-            seq->push_back(nn::Sigmoid());
-            break;
-          case Activation::GELU:
-            seq->push_back(nn::GELU());
-            break;
-        }
-        break;
-      case LayerKind::MaxPool:
-        seq->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(ls.kernel).stride(ls.stride)));
-        break;
-      case LayerKind::AvgPool:
-        seq->push_back(nn::AvgPool2d(nn::AvgPool2dOptions(ls.kernel).stride(ls.stride)));
-        break;
-      case LayerKind::Flatten:
-        seq->push_back(nn::Flatten());
-        break;
-    }
+    seq->push_back(layers_[l]->to_module());
   }
   seq->to(torch::kFloat64);
   torch::NoGradGuard no_grad;
@@ -145,6 +109,9 @@ torch::nn::Sequential Network::to_module(const torch::Tensor& theta) const {
     throw std::logic_error("to_module: parameter count mismatch");
   for (size_t i = 0; i < slices_.size(); ++i) {
     const auto& s = slices_[i];
+    if (named[i].key() != s.name)
+      throw std::logic_error(
+          fmt::format("to_module: parameter {} is '{}', the layer's descriptor says '{}'", i, named[i].key(), s.name));
     named[i].value().copy_(theta.narrow(0, s.offset, s.numel()).view(s.shape));
   }
   return seq;

@@ -27,7 +27,16 @@ enum class Activation { ReLU, Tanh, Sigmoid, GELU };
 Activation parse_activation(const std::string& name, const std::string& option = "ModelOptions.activation");
 const char* activation_name(Activation a);
 
-enum class LayerKind { Linear, Conv2d, Activation, MaxPool, AvgPool, Flatten };
+/// The layer registry: one X(Kind) per layer type, in the order the token help lists them. Each
+/// type describes and implements itself in one file, src/model/layers/<kind>.cpp (docs/design.md,
+/// "Adding a layer type"); this list makes its LayerKind and both registry tables.
+#define TWOSED_LAYER_KINDS(X) X(Conv2d) X(MaxPool) X(AvgPool) X(Linear) X(Activation) X(Flatten)
+
+enum class LayerKind {
+#define TWOSED_LAYER_KIND_ENUM(kind) kind,
+  TWOSED_LAYER_KINDS(TWOSED_LAYER_KIND_ENUM)
+#undef TWOSED_LAYER_KIND_ENUM
+};
 
 /// One operation of the network with its resolved shapes.
 struct LayerSpec {
@@ -42,10 +51,11 @@ struct LayerSpec {
   std::vector<int64_t> in_shape;             ///< shape of one example entering the layer
   std::vector<int64_t> out_shape;            ///< shape of one example leaving it
 
-  bool is_parametric() const { return kind == LayerKind::Linear || kind == LayerKind::Conv2d; }
+  // What the layer's type says about it (src/model/layers/descriptor.h).
+  bool is_parametric() const;
   int64_t fan_in() const;        ///< inputs of a Linear, C*k*k of a Conv2d (0 otherwise)
-  int64_t weight_count() const;  ///< number of weights (0 for non-parametric layers)
-  int64_t num_params() const;    ///< weights + biases
+  int64_t weight_count() const;  ///< elements of its first parameter tensor, the weight (0 if none)
+  int64_t num_params() const;    ///< elements of all its parameter tensors: weights + biases
 };
 
 /// Options that apply to the whole spec.

@@ -3,10 +3,71 @@
 // gradients, a block of output channels at a time to bound memory (spec section 7): for
 // example i and channel o, dW_o = sum_p b_{o,p} * patch_p(x_i), a batched matrix product of the
 // backpropagated map with the unfolded input.
+// Two parts, one per library (src/model/layers/descriptor.h): the descriptor, compiled into
+// twosed_core (TWOSED_LAYER_DESCRIPTOR_PART), and the implementation, compiled into twosed.
+#include "model/layers/descriptor.h"
+
+#ifdef TWOSED_LAYER_DESCRIPTOR_PART
+#include <fmt/format.h>
+
+namespace twosed::layers {
+namespace {
+
+// cOkS[sT][pP]: O filters of size SxS, stride T (default 1), zero padding P < S (default 0).
+class Conv2dDescriptor final : public LayerDescriptor {
+ public:
+  LayerKind kind() const override { return LayerKind::Conv2d; }
+  char head() const override { return 'c'; }
+  std::string form() const override { return "cOkS[sT][pP]"; }
+  void parse(const std::string& tok, LayerSpec& l) const override {
+    size_t pos = 1;
+    const TokenError bad("expected cOkS[sT][pP], e.g. c32k3");
+    if (!read_number(tok, pos, l.out) || l.out < 1) throw bad;
+    if (pos >= tok.size() || tok[pos] != 'k') throw bad;
+    ++pos;
+    if (!read_number(tok, pos, l.kernel) || l.kernel < 1) throw bad;
+    read_stride_padding(tok, pos, l, /*allow_padding=*/true, form());
+  }
+  std::vector<std::string> examples() const override { return {"c3k3s2p1", "c2k2", "c1k6"}; }
+
+  void infer_shape(LayerSpec& l) const override {
+    require_image(l);
+    if (l.padding >= l.kernel) throw TokenError("padding must be smaller than the kernel");
+    const int64_t ho = window(l, l.in_shape[1], l.kernel, l.stride, l.padding);
+    const int64_t wo = window(l, l.in_shape[2], l.kernel, l.stride, l.padding);
+    l.out_shape = {l.out, ho, wo};
+  }
+
+  bool parametric() const override { return true; }
+  std::vector<ParameterShape> parameter_shapes(const LayerSpec& l) const override {
+    std::vector<ParameterShape> p{{"weight", {l.out, l.in_shape.at(0), l.kernel, l.kernel}}};
+    if (l.bias) p.push_back({"bias", {l.out}});
+    return p;
+  }
+  int64_t fan_in(const LayerSpec& l) const override { return l.in_shape.at(0) * l.kernel * l.kernel; }
+
+  std::string describe(const LayerSpec& l) const override {
+    return fmt::format("conv {}->{} k{}{}{}", l.in_shape[0], l.out, l.kernel,
+                       l.stride != 1 ? fmt::format(" s{}", l.stride) : "",
+                       l.padding != 0 ? fmt::format(" p{}", l.padding) : "");
+  }
+};
+
+}  // namespace
+
+template <>
+const LayerDescriptor& kind_descriptor<LayerKind::Conv2d>() {
+  static const Conv2dDescriptor d;
+  return d;
+}
+
+}  // namespace twosed::layers
+
+#else  // the implementation part (twosed)
+#include <algorithm>
+
 #include "linalg/linalg.h"
 #include "model/layers/layer.h"
-
-#include <algorithm>
 
 namespace twosed::layers {
 namespace {
@@ -26,6 +87,13 @@ class Conv2d final : public Layer {
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& p) const override {
     return torch::conv2d(x, weight(p), bias(p), spec_.stride, spec_.padding);
+  }
+
+  torch::nn::AnyModule to_module() const override {
+    return torch::nn::AnyModule(torch::nn::Conv2d(torch::nn::Conv2dOptions(spec_.in_shape[0], spec_.out, spec_.kernel)
+                                                      .stride(spec_.stride)
+                                                      .padding(spec_.padding)
+                                                      .bias(spec_.bias)));
   }
 
   torch::Tensor backward_input(const torch::Tensor& g_out, const torch::Tensor& x, const torch::Tensor&,
@@ -89,8 +157,11 @@ class Conv2d final : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_conv2d(const LayerSpec& spec) {
+template <>
+std::unique_ptr<Layer> implement_kind<LayerKind::Conv2d>(const LayerSpec& spec) {
   return std::make_unique<Conv2d>(spec);
 }
 
 }  // namespace twosed::layers
+
+#endif  // TWOSED_LAYER_DESCRIPTOR_PART

@@ -1,6 +1,7 @@
 // Internal: one network operation, with its forward pass and its exact Jacobians.
 //
-// Everything the Fisher code needs from a layer lives here, once per layer type (spec section 7):
+// Everything the Fisher code needs from a layer lives here, once per layer type (spec section 7),
+// beside the type's torch-free LayerDescriptor in src/model/layers/<kind>.cpp (descriptor.h):
 // the forward pass, the vector-Jacobian product with respect to the layer's input (to carry
 // backpropagated rows down the network), and, for parametric layers, per-example parameter
 // gradients and their Gram matrix. The standard model, the dense oracle and the benchmarks all
@@ -14,6 +15,7 @@
 
 #include <memory>
 
+#include "model/layers/descriptor.h"
 #include "twosed/model/model_spec.h"
 
 namespace twosed::layers {
@@ -36,6 +38,8 @@ class Layer {
   virtual ~Layer() = default;
 
   const LayerSpec& spec() const { return spec_; }
+  /// What its type says about it without LibTorch: shapes, parameter shapes, description.
+  const LayerDescriptor& descriptor() const { return layers::descriptor(spec_.kind); }
 
   /// y = layer(x) at parameters `params` (this layer's slice of theta; empty if non-parametric).
   virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& params) const = 0;
@@ -67,18 +71,27 @@ class Layer {
   /// of this layer's output from `in`, the map of its input `x` (forward output `y`).
   virtual ChannelMap map_channels(const ChannelMap& in, const torch::Tensor& x, const torch::Tensor& y) const;
 
+  /// The equivalent LibTorch module (float32, freshly initialised; Network::to_module() copies
+  /// theta into it). A layer whose descriptor flattens_input() gets its nn::Flatten from there.
+  virtual torch::nn::AnyModule to_module() const = 0;
+
   int64_t num_params() const { return spec_.num_params(); }
 
  protected:
   LayerSpec spec_;
 };
 
+/// The implementation of spec's layer type (the registry table, layer.cpp).
 std::unique_ptr<Layer> make_layer(const LayerSpec& spec);
 
-// Constructors of each layer type (one source file each).
-std::unique_ptr<Layer> make_linear(const LayerSpec& spec);
-std::unique_ptr<Layer> make_conv2d(const LayerSpec& spec);
-std::unique_ptr<Layer> make_nonparametric(const LayerSpec& spec);
+/// Defined once per layer type, in src/model/layers/<kind>.cpp.
+template <LayerKind K>
+std::unique_ptr<Layer> implement_kind(const LayerSpec& spec);
+#define TWOSED_DECLARE_IMPLEMENTATION(kind) \
+  template <>                               \
+  std::unique_ptr<Layer> implement_kind<LayerKind::kind>(const LayerSpec& spec);
+TWOSED_LAYER_KINDS(TWOSED_DECLARE_IMPLEMENTATION)
+#undef TWOSED_DECLARE_IMPLEMENTATION
 
 /// (N, R, rest...) -> (N*R, rest...) and back: rows of backpropagated quantities.
 inline torch::Tensor merge_rows(const torch::Tensor& g) {

@@ -1,6 +1,60 @@
 // Linear layer y = W x + b (x flattened first), with the Kronecker Gram of spec section 7:
 // the per-example gradient of row (i,c) is b_ic (x) [x_i; 1], so
 // <g_ic, g_jc'> = <b_ic, b_jc'> * (<x_i, x_j> + 1).
+// Two parts, one per library (src/model/layers/descriptor.h): the descriptor, compiled into
+// twosed_core (TWOSED_LAYER_DESCRIPTOR_PART), and the implementation, compiled into twosed.
+#include "model/layers/descriptor.h"
+
+#ifdef TWOSED_LAYER_DESCRIPTOR_PART
+#include <fmt/format.h>
+
+namespace twosed::layers {
+namespace {
+
+// fO: a Linear layer with O outputs; it flattens a CxHxW input first. mlp specs make Linear
+// layers from their sizes directly (model_spec.cpp).
+class LinearDescriptor final : public LayerDescriptor {
+ public:
+  LayerKind kind() const override { return LayerKind::Linear; }
+  char head() const override { return 'f'; }
+  std::string form() const override { return "fO"; }
+  void parse(const std::string& tok, LayerSpec& l) const override {
+    size_t pos = 1;
+    if (!read_number(tok, pos, l.out) || l.out < 1 || pos != tok.size()) throw TokenError("expected fO, e.g. f10");
+  }
+  std::vector<std::string> examples() const override { return {"f4", "f1"}; }
+
+  void infer_shape(LayerSpec& l) const override {
+    l.in_shape = {prod(l.in_shape)};
+    l.out_shape = {l.out};
+  }
+  bool flattens_input() const override { return true; }
+  bool ends_network() const override { return true; }
+
+  bool parametric() const override { return true; }
+  std::vector<ParameterShape> parameter_shapes(const LayerSpec& l) const override {
+    std::vector<ParameterShape> p{{"weight", {l.out, fan_in(l)}}};
+    if (l.bias) p.push_back({"bias", {l.out}});
+    return p;
+  }
+  int64_t fan_in(const LayerSpec& l) const override { return prod(l.in_shape); }
+
+  std::string describe(const LayerSpec& l) const override { return fmt::format("linear {}->{}", fan_in(l), l.out); }
+
+  bool shares_input_gram() const override { return true; }
+};
+
+}  // namespace
+
+template <>
+const LayerDescriptor& kind_descriptor<LayerKind::Linear>() {
+  static const LinearDescriptor d;
+  return d;
+}
+
+}  // namespace twosed::layers
+
+#else  // the implementation part (twosed)
 #include "linalg/linalg.h"
 #include "model/layers/layer.h"
 
@@ -20,6 +74,12 @@ class Linear final : public Layer {
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& p) const override {
     return torch::nn::functional::linear(x.flatten(1), weight(p), bias(p));
+  }
+
+  // Network::to_module() puts the nn::Flatten before it (LayerDescriptor::flattens_input).
+  torch::nn::AnyModule to_module() const override {
+    return torch::nn::AnyModule(
+        torch::nn::Linear(torch::nn::LinearOptions(spec_.fan_in(), spec_.out).bias(spec_.bias)));
   }
 
   torch::Tensor backward_input(const torch::Tensor& g_out, const torch::Tensor& x, const torch::Tensor&,
@@ -76,8 +136,11 @@ class Linear final : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_linear(const LayerSpec& spec) {
+template <>
+std::unique_ptr<Layer> implement_kind<LayerKind::Linear>(const LayerSpec& spec) {
   return std::make_unique<Linear>(spec);
 }
 
 }  // namespace twosed::layers
+
+#endif  // TWOSED_LAYER_DESCRIPTOR_PART
