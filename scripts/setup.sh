@@ -19,6 +19,8 @@ PACKAGES=(
   gnuplot-nox           # --plot figures (PNG, SVG) without a display
   libsqlite3-dev        # the results store (--db)
   sqlite3               # inspecting a results store by hand; the CLI tests use it
+  python3-torch         # writing TorchScript models and their reference Fisher spectra (tests)
+  python3-torchvision   # TorchScript models of standard architectures
 )
 
 missing=()
