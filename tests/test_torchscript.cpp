@@ -283,7 +283,7 @@ TEST(TorchScript, MeasureOptionsRefusals) {
             std::string::npos);
   o.markov = false;
   const auto prepared = prepare_measurement(o);  // the data's features give the (flat) input shape
-  EXPECT_EQ(prepared.network, nullptr);
+  EXPECT_TRUE(prepared.network == nullptr);
   EXPECT_EQ(prepared.model->header().num_params, 66);
   EXPECT_EQ(prepared.model->header().num_outputs, 3);
   const auto r = run_measure(o);

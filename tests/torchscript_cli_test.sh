@@ -21,7 +21,7 @@ fi
 RUN=(measure -q --no-db --samples 3 --bootstrap 50)
 # A measurement: flat inputs from the data; a CxHxW one from --input-shape or an .npy's shape.
 expect 0 "zeta = 0\.5" "${RUN[@]}" --model "$M/mlp_scripted.pt" --data synthetic:blobs:3:5 --inputs 10
-expect 0 '"num_params": 66' "${RUN[@]}" --model "$M/mlp_traced.pt" --data synthetic:blobs:3:5 --inputs 10 \
+expect 0 '"d": 66' "${RUN[@]}" --model "$M/mlp_traced.pt" --data synthetic:blobs:3:5 --inputs 10 \
   --format json --jacobian autograd
 expect 0 "zeta = 0\.5" "${RUN[@]}" --model "$M/resnet_traced.pt" --data synthetic:blobs:3:16 --inputs 6 \
   --input-shape 1x4x4

@@ -2,6 +2,7 @@
 // autograd rows at a given theta (include/twosed/model/torchscript.h).
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
