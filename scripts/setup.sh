@@ -21,6 +21,8 @@ PACKAGES=(
   sqlite3               # inspecting a results store by hand; the CLI tests use it
   libopenmpi-dev        # MPI: `mpirun -np P twosed measure` spreads samples over ranks (optional)
   openmpi-bin           # mpirun, for the MPI test
+  python3-torch         # writing TorchScript models and their reference Fisher spectra (tests)
+  python3-torchvision   # TorchScript models of standard architectures
 )
 
 missing=()

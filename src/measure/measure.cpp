@@ -12,6 +12,7 @@
 #include "measure/memory_plan.h"
 #include "twosed/error.h"
 #include "twosed/measure/engine.h"
+#include "twosed/model/torchscript.h"
 #include "twosed/store/spectra_file.h"
 
 namespace twosed {
@@ -89,6 +90,7 @@ std::string default_data_source(const ModelSpec& spec) {
 
 PreparedMeasurement prepare_measurement(const MeasureOptions& opts, const MeasureInputs* given_inputs) {
   validate(opts);
+  if (is_torchscript_path(opts.model)) return prepare_torchscript_measurement(opts, given_inputs);
   PreparedMeasurement out;
   out.network = std::make_unique<Network>(parse_model_spec(opts.model, opts.model_options));
   const Network& net = *out.network;
@@ -127,7 +129,7 @@ MeasureResult run_measure(const MeasureOptions& opts, const ExecutionContext& ct
   run.completed = opts.completed;
   run.execution.executor = ctx.executor;
   auto result = measure(*prepared.model, *prepared.thetas, opts.estimator, opts.seed, run);
-  result.spec = prepared.network->spec();
+  if (prepared.network) result.spec = prepared.network->spec();  // a TorchScript model has none
   result.activation = activation_name(opts.model_options.activation);
   result.seconds_total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;

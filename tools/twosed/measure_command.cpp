@@ -20,6 +20,7 @@
 #include "twosed/data/write_file.h"
 #include "twosed/error.h"
 #include "twosed/measure/measure.h"
+#include "twosed/model/torchscript.h"
 #include "twosed/store/runs.h"
 
 namespace twosed::cli {
@@ -28,6 +29,8 @@ namespace {
 // Every option of `twosed measure` with its default; kDefaults also feeds the help text.
 struct MeasureParams {
   std::string model = "mlp:784-64-10";
+  std::string input_shape;
+  std::string jacobian = "auto";
   std::string act = "relu";
   bool no_bias = false;
   std::string task = "classify";
@@ -147,6 +150,14 @@ class ProgressBar {
 MeasureOptions build_options(const MeasureParams& p, bool sigma_given, bool breakdown_given) {
   MeasureOptions o;
   o.model = p.model;
+  o.input_shape = p.input_shape;
+  o.jacobian = p.jacobian;
+  // The store and --plan read model specs; a TorchScript file is not one (yet).
+  if (is_torchscript_path(o.model) && p.plan)
+    throw UsageError(fmt::format("--model {}: --plan is not implemented yet for TorchScript models", o.model));
+  if (is_torchscript_path(o.model) && !p.no_db && p.spectra_in.empty())
+    throw UsageError(fmt::format(
+        "--model {}: recording TorchScript runs in the results database is not implemented yet; add --no-db", o.model));
   o.model_options.activation = parse_activation(p.act, "--act");
   o.model_options.bias = !p.no_bias;
   o.fisher.task = pick<Task>("--task", p.task, {{"classify", Task::Classify}, {"regress", Task::Regress}});
@@ -281,7 +292,13 @@ Runner add_measure_command(CLI::App& app) {
   cmd->footer(kExamples);
   auto def = [](auto v) { return fmt::format("(default: {})", v); };
   auto* model =
-      cmd->add_option("--model", p->model, "Model spec, mlp:IN-H1-...-K or cnn:CxHxW-... " + def(kDefaults.model));
+      cmd->add_option("--model", p->model,
+                      "Model spec, mlp:IN-H1-...-K or cnn:CxHxW-..., or a TorchScript file (.pt; it runs its code: "
+                      "load only files you trust) " +
+                          def(kDefaults.model));
+  cmd->add_option("--input-shape", p->input_shape,
+                  "TorchScript model: one example's shape, CxHxW or F (default: the data's)");
+  cmd->add_option("--jacobian", p->jacobian, "TorchScript model: auto | autograd " + def(kDefaults.jacobian));
   cmd->add_option("--act", p->act, "Activation between mlp layers: relu|tanh|sigmoid|gelu " + def(kDefaults.act));
   cmd->add_flag("--no-bias", p->no_bias, "Layers without bias (as in Abbas et al.)");
   cmd->add_option("--task", p->task, "Output model: classify (softmax) | regress (Gaussian) " + def(kDefaults.task));

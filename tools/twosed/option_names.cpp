@@ -40,6 +40,8 @@ const std::vector<std::pair<std::string, std::string>>& table() {
       {"BoundOptions.delta", "--delta"},
       // Measurements (measure; flags in measure_command.cpp).
       {"MeasureOptions.model", "--model"},
+      {"MeasureOptions.input_shape", "--input-shape"},
+      {"MeasureOptions.jacobian", "--jacobian"},
       {"MeasureOptions.data", "--data"},
       {"MeasureOptions.inputs_file", "--inputs-file"},
       {"MeasureOptions.standardize", "--standardize"},

@@ -251,7 +251,7 @@ MeasureResult measure(const StatisticalModel& model, const ParameterSource& thet
 /// model on the inputs (loaded from the options' data source, or `inputs` when given: an MPI
 /// worker gets them from rank 0), the parameter source.
 struct PreparedMeasurement {
-  std::unique_ptr<Network> network;
+  std::unique_ptr<Network> network;  ///< null for a TorchScript model (its model owns the network)
   std::unique_ptr<StatisticalModel> model;
   std::unique_ptr<ParameterSource> thetas;
 };

@@ -52,7 +52,9 @@ struct SampleRecord {
 };
 
 struct MeasureOptions {
-  std::string model;                ///< model spec (model_spec.h); required
+  std::string model;                ///< model spec (model_spec.h) or a TorchScript file (torchscript.h); required
+  std::string input_shape;          ///< TorchScript model: one example's shape, "CxHxW" or "F" (empty: the data's)
+  std::string jacobian = "auto";    ///< TorchScript model: auto | autograd (structured: not implemented yet)
   ModelOptions model_options;       ///< --act, --no-bias
   std::string data;                 ///< data source (data.h); ignored when inputs_file is set
   std::string inputs_file;          ///< .npy of inputs (N x features or N x C x H x W): all rows, in order

@@ -1,0 +1,144 @@
+// Models from TorchScript files (docs/math.md section 9): `torch.jit.script(m).save(...)` or
+// `torch.jit.trace(m, x).save(...)`, measured as the standard model S with exact per-example
+// autograd Jacobians.
+//
+// Loading a TorchScript file runs code stored in it: load only files you trust.
+//
+// theta is one float64 vector in the file's named_parameters() order; d counts every parameter.
+// The module is converted to float64 on load. Refused (DataError naming the file): not a
+// TorchScript archive, a corrupt or truncated one, a module (or submodule, or a traced
+// batch_norm/dropout node) in training mode, no parameters, an output that is not (N, k).
+//
+// Example:
+//   auto net = std::make_shared<TorchScriptNetwork>("net.pt");
+//   TorchScriptModel model(net, {torch::randn({50, 1, 28, 28}, torch::kFloat64), "x"}, FisherOptions{});
+//   ImportedParameters thetas(*net, "init", /*seed=*/0, /*samples=*/20);
+//   MeasureResult r = measure(model, thetas, EstimatorOptions{}, 0);
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "twosed/fisher/fisher.h"
+#include "twosed/measure/engine.h"
+
+namespace twosed {
+
+/// One named parameter of a TorchScript module and where it sits in theta.
+struct ImportedParameter {
+  std::string name;         ///< as in named_parameters(), e.g. "conv1.weight"
+  std::string module_type;  ///< the owning submodule's class, e.g. "Conv2d" (mangling stripped)
+  int64_t offset = 0;
+  std::vector<int64_t> shape;
+  int64_t numel() const;
+};
+
+/// A loaded TorchScript module in float64 with its parameters as one theta. Forward passes
+/// of one network are serialised (the module's parameters are shared state), so a
+/// ParallelExecutor gains nothing on it.
+class TorchScriptNetwork {
+ public:
+  /// Loads and checks `path` (see the file comment). Throws DataError naming the file.
+  explicit TorchScriptNetwork(const std::string& path);
+  ~TorchScriptNetwork();
+  TorchScriptNetwork(const TorchScriptNetwork&) = delete;
+  TorchScriptNetwork& operator=(const TorchScriptNetwork&) = delete;
+
+  const std::string& path() const;
+  int64_t num_params() const;
+  const std::vector<ImportedParameter>& parameters() const;
+  /// The weights stored in the file, float64 (d).
+  torch::Tensor file_theta() const;
+
+  /// f(x; theta), (N, k), without gradients. Throws DataError naming x's shape if the graph
+  /// refuses it, or if the output is not an (N, k) tensor.
+  torch::Tensor forward(const torch::Tensor& theta, const torch::Tensor& x) const;
+
+  /// The rows g_ic = d(Q_ic . f(x_i))/d theta for examples [i0, i0 + q.size(0)) of x, written
+  /// to out (q.size(0) * R, d): one forward and R backward passes per example. q (n, R, k).
+  void jacobian_rows(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& q, int64_t i0,
+                     torch::Tensor& out) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// True for a --model value that names a TorchScript file: ends in .pt or .pth, or is an
+/// existing regular file.
+bool is_torchscript_path(const std::string& model);
+
+/// The spectrum of F_N(theta) of the standard model on a TorchScript network, in float64:
+/// K = (1/N) G G^T (samples side) or F = (1/N) G^T G (parameters side, GramSide::Auto picks
+/// the smaller), G the N R x d autograd rows, never held whole: rows are made in blocks of
+/// whole examples within half the memory budget each. On the samples side block a is paired
+/// with every block b <= a, and block b is recomputed for each pair: with B blocks that is
+/// B (B + 1) / 2 block computations (B = 1, no recomputation, when G fits in half the budget).
+/// The parameters side needs each block once.
+FisherSpectrum torchscript_fisher_spectrum(const TorchScriptNetwork& net, const torch::Tensor& theta,
+                                           const torch::Tensor& x, const FisherOptions& opts, uint64_t rng_index = 0);
+
+/// The standard model S on a TorchScript network (exact autograd Jacobians).
+class TorchScriptModel : public StatisticalModel {
+ public:
+  /// Inputs are converted to float64 and reshaped to (N, input_shape...) when `input_shape` is
+  /// given (else used as they are); one forward pass checks that the graph takes them and
+  /// returns (N, k). Throws DataError (shape, non-finite values) or OptionError (output model).
+  TorchScriptModel(std::shared_ptr<const TorchScriptNetwork> net, MeasureInputs inputs, FisherOptions fisher,
+                   std::vector<int64_t> input_shape = {});
+  SpectraHeader header() const override;
+  ResultSources sources() const override;
+  SampleRecord sample(int64_t j, const torch::Tensor& theta,
+                      const std::function<void(int64_t, int64_t)>& after_layer) const override;
+  const FisherOptions& fisher() const override { return fisher_; }
+  int64_t num_outputs() const { return num_outputs_; }
+  const TorchScriptNetwork& network() const { return *net_; }
+
+ private:
+  std::shared_ptr<const TorchScriptNetwork> net_;
+  MeasureInputs inputs_;
+  FisherOptions fisher_;
+  int64_t num_outputs_ = 0;
+};
+
+/// Parameter spaces of an imported model (docs/math.md section 9), drawn as ParameterSpace
+/// does: theta^(j) from Rng(seed, Parameters, j), d uniforms in parameter order, coordinate i
+/// = lower_i + (upper_i - lower_i) u_i; a point coordinate still uses up its uniform.
+///   init     Linear, Conv2d: weight and bias in +-1/sqrt(fan_in); BatchNorm*, LayerNorm:
+///            weight 1, bias 0 (points); any other parametric module is refused, named
+///   box:A    every coordinate in [-A, A]
+///   local:R  the file's weights +- R
+class ImportedParameters : public ParameterSource {
+ public:
+  /// Throws OptionError ("MeasureOptions.space") for a malformed space or a module type init has
+  /// no rule for; OptionError ("MeasureOptions.num_param_samples") for samples outside
+  /// [1, kMaxParamSamples].
+  ImportedParameters(const TorchScriptNetwork& net, const std::string& space, uint64_t seed, int64_t samples);
+  int64_t count() const override { return samples_; }
+  int64_t num_params() const override { return static_cast<int64_t>(lower_.size()); }
+  void fill(int64_t j, double* out) const override;
+  std::string description() const override { return description_; }
+  double lower(int64_t i) const { return lower_[static_cast<size_t>(i)]; }
+  double upper(int64_t i) const { return upper_[static_cast<size_t>(i)]; }
+
+ private:
+  std::vector<double> lower_, upper_;
+  uint64_t seed_;
+  int64_t samples_;
+  std::string description_;
+};
+
+/// prepare_measurement() for a TorchScript --model: the inputs (opts.input_shape, else the
+/// data's shape: an .npy's trailing dimensions, a data source's features flat), the model, the
+/// parameter source (thetas_file or the space). Throws UsageError for the Markov chain model
+/// and OptionError ("MeasureOptions.jacobian") for a structured Jacobian (not implemented yet).
+PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, const MeasureInputs* inputs = nullptr);
+
+/// "CxHxW" or "F" -> {C, H, W} or {F}. Throws OptionError ("MeasureOptions.input_shape").
+std::vector<int64_t> parse_input_shape(const std::string& text);
+
+}  // namespace twosed

@@ -1,0 +1,356 @@
+// The standard model S on a TorchScript network: Fisher spectra from per-example autograd
+// rows, the imported parameter spaces, and prepare_measurement() for a .pt model.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "linalg/linalg.h"
+#include "measure/loaders.h"
+#include "twosed/data/data.h"
+#include "twosed/data/npy.h"
+#include "twosed/error.h"
+#include "twosed/model/torchscript.h"
+#include "twosed/random.h"
+
+namespace twosed {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+int64_t product(const std::vector<int64_t>& v) {
+  int64_t p = 1;
+  for (auto s : v) p *= s;
+  return p;
+}
+
+// The samples-side Gram's lower triangle, K = G G^T (not yet divided by N), block by block:
+// block a's rows are paired with every earlier block, recomputed (see the header).
+torch::Tensor samples_gram(int64_t rows, int64_t block_examples, int64_t r,
+                           const std::function<torch::Tensor(int64_t, int64_t)>& rows_of, int64_t n) {
+  auto k = torch::zeros({rows, rows}, torch::kFloat64);
+  for (int64_t a0 = 0; a0 < n; a0 += block_examples) {
+    const int64_t na = std::min(block_examples, n - a0);
+    const auto ga = rows_of(a0, na);
+    auto kaa = torch::zeros({na * r, na * r}, torch::kFloat64);
+    linalg::syrk_lower(ga, kaa);
+    k.narrow(0, a0 * r, na * r).narrow(1, a0 * r, na * r).copy_(kaa);
+    for (int64_t b0 = 0; b0 < a0; b0 += block_examples) {
+      const int64_t nb = std::min(block_examples, n - b0);
+      k.narrow(0, a0 * r, na * r).narrow(1, b0 * r, nb * r).copy_(torch::mm(ga, rows_of(b0, nb).t()));
+    }
+  }
+  return k;
+}
+
+}  // namespace
+
+FisherSpectrum torchscript_fisher_spectrum(const TorchScriptNetwork& net, const torch::Tensor& theta,
+                                           const torch::Tensor& x, const FisherOptions& opts, uint64_t rng_index) {
+  const auto t0 = Clock::now();
+  const int64_t n = x.size(0), d = net.num_params();
+  // Covectors of all inputs at once, so that sampled labels do not depend on the blocks.
+  const auto q = output_covectors(net.forward(theta, x), opts, rng_index);
+  const int64_t r = q.size(1), rows = n * r;
+  const GramSide side = linalg::choose_side(opts.side, rows, d);
+  // Two blocks are alive at once on the samples side: each gets half the budget.
+  const int64_t per_example = r * d * static_cast<int64_t>(sizeof(double));
+  const int64_t block_examples = std::max<int64_t>(1, opts.memory_budget / 2 / std::max<int64_t>(per_example, 1));
+  double jacobian_seconds = 0;
+  auto rows_of = [&](int64_t i0, int64_t count) {
+    const auto tj = Clock::now();
+    auto g = torch::empty({count * r, d}, torch::kFloat64);
+    net.jacobian_rows(theta, x, q.narrow(0, i0, count), i0, g);
+    jacobian_seconds += seconds_since(tj);
+    return g;
+  };
+  torch::Tensor matrix;
+  if (side == GramSide::Samples) {
+    matrix = samples_gram(rows, block_examples, r, rows_of, n);
+  } else {
+    matrix = torch::zeros({d, d}, torch::kFloat64);
+    for (int64_t i0 = 0; i0 < n; i0 += block_examples) {
+      const int64_t c = std::min(block_examples, n - i0);
+      const auto g = rows_of(i0, c).contiguous();
+      linalg::syrk_lower(g.data_ptr<double>(), d, c * r, /*trans=*/true, 1.0, 1.0, matrix.data_ptr<double>());
+    }
+  }
+  matrix.div_(static_cast<double>(n));
+  const double built = seconds_since(t0);
+  const auto te = Clock::now();
+  auto out = spectrum_of(matrix, opts.cutoff);
+  out.seconds_eigen = seconds_since(te);
+  out.side = side;
+  out.seconds_forward_backward = jacobian_seconds;
+  out.seconds_gram = built - jacobian_seconds;
+  return out;
+}
+
+// ---- the model ----
+
+TorchScriptModel::TorchScriptModel(std::shared_ptr<const TorchScriptNetwork> net, MeasureInputs inputs,
+                                   FisherOptions fisher, std::vector<int64_t> input_shape)
+    : net_(std::move(net)), inputs_(std::move(inputs)), fisher_(fisher) {
+  const std::string what = inputs_.description.empty() ? "inputs" : inputs_.description;
+  auto& x = inputs_.x;
+  if (!x.defined() || x.dim() < 1 || x.size(0) < 1)
+    throw DataError(fmt::format("{}: expected a tensor of N >= 1 examples", what));
+  x = x.to(torch::kFloat64).contiguous();
+  if (!input_shape.empty()) {
+    const int64_t features = x.numel() / x.size(0);
+    if (features != product(input_shape))
+      throw DataError(fmt::format("{}: {} features per example, but input shape {} has {}", what, features,
+                                  fmt::join(input_shape, "x"), product(input_shape)));
+    std::vector<int64_t> shape{x.size(0)};
+    shape.insert(shape.end(), input_shape.begin(), input_shape.end());
+    x = x.view(shape);
+  }
+  if (!torch::isfinite(x).all().item<bool>()) throw DataError(fmt::format("{}: NaN or Inf in the inputs", what));
+  num_outputs_ = net_->forward(net_->file_theta(), x).size(1);
+  if (fisher_.task == Task::Regress && !(fisher_.out_noise > 0 && std::isfinite(fisher_.out_noise)))
+    throw OptionError("FisherOptions.out_noise", fmt::format("must be a finite number > 0, got {}", fisher_.out_noise));
+  if (fisher_.task == Task::Classify && num_outputs_ < 2)
+    throw OptionError("FisherOptions.task",
+                      fmt::format("classify needs at least 2 outputs, but {} has 1; use regress", net_->path()));
+}
+
+SpectraHeader TorchScriptModel::header() const {
+  SpectraHeader h;
+  h.model = net_->path();
+  h.num_params = net_->num_params();
+  h.num_inputs = inputs_.x.size(0);
+  h.num_outputs = num_outputs_;
+  h.task = fisher_.task == Task::Classify ? "classify" : "regress";
+  h.fisher = fisher_.kind == FisherKind::Exact ? "exact" : "sampled";
+  return h;
+}
+
+ResultSources TorchScriptModel::sources() const {
+  ResultSources s;
+  s.data = inputs_.description;
+  return s;
+}
+
+SampleRecord TorchScriptModel::sample(int64_t j, const torch::Tensor& theta,
+                                      const std::function<void(int64_t, int64_t)>& /*after_layer*/) const {
+  auto fs = torchscript_fisher_spectrum(*net_, theta, inputs_.x, fisher_, static_cast<uint64_t>(j));
+  SampleRecord record;
+  record.index = j;
+  record.side = fs.side;
+  record.summary = {fs.matrix_size,
+                    static_cast<int64_t>(fs.spectrum.eigenvalues.size()),
+                    fs.spectrum.num_cut,
+                    fs.spectrum.trace,
+                    fs.largest,
+                    fs.most_negative,
+                    fs.seconds_forward_backward,
+                    fs.seconds_gram,
+                    fs.seconds_eigen};
+  record.blocks.push_back(std::move(fs.spectrum));
+  return record;
+}
+
+// ---- parameter spaces ----
+
+namespace {
+
+double parse_positive(const std::string& text, const std::string& what, const std::string& whole) {
+  size_t pos = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    pos = 0;
+  }
+  if (pos != text.size() || !std::isfinite(v) || v <= 0)
+    throw OptionError("MeasureOptions.space", fmt::format("{}: {} '{}' must be a positive number", whole, what, text));
+  return v;
+}
+
+bool is_norm(const std::string& type) {
+  return type == "BatchNorm1d" || type == "BatchNorm2d" || type == "BatchNorm3d" || type == "LayerNorm";
+}
+
+// The init box's half-width (or, for normalisation layers, its point) of one parameter tensor.
+void init_bounds(const TorchScriptNetwork& net, const ImportedParameter& p, std::vector<double>& lower,
+                 std::vector<double>& upper) {
+  const auto leaf = p.name.substr(p.name.rfind('.') + 1);
+  double lo = 0, hi = 0;
+  if (p.module_type == "Linear" || p.module_type == "Conv2d") {
+    // fan_in from the module's weight, (out, in/groups, kh, kw) or (out, in), as PyTorch's
+    // _calculate_fan_in_and_fan_out; the bias uses its weight's.
+    const auto owner = p.name.substr(0, p.name.rfind('.'));
+    const ImportedParameter* weight = nullptr;
+    for (const auto& q : net.parameters())
+      if (q.name == owner + ".weight") weight = &q;
+    if (weight == nullptr || weight->shape.size() < 2)
+      throw OptionError("MeasureOptions.space", fmt::format("init: parameter '{}' ({}) has no weight to take fan_in "
+                                                            "from; use box:A or local:R",
+                                                            p.name, p.module_type));
+    int64_t fan_in = 1;
+    for (size_t i = 1; i < weight->shape.size(); ++i) fan_in *= weight->shape[i];
+    const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+    lo = 0.0 - bound;  // as ParameterSpace: centre 0 -+ half-width, bit for bit
+    hi = 0.0 + bound;
+  } else if (is_norm(p.module_type) && (leaf == "weight" || leaf == "bias")) {
+    lo = hi = leaf == "weight" ? 1.0 : 0.0;  // points of the box
+  } else {
+    throw OptionError("MeasureOptions.space",
+                      fmt::format("init: no init rule for parameter '{}' of module type {} (there is one for Linear, "
+                                  "Conv2d, BatchNorm and LayerNorm); use box:A or local:R",
+                                  p.name, p.module_type));
+  }
+  for (int64_t i = 0; i < p.numel(); ++i) {
+    lower.push_back(lo);
+    upper.push_back(hi);
+  }
+}
+
+}  // namespace
+
+ImportedParameters::ImportedParameters(const TorchScriptNetwork& net, const std::string& space, uint64_t seed,
+                                       int64_t samples)
+    : seed_(seed), samples_(samples) {
+  if (samples < 1 || samples > kMaxParamSamples)
+    throw OptionError("MeasureOptions.num_param_samples",
+                      fmt::format("must be in [1, {}], got {}", kMaxParamSamples, samples));
+  const int64_t d = net.num_params();
+  if (space == "init" || space.empty()) {
+    for (const auto& p : net.parameters()) init_bounds(net, p, lower_, upper_);
+    description_ =
+        "init (PyTorch default init box: +-1/sqrt(fan_in) for Linear and Conv2d, normalisation layers at "
+        "weight 1, bias 0)";
+  } else if (space.rfind("box:", 0) == 0) {
+    const double a = parse_positive(space.substr(4), "half-width A", space);
+    lower_.assign(static_cast<size_t>(d), 0.0 - a);
+    upper_.assign(static_cast<size_t>(d), 0.0 + a);
+    description_ = fmt::format("box [-{}, {}]^d", a, a);
+  } else if (space.rfind("local:", 0) == 0) {
+    const auto rest = space.substr(6);
+    if (rest.find(':') != std::string::npos)
+      throw OptionError(
+          "MeasureOptions.space",
+          fmt::format("{}: a TorchScript model's local box is local:R, around the file's weights", space));
+    const double r = parse_positive(rest, "radius R", space);
+    const auto c = net.file_theta().contiguous();
+    const double* cp = c.data_ptr<double>();
+    for (int64_t i = 0; i < d; ++i) {
+      lower_.push_back(cp[i] - r);
+      upper_.push_back(cp[i] + r);
+    }
+    description_ = fmt::format("local box: the weights in {} +- {}", net.path(), r);
+  } else {
+    throw OptionError("MeasureOptions.space", fmt::format("{}: expected init, box:A or local:R", space));
+  }
+}
+
+void ImportedParameters::fill(int64_t j, double* out) const {
+  Rng rng(seed_, Stream::Parameters, static_cast<uint64_t>(j));
+  for (size_t i = 0; i < lower_.size(); ++i) {
+    const double lo = lower_[i], hi = upper_[i];
+    out[i] = lo + (hi - lo) * rng.uniform();  // a point (lo == hi) still uses up its uniform
+  }
+}
+
+// ---- prepare_measurement for a .pt model ----
+
+std::vector<int64_t> parse_input_shape(const std::string& text) {
+  std::vector<int64_t> shape;
+  size_t start = 0;
+  while (true) {
+    const auto end = text.find('x', start);
+    const auto token = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    size_t pos = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(token, &pos);
+    } catch (const std::exception&) {
+      pos = 0;
+    }
+    if (token.empty() || pos != token.size() || v < 1)
+      throw OptionError("MeasureOptions.input_shape",
+                        fmt::format("'{}': expected positive sizes separated by x, e.g. 3x32x32 or 784", text));
+    shape.push_back(v);
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return shape;
+}
+
+namespace {
+
+// One example's shape when --input-shape is not given: an .npy's trailing dimensions, a data
+// source's sample shape ({F} for tables, {1, 28, 28} for IDX images).
+std::vector<int64_t> data_shape(const MeasureOptions& opts) {
+  if (!opts.inputs_file.empty()) {
+    const auto arr = read_npy(opts.inputs_file);
+    if (arr.shape.size() < 2)
+      throw DataError(fmt::format("{}: expected an array of N x features, got shape ({})", opts.inputs_file,
+                                  fmt::join(arr.shape, ", ")));
+    return {arr.shape.begin() + 1, arr.shape.end()};
+  }
+  if (opts.data.empty())
+    throw OptionError("MeasureOptions.input_shape",
+                      "is needed for a TorchScript model without a data source or inputs file (its input shape "
+                      "cannot be read from the file)");
+  return load_dataset(parse_data_spec(opts.data), opts.seed).sample_shape;
+}
+
+// What the loaders need to know of the model: its name, input shape and k (no layers).
+ModelSpec stand_in_spec(const std::string& path, std::vector<int64_t> input_shape, int64_t k) {
+  ModelSpec spec;
+  spec.text = path;
+  spec.input_shape = std::move(input_shape);
+  LayerSpec out;
+  out.out = k;
+  spec.layers.push_back(out);
+  return spec;
+}
+
+std::unique_ptr<ParameterSource> torchscript_parameters(const MeasureOptions& opts, const TorchScriptNetwork& net) {
+  if (opts.thetas_file.empty())
+    return std::make_unique<ImportedParameters>(net, opts.space, opts.seed, opts.num_param_samples);
+  auto arr = read_npy(opts.thetas_file);
+  const auto shape = arr.shape;
+  auto thetas = torch::tensor(arr.data, torch::kFloat64).view(shape);
+  return std::make_unique<GivenParameters>(thetas, net.num_params(),
+                                           fmt::format("given samples from {}", opts.thetas_file), opts.thetas_file);
+}
+
+}  // namespace
+
+PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, const MeasureInputs* given_inputs) {
+  if (opts.markov)
+    throw UsageError(
+        fmt::format("{}: the Markov chain model is not implemented yet for TorchScript models", opts.model));
+  if (!opts.noise_file.empty()) throw UsageError("noise_file needs the Markov chain model (noise is only added there)");
+  if (opts.jacobian == "structured")
+    throw OptionError("MeasureOptions.jacobian", "structured is not implemented yet for TorchScript models");
+  if (opts.jacobian != "auto" && opts.jacobian != "autograd")
+    throw OptionError("MeasureOptions.jacobian",
+                      fmt::format("'{}': expected auto, autograd or structured", opts.jacobian));
+  auto net = std::make_shared<const TorchScriptNetwork>(opts.model);
+  FisherOptions fisher = opts.fisher;
+  fisher.label_seed = opts.seed;  // sampled labels: Rng(seed, Labels, j)
+  std::vector<int64_t> shape;
+  MeasureInputs inputs;
+  if (given_inputs) {
+    inputs = *given_inputs;
+    if (!opts.input_shape.empty()) shape = parse_input_shape(opts.input_shape);
+  } else {
+    shape = opts.input_shape.empty() ? data_shape(opts) : parse_input_shape(opts.input_shape);
+    std::vector<int64_t> probe{1};
+    probe.insert(probe.end(), shape.begin(), shape.end());
+    const int64_t k = net->forward(net->file_theta(), torch::zeros(probe, torch::kFloat64)).size(1);
+    inputs = loaders::load_inputs(opts, stand_in_spec(opts.model, shape, k));
+  }
+  PreparedMeasurement out;
+  out.model = std::make_unique<TorchScriptModel>(net, std::move(inputs), fisher, shape);
+  out.thetas = torchscript_parameters(opts, *net);
+  return out;
+}
+
+}  // namespace twosed

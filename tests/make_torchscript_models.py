@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Writes the TorchScript models and reference spectra that tests/test_torchscript.cpp reads.
+
+Usage: make_torchscript_models.py OUTDIR. Exits 77 (and prints why) when torch cannot be
+imported, so that the C++ test can skip with that message.
+
+Files (all float64 unless said):
+  mlp_scripted.pt, mlp_traced.pt   Sequential(Linear(5,7), ReLU, Linear(7,3)): the layer order
+                                   of the spec mlp:5-7-3, so named_parameters() order matches
+  mlp_float32.pt                   the same module left in float32 (twosed converts it)
+  resnet_{scripted,traced}.pt      a tiny ResNet block with BatchNorm2d in eval mode
+  resnet_x.npy                     its N inputs (N, 1, 4, 4)
+  resnet_theta.npy                 its weights as one vector (BatchNorm weight 1, bias 0:
+                                   the init box's points), in named_parameters() order
+  resnet_classify_eigs.npy         eigenvalues of the dense Fisher (classify, exact), ascending
+  resnet_regress_eigs.npy          ... (regress, s_out = 1)
+  resnet_param_types.txt           one line per parameter: name, module type
+  bad_training.pt                  the MLP scripted in training mode
+  bad_traced_training.pt           the ResNet block traced in training mode, then set to eval
+                                   (the flag survives only as a batch_norm constant)
+  bad_noparams.pt                  a module without parameters
+  bad_3d.pt                        a module whose output is (N, 2, 3)
+  bad_text.pt, bad_truncated.pt    not an archive; the first half of mlp_scripted.pt
+  prelu.pt                         Linear, PReLU, Linear (no init rule for PReLU)
+"""
+import os
+import sys
+
+try:
+    import numpy as np
+    import torch
+    import torch.nn as nn
+except Exception as e:  # noqa: BLE001 - any import failure means "skip"
+    print(f"skip: cannot import torch/numpy with {sys.executable}: {e}")
+    sys.exit(77)
+
+
+class Block(nn.Module):
+    """conv -> BN -> tanh -> conv (+ skip) -> tanh -> flatten -> linear (tanh: no dead units, so
+    the only null directions of the regression Fisher are the two per BatchNorm channel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 2, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(2)
+        self.conv2 = nn.Conv2d(2, 2, 1)
+        self.fc = nn.Linear(2 * 4 * 4, 3)
+
+    def forward(self, x):
+        y = torch.tanh(self.bn1(self.conv1(x)))
+        z = torch.tanh(self.conv2(y) + y)
+        return self.fc(torch.flatten(z, 1))
+
+
+class NoParams(nn.Module):
+    def forward(self, x):
+        return torch.relu(x)
+
+
+class ThreeD(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 6)
+
+    def forward(self, x):
+        return self.fc(x).view(x.size(0), 2, 3)
+
+
+def dense_fisher_eigs(model, x, task):
+    """Eigenvalues of F = (1/N) sum_i J_i^T Lambda_i J_i from autograd Jacobians (float64)."""
+    names = [n for n, _ in model.named_parameters()]
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    buffers = {n: b for n, b in model.named_buffers()}
+
+    def f(flat, xi):
+        tensors, off = {}, 0
+        for n in names:
+            p = params[n]
+            tensors[n] = flat[off:off + p.numel()].view_as(p)
+            off += p.numel()
+        tensors.update(buffers)
+        return torch.nn.utils.stateless.functional_call(model, tensors, (xi.unsqueeze(0),))[0]
+
+    theta = torch.cat([params[n].reshape(-1) for n in names])
+    d = theta.numel()
+    fisher = torch.zeros(d, d, dtype=torch.float64)
+    for i in range(x.shape[0]):
+        jac = torch.autograd.functional.jacobian(lambda t: f(t, x[i]), theta)  # (k, d)
+        if task == "classify":
+            p = torch.softmax(f(theta, x[i]).detach(), 0)
+            lam = torch.diag(p) - torch.outer(p, p)
+        else:
+            lam = torch.eye(jac.shape[0], dtype=torch.float64)
+        fisher += jac.T @ lam @ jac
+    fisher /= x.shape[0]
+    return torch.linalg.eigvalsh(fisher).numpy(), theta.numpy()
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)).eval()
+    torch.jit.script(mlp).save(f"{out}/mlp_float32.pt")
+    mlp = mlp.double()
+    torch.jit.script(mlp).save(f"{out}/mlp_scripted.pt")
+    torch.jit.trace(mlp, torch.zeros(2, 5, dtype=torch.float64)).save(f"{out}/mlp_traced.pt")
+    torch.jit.script(nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)).train()).save(
+        f"{out}/bad_training.pt")
+
+    block = Block().double()
+    with torch.no_grad():  # non-trivial running statistics; the init box's BatchNorm points
+        block.bn1.running_mean.copy_(torch.tensor([0.3, -0.2], dtype=torch.float64))
+        block.bn1.running_var.copy_(torch.tensor([0.5, 2.0], dtype=torch.float64))
+        block.bn1.weight.fill_(1.0)
+        block.bn1.bias.fill_(0.0)
+    block.train()
+    torch.jit.trace(block, torch.zeros(2, 1, 4, 4, dtype=torch.float64)).save(f"{out}/bad_traced_training.pt")
+    traced_train = torch.jit.load(f"{out}/bad_traced_training.pt")
+    traced_train.eval()
+    traced_train.save(f"{out}/bad_traced_training.pt")
+    block.eval()
+    torch.jit.script(block).save(f"{out}/resnet_scripted.pt")
+    torch.jit.trace(block, torch.zeros(2, 1, 4, 4, dtype=torch.float64)).save(f"{out}/resnet_traced.pt")
+    with open(f"{out}/resnet_param_types.txt", "w") as fh:
+        for n, _ in block.named_parameters():
+            owner = n.rsplit(".", 1)[0]
+            fh.write(f"{n} {type(block.get_submodule(owner)).__name__}\n")
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(80, 1, 4, 4, generator=gen, dtype=torch.float64)
+    np.save(f"{out}/resnet_x.npy", x.numpy())
+    for task in ("classify", "regress"):
+        eigs, theta = dense_fisher_eigs(block, x, task)
+        np.save(f"{out}/resnet_{task}_eigs.npy", eigs)
+    np.save(f"{out}/resnet_theta.npy", theta)
+
+    torch.jit.script(NoParams().eval()).save(f"{out}/bad_noparams.pt")
+    torch.jit.script(ThreeD().double().eval()).save(f"{out}/bad_3d.pt")
+    torch.jit.script(nn.Sequential(nn.Linear(5, 4), nn.PReLU(), nn.Linear(4, 3)).double().eval()).save(
+        f"{out}/prelu.pt")
+    with open(f"{out}/bad_text.pt", "w") as fh:
+        fh.write("this is not a TorchScript archive\n")
+    with open(f"{out}/mlp_scripted.pt", "rb") as fh:
+        data = fh.read()
+    with open(f"{out}/bad_truncated.pt", "wb") as fh:
+        fh.write(data[: len(data) // 2])
+    print(f"wrote TorchScript models to {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else ".")

@@ -1,0 +1,301 @@
+// TorchScript models (docs/math.md section 9): loading and its refusals, the imported
+// parameter spaces, and Fisher spectra from autograd rows against (a) the spec-string network
+// of the same MLP and (b) a dense Fisher built in Python with torch.autograd.
+//
+// The models are written by tests/make_torchscript_models.py with /usr/bin/python3; the tests
+// skip (saying why) when torch cannot be imported there.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+
+#include "twosed/data/npy.h"
+#include "twosed/error.h"
+#include "twosed/measure/engine.h"
+#include "twosed/model/torchscript.h"
+
+using namespace twosed;
+
+namespace {
+
+std::string models_dir() {
+  return ::testing::TempDir() + "twosed_torchscript_models";
+}
+
+// Runs the Python script once per test binary: "" when the models are there, else why not.
+const std::string& models_status() {
+  static const std::string status = [] {
+    const std::string dir = models_dir();
+    const std::string cmd = std::string("/usr/bin/python3 ") + TWOSED_TEST_SOURCE_DIR + "/make_torchscript_models.py " +
+                            dir + " > " + dir + ".log 2>&1";
+    const int rc = std::system(cmd.c_str());
+    if (rc == 0) return std::string();
+    std::ifstream log(dir + ".log");
+    std::string line;
+    std::getline(log, line);
+    return "make_torchscript_models.py failed (" + std::to_string(rc) + "): " + line;
+  }();
+  return status;
+}
+
+#define REQUIRE_MODELS()                                           \
+  do {                                                             \
+    if (!models_status().empty()) GTEST_SKIP() << models_status(); \
+  } while (0)
+
+std::string model(const std::string& name) {
+  return models_dir() + "/" + name;
+}
+
+torch::Tensor npy_tensor(const std::string& name) {
+  auto arr = read_npy(model(name));
+  return torch::tensor(arr.data, torch::kFloat64).view(arr.shape);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+// Largest |a_i - b_i| over the kept eigenvalues, both ascending.
+double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+}  // namespace
+
+// ---- the MLP as a spec string and as a file ----
+
+// The same MLP (Linear 5->7, ReLU, Linear 7->3) as mlp:5-7-3 and as scripted, traced and
+// float32 TorchScript files: the init box draws bit-identical thetas; the spectra agree to
+// 1e-13 x lambda_max and the 2sED curves to 1e-12 relative. Not bit for bit: twosed's own
+// network builds K from the Kronecker form <b_i, b_j><a_i, a_j> per layer, the file's from
+// explicit autograd rows, so the sums are rounded in a different order. The eigenvalues then
+// differ by ~1e-16..1e-15 x lambda_max, so a small eigenvalue's relative error is that over
+// lambda / lambda_max, and the curves' relative agreement depends on the spectrum's conditioning
+// (these Gaussian inputs keep it well inside 1e-12; 20 blob inputs reach 5e-12).
+TEST(TorchScript, MlpFileMatchesSpecString) {
+  REQUIRE_MODELS();
+  const Network spec_net(parse_model_spec("mlp:5-7-3"));
+  torch::manual_seed(7);
+  for (const int64_t n : {20, 50}) {  // N R = 40 < d = 66: samples side; 100 > 66: parameters side
+    const auto x = torch::randn({n, 5}, torch::kFloat64);
+    const DrawnParameters spec_thetas(ParameterSpace::parse("init", spec_net), 3, 6);
+    StandardModel spec_model(spec_net, {x, "x"}, FisherOptions{});
+    const auto expected = measure(spec_model, spec_thetas, EstimatorOptions{}, 3);
+    for (const std::string file : {"mlp_scripted.pt", "mlp_traced.pt", "mlp_float32.pt"}) {
+      SCOPED_TRACE(file + " N=" + std::to_string(n));
+      auto net = std::make_shared<const TorchScriptNetwork>(model(file));
+      ASSERT_EQ(net->num_params(), spec_net.num_params());
+      for (size_t p = 0; p < net->parameters().size(); ++p)
+        EXPECT_EQ(net->parameters()[p].name, spec_net.parameters()[p].name);
+      const ImportedParameters thetas(*net, "init", 3, 6);
+      std::vector<double> a(66), b(66);
+      for (int64_t j = 0; j < 6; ++j) {
+        thetas.fill(j, a.data());
+        spec_thetas.fill(j, b.data());
+        EXPECT_EQ(a, b) << "theta^(" << j << ")";
+      }
+      TorchScriptModel ts_model(net, {x, "x"}, FisherOptions{});
+      const auto got_records = run_samples(ts_model, thetas, {0, 1, 2, 3, 4, 5});
+      const auto want_records = run_samples(spec_model, spec_thetas, {0, 1, 2, 3, 4, 5});
+      for (size_t j = 0; j < got_records.size(); ++j) {
+        const auto& want = want_records[j].blocks.front().eigenvalues;
+        EXPECT_LE(max_abs_diff(got_records[j].blocks.front().eigenvalues, want), 1e-13 * want.back());
+      }
+      const auto got = measure(ts_model, thetas, EstimatorOptions{}, 3);
+      ASSERT_EQ(got.samples.size(), expected.samples.size());
+      EXPECT_EQ(got.side, expected.side);
+      for (size_t j = 0; j < got.samples.size(); ++j) {
+        EXPECT_EQ(got.samples[j].kept, expected.samples[j].kept);
+        EXPECT_NEAR(got.samples[j].trace, expected.samples[j].trace, 1e-12 * expected.samples[j].trace);
+      }
+      ASSERT_EQ(got.estimate.curves.size(), expected.estimate.curves.size());
+      for (size_t z = 0; z < got.estimate.curves.size(); ++z)
+        for (size_t e = 0; e < got.estimate.curves[z].value.size(); ++e) {
+          const double want = expected.estimate.curves[z].value[e];
+          EXPECT_NEAR(got.estimate.curves[z].value[e], want, 1e-12 * std::abs(want)) << "zeta " << z << " eps " << e;
+        }
+    }
+  }
+}
+
+// Repeated forward passes give the same bits (the profiling executor is off while measuring).
+TEST(TorchScript, SpectraAreReproducible) {
+  REQUIRE_MODELS();
+  TorchScriptNetwork net(model("resnet_scripted.pt"));
+  const auto x = npy_tensor("resnet_x.npy").narrow(0, 0, 10);
+  const auto theta = npy_tensor("resnet_theta.npy");
+  const auto first = torchscript_fisher_spectrum(net, theta, x, FisherOptions{});
+  for (int rep = 0; rep < 3; ++rep)
+    EXPECT_EQ(torchscript_fisher_spectrum(net, theta, x, FisherOptions{}).spectrum.eigenvalues,
+              first.spectrum.eigenvalues);
+}
+
+// ---- the tiny ResNet block against Python's dense Fisher ----
+
+namespace {
+
+// Python's dense-Fisher eigenvalues above the zero cutoff, ascending.
+std::vector<double> python_nonzero(const std::string& file) {
+  const auto arr = read_npy(model(file));
+  double largest = 0;
+  for (double e : arr.data) largest = std::max(largest, e);
+  std::vector<double> kept;
+  for (double e : arr.data)
+    if (e > kZeroCutoff * largest) kept.push_back(e);
+  return kept;
+}
+
+}  // namespace
+
+// conv -> BatchNorm2d (eval) -> tanh -> conv + skip -> tanh -> linear, d = 129, N = 80, k = 3,
+// scripted and traced; every side and a budget that forces one example per block. The
+// regression Fisher has exactly the 4 expected null directions (2 per BatchNorm channel, conv
+// bias and BatchNorm weight/bias); the classification Fisher 33 more (the softmax's shift).
+TEST(TorchScript, ResNetBlockMatchesPythonDenseFisher) {
+  REQUIRE_MODELS();
+  const auto x = npy_tensor("resnet_x.npy");
+  const auto theta = npy_tensor("resnet_theta.npy");
+  for (const std::string file : {"resnet_scripted.pt", "resnet_traced.pt"}) {
+    TorchScriptNetwork net(model(file));
+    ASSERT_EQ(net.num_params(), 129);
+    for (const Task task : {Task::Regress, Task::Classify}) {
+      const auto want = python_nonzero(task == Task::Regress ? "resnet_regress_eigs.npy" : "resnet_classify_eigs.npy");
+      ASSERT_EQ(want.size(), task == Task::Regress ? 125u : 92u);
+      for (const GramSide side : {GramSide::Auto, GramSide::Samples, GramSide::Parameters}) {
+        for (const int64_t budget : {int64_t{256} << 20, int64_t{1}}) {
+          SCOPED_TRACE(file + (task == Task::Regress ? " regress" : " classify") + " side " +
+                       std::to_string(static_cast<int>(side)) + " budget " + std::to_string(budget));
+          FisherOptions opts;
+          opts.task = task;
+          opts.side = side;
+          opts.memory_budget = budget;
+          const auto fs = torchscript_fisher_spectrum(net, theta, x, opts);
+          EXPECT_EQ(fs.side, side == GramSide::Samples ? GramSide::Samples : GramSide::Parameters);
+          EXPECT_EQ(fs.spectrum.num_cut, fs.matrix_size - static_cast<int64_t>(want.size()));
+          EXPECT_LE(max_abs_diff(fs.spectrum.eigenvalues, want), 1e-10 * want.back());
+        }
+      }
+    }
+  }
+}
+
+// The init box: Conv2d and Linear in +-1/sqrt(fan_in), BatchNorm weight 1 and bias 0 exactly
+// (points), every coordinate still consuming its uniform (the box:A stream is the same).
+TEST(TorchScript, InitBoxOfResNetBlock) {
+  REQUIRE_MODELS();
+  TorchScriptNetwork net(model("resnet_traced.pt"));
+  std::map<std::string, std::string> types;
+  std::ifstream in(model("resnet_param_types.txt"));
+  for (std::string name, type; in >> name >> type;) types[name] = type;
+  const std::map<std::string, double> bound{
+      {"conv1", 1.0 / 3.0}, {"conv2", 1.0 / std::sqrt(2.0)}, {"fc", 1.0 / std::sqrt(32.0)}};
+  const ImportedParameters init(net, "init", 5, 3), box(net, "box:1", 5, 3);
+  const int64_t d = net.num_params();
+  std::vector<double> t(static_cast<size_t>(d)), u(static_cast<size_t>(d));
+  init.fill(2, t.data());
+  box.fill(2, u.data());
+  for (const auto& p : net.parameters()) {
+    EXPECT_EQ(p.module_type, types[p.name]) << p.name;
+    const auto owner = p.name.substr(0, p.name.find('.'));
+    for (int64_t i = p.offset; i < p.offset + p.numel(); ++i) {
+      const double ui = (u[static_cast<size_t>(i)] + 1.0) / 2.0;  // box:1's uniform, in [0, 1)
+      if (owner == "bn1") {
+        const double point = p.name == "bn1.weight" ? 1.0 : 0.0;
+        EXPECT_EQ(init.lower(i), point);
+        EXPECT_EQ(init.upper(i), point);
+        EXPECT_EQ(t[static_cast<size_t>(i)], point);
+      } else {
+        const double b = bound.at(owner);
+        EXPECT_DOUBLE_EQ(init.upper(i), b) << p.name;
+        EXPECT_NEAR(t[static_cast<size_t>(i)], -b + 2 * b * ui, 1e-15) << p.name;
+      }
+    }
+  }
+  const ImportedParameters local(net, "local:0.5", 5, 1);
+  const auto w = net.file_theta();
+  EXPECT_EQ(local.lower(7), w[7].item<double>() - 0.5);
+}
+
+TEST(TorchScript, InitRefusesLayersWithoutARule) {
+  REQUIRE_MODELS();
+  TorchScriptNetwork net(model("prelu.pt"));
+  const auto what = error_of([&] { ImportedParameters(net, "init", 0, 1); });
+  EXPECT_NE(what.find("PReLU"), std::string::npos) << what;
+  EXPECT_NE(what.find("MeasureOptions.space"), std::string::npos) << what;
+  EXPECT_NO_THROW(ImportedParameters(net, "box:1", 0, 1));
+  EXPECT_NO_THROW(ImportedParameters(net, "local:0.1", 0, 1));
+}
+
+// ---- refusals ----
+
+TEST(TorchScript, RefusesBadFiles) {
+  REQUIRE_MODELS();
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"bad_text.pt", "not a readable TorchScript file"},
+      {"bad_truncated.pt", "not a readable TorchScript file"},
+      {"bad_training.pt", "training mode"},
+      {"bad_traced_training.pt", "aten::batch_norm in training mode"},
+      {"bad_noparams.pt", "no parameters"},
+      {"missing.pt", "no such file"},
+  };
+  for (const auto& [file, expected] : cases) {
+    std::string what;
+    try {
+      TorchScriptNetwork net(model(file));
+      what = "no error";
+    } catch (const DataError& e) {
+      what = e.what();
+    }
+    EXPECT_NE(what.find(expected), std::string::npos) << file << ": " << what;
+    EXPECT_NE(what.find(file), std::string::npos) << what;
+    EXPECT_EQ(what.find('\n'), std::string::npos) << "one line: " << what;
+  }
+}
+
+TEST(TorchScript, RefusesOutputsAndInputsThatDoNotFit) {
+  REQUIRE_MODELS();
+  auto three_d = std::make_shared<const TorchScriptNetwork>(model("bad_3d.pt"));
+  auto what = error_of([&] { TorchScriptModel(three_d, {torch::zeros({4, 5}, torch::kFloat64), "x"}, {}); });
+  EXPECT_NE(what.find("output of shape (4, 2, 3)"), std::string::npos) << what;
+  auto resnet = std::make_shared<const TorchScriptNetwork>(model("resnet_scripted.pt"));
+  what = error_of([&] { TorchScriptModel(resnet, {torch::zeros({4, 5}, torch::kFloat64), "x"}, {}); });
+  EXPECT_NE(what.find("does not take inputs of shape (4, 5)"), std::string::npos) << what;
+  EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+  // With the shape given, the same data fit.
+  EXPECT_NO_THROW(TorchScriptModel(resnet, {torch::randn({4, 16}, torch::kFloat64), "x"}, {}, {1, 4, 4}));
+}
+
+TEST(TorchScript, MeasureOptionsRefusals) {
+  REQUIRE_MODELS();
+  MeasureOptions o;
+  o.model = model("mlp_scripted.pt");
+  o.data = "synthetic:blobs:3:5";
+  o.num_inputs = 10;
+  o.num_param_samples = 2;
+  o.jacobian = "structured";
+  EXPECT_NE(error_of([&] { prepare_measurement(o); }).find("not implemented yet for TorchScript"), std::string::npos);
+  o.jacobian = "autograd";
+  o.markov = true;
+  o.sigma = 0.1;
+  EXPECT_NE(error_of([&] { prepare_measurement(o); }).find("Markov chain model is not implemented yet"),
+            std::string::npos);
+  o.markov = false;
+  const auto prepared = prepare_measurement(o);  // the data's features give the (flat) input shape
+  EXPECT_TRUE(prepared.network == nullptr);
+  EXPECT_EQ(prepared.model->header().num_params, 66);
+  EXPECT_EQ(prepared.model->header().num_outputs, 3);
+  const auto r = run_measure(o);
+  EXPECT_EQ(r.estimate.num_params, 66);
+  EXPECT_EQ(r.spec.text, o.model);
+}
