@@ -19,6 +19,8 @@ PACKAGES=(
   gnuplot-nox           # --plot figures (PNG, SVG) without a display
   libsqlite3-dev        # the results store (--db)
   sqlite3               # inspecting a results store by hand; the CLI tests use it
+  clang                 # the sanitizer and libFuzzer build (scripts/sanitize.sh)
+  libclang-rt-14-dev    # clang's ASan/UBSan runtimes and libFuzzer
 )
 
 missing=()

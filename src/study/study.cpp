@@ -616,6 +616,7 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
       }
       std::vector<double> train_loss, test_loss, test_acc, train_acc;
       json train_runs = json::array();
+      std::vector<std::string> diverged;  // divergence flag: these seeds' losses are not finite
       for (uint64_t seed : cfg.seeds) {
         TrainConfig tc;
         tc.model = m.spec;
@@ -646,6 +647,8 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
           result = json::parse(store.run(trun).result);
         }
         train_runs.push_back(trun);
+        if (result.contains("diverged") && result["diverged"].is_string())
+          diverged.push_back(fmt::format("seed {}: {}", seed, result["diverged"].get<std::string>()));
         auto value = [](const json& v) { return v.is_null() ? std::nan("") : v.get<double>(); };
         train_loss.push_back(value(result["train_loss"]));
         test_loss.push_back(value(result["test_loss"]));
@@ -658,6 +661,7 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
       mj["curves"] = curves;
       mj["measure_runs"] = runs;
       mj["train_runs"] = train_runs;
+      if (!diverged.empty()) mj["diverged"] = diverged;
       mj["train_loss"] = train_loss;
       mj["train_loss_mean"] = finite_or_null(mean_of(train_loss));
       mj["train_loss_sd"] = finite_or_null(sd_of(train_loss));
@@ -669,14 +673,28 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
     }
 
     // Rank correlations of every measure with the mean final losses, over the models.
-    json correlations = json::array();
+    // Models without a finite mean loss (a diverged training) are left out, and listed.
+    json correlations = json::array(), left_out = json::array();
     for (const char* target : {"train_loss_mean", "test_loss_mean"}) {
       std::vector<double> y;
-      for (const auto& m : models) y.push_back(m[target].is_null() ? std::nan("") : m[target].get<double>());
-      if (std::any_of(y.begin(), y.end(), [](double v) { return !std::isfinite(v); }) || y.size() < 2) continue;
+      std::vector<size_t> kept;
+      json missing = json::array();
+      const std::string target_name = target == std::string("train_loss_mean") ? "train loss" : "test loss";
+      for (size_t i = 0; i < models.size(); ++i) {
+        const auto& m = models[i];
+        if (!m[target].is_null()) {
+          y.push_back(m[target].get<double>()), kept.push_back(i);
+          continue;
+        }
+        const std::string reason = m.contains("diverged") ? m["diverged"][0].get<std::string>() : "no finite loss";
+        missing.push_back({{"model", m["name"]}, {"target", target_name}, {"reason", reason}});
+      }
+      if (kept.empty()) continue;  // no such loss at all (no test set)
+      for (const auto& l : missing) left_out.push_back(l);
+      if (y.size() < 2) continue;
       for (const auto& name : names) {
         std::vector<double> x;
-        for (const auto& m : models) x.push_back(m["measures"][name].get<double>());
+        for (size_t i : kept) x.push_back(models[i]["measures"][name].get<double>());
         json row = {{"measure", name},
                     {"target", target == std::string("train_loss_mean") ? "train loss" : "test loss"}};
         for (auto method : {RankMethod::Spearman, RankMethod::Kendall}) {
@@ -711,7 +729,8 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
                          {"measure_names", names},
                          {"headline", headline},
                          {"models", models},
-                         {"correlations", correlations}};
+                         {"correlations", correlations},
+                         {"left_out", left_out}};
     store.finish_run(study, result.dump());
   } catch (const OptionError& e) {
     // In the study file's words, not the library's.
@@ -771,6 +790,13 @@ std::string study_table(const std::string& result_json) {
   for (const auto& c : r["correlations"])
     out += fmt::format("  {:<50} {:>10} {:>22} {:>22}\n", c["measure"].get<std::string>(),
                        c["target"].get<std::string>(), ci_text(c["spearman"]), ci_text(c["kendall"]));
+  if (r.contains("left_out") && !r["left_out"].empty()) {
+    out += "\n  left out of the correlations:\n";
+    for (const auto& l : r["left_out"])
+      out += fmt::format("    {} ({}): {}\n", l["model"].get<std::string>(), l["target"].get<std::string>(),
+                         l["reason"].get<std::string>());
+  }
+  if (r["correlations"].empty()) out += "  (no correlations: fewer than two models with a finite loss)\n";
   out += "\n  A negative correlation means: the larger the measure, the lower the loss reached.\n";
   return out;
 }

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "interrupt.h"
 #include "reports.h"
 #include "twosed/error.h"
 #include "twosed/measure/measure.h"
@@ -81,7 +82,7 @@ const char* kExamples = R"(Examples:
                  --noise-draws 2 --breakdown-eps 1e-3 --format json --out cnn.json
 
 Data sources: csv:PATH[:label=COL]  idx:DIR  idx:IMAGES,LABELS  synthetic:blobs:K:DIM[:N]
-              synthetic:teacher:SPEC[:N]
+              synthetic:teacher:SPEC[:N]  synthetic:covertype[:N] (54 features, 7 classes)
 Model specs:  mlp:IN-H1-...-K (with --act)   cnn:CxHxW-TOKEN-... with tokens cOkS[sT][pP] (conv),
               pS[sT] (max pool), aS[sT] (avg pool), fO (linear), relu, tanh, sigmoid, gelu, flatten
 Exit codes:   0 ok, 1 data error, 2 usage error)";
@@ -295,6 +296,7 @@ Runner add_measure_command(CLI::App& app) {
       bar.update_layer(sample, done, layers, total);
     };
 
+    if (o.inputs_file.empty() && o.spectra_in.empty()) note_default_data(o.data, o.model, o.model_options);
     if (p->plan) {
       write_output(plan_measure(o, ctx), p->out);
       return 0;
@@ -309,6 +311,11 @@ Runner add_measure_command(CLI::App& app) {
       RecordOptions ropts;
       ropts.resume = resume->count() > 0;
       ropts.resume_run = p->resume;
+      // Ctrl-C says what is stored and how to continue.
+      ResumeOnInterrupt stop(p->db, o.thetas_file.empty() ? o.num_param_samples : 0);
+      ropts.on_run = [&stop](int64_t run, int64_t stored) { stop.set_run(run, stored); };
+      o.on_sample = [&stop](const SampleRecord&) { stop.sample_stored(); };
+      o.progress = [&bar, &stop](int64_t done, int64_t total) { stop.set_total(total), bar.update(done, total); };
       auto rec = record_measure(store, o, ropts, ctx);
       result = std::move(rec.result);
       stored = fmt::format("run {} in {}", rec.run, p->db);

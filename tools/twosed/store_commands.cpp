@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -53,14 +54,25 @@ struct CurveFlags {
 Runner add_runs_command(CLI::App& app) {
   struct P {
     std::string db = kDefaultResultsDb, kind, format = "table";
+    int64_t del = 0;
   };
   auto p = std::make_shared<P>();
   auto* cmd = app.add_subcommand("runs", "List the runs in a results database");
+  cmd->add_option("--delete", p->del, "Delete run RUN (a study with its runs); a run still in progress is refused")
+      ->type_name("RUN");
   cmd->add_option("--db", p->db, "Results database (default: twosed.db)");
   cmd->add_option("--kind", p->kind, "Only runs of this kind: measure | train | study");
   cmd->add_option("--format", p->format, "table | json (default: table)");
-  cmd->footer("Examples:\n  twosed runs\n  twosed runs --db study.db --kind study --format json");
+  cmd->footer(
+      "Examples:\n  twosed runs\n  twosed runs --db study.db --kind study --format json\n  twosed runs --delete 3");
   return [p]() {
+    if (p->del != 0) {
+      ResultsStore store(p->db, /*create=*/false);
+      const auto n = delete_stored_run(store, p->del);
+      std::fprintf(stderr, "twosed: deleted run %lld%s from %s\n", static_cast<long long>(p->del),
+                   n > 1 ? fmt::format(" and its {} runs", n - 1).c_str() : "", p->db.c_str());
+      return 0;
+    }
     if (p->format != "table" && p->format != "json")
       throw UsageError(fmt::format("--format {}: expected table or json", p->format));
     if (!p->kind.empty() && p->kind != "measure" && p->kind != "train" && p->kind != "study")
@@ -84,8 +96,11 @@ Runner add_runs_command(CLI::App& app) {
       write_output(arr.dump(2) + "\n", "");
       return 0;
     }
-    std::string out =
-        fmt::format("{} runs in {} (stopped: killed or crashed; continue with --resume)\n", runs.size(), p->db);
+    // The legend only where it explains a listed status.
+    bool any_stopped = false;
+    for (const auto& r : runs) any_stopped = any_stopped || run_is_stopped(store, r);
+    std::string out = fmt::format("{} runs in {}{}\n", runs.size(), p->db,
+                                  any_stopped ? " (stopped: killed or crashed; continue with --resume)" : "");
     out += fmt::format("  {:>4} {:>7} {:>8} {:>6} {:>8} {:>20}  {}\n", "id", "kind", "status", "study", "done",
                        "updated", "label");
     for (const auto& r : runs) {
@@ -331,10 +346,10 @@ Runner add_bound_command(CLI::App& app) {
     } else if (p->format == "csv") {
       std::string csv = "n,zeta,eps,dimension,lipschitz_term,complexity_term,gap,at_edge\n";
       for (const auto& r : rows)
-        csv += fmt::format("{},{},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{}\n", r["n"].get<double>(),
-                           r["zeta"].get<double>(), r["eps"].get<double>(), r["dimension"].get<double>(),
-                           r["lipschitz_term"].get<double>(), r["complexity_term"].get<double>(),
-                           r["gap"].get<double>(), r["at_edge"].get<bool>() ? 1 : 0);
+        csv +=
+            fmt::format("{},{},{},{},{},{},{},{}\n", r["n"].get<double>(), r["zeta"].get<double>(),
+                        r["eps"].get<double>(), r["dimension"].get<double>(), r["lipschitz_term"].get<double>(),
+                        r["complexity_term"].get<double>(), r["gap"].get<double>(), r["at_edge"].get<bool>() ? 1 : 0);
       write_output(csv, p->out);
     } else {
       write_output(table, p->out);

@@ -95,6 +95,7 @@ Runner add_train_command(CLI::App& app) {
         throw DataError(fmt::format("{}: a checkpoint of '{}', not of '{}'", p->init, ci.model, spec.text));
       t.initial_theta = std::move(arr.data);
     }
+    note_default_data(p->data, cfg.model, cfg.model_options);
     ScopedThreads threads(p->threads != 0 ? p->threads : hardware_threads());
     const bool show = !p->quiet && ::isatty(2);
     t.on_record = [show](const TrainingRecord& r) {
@@ -114,6 +115,8 @@ Runner add_train_command(CLI::App& app) {
       rec = record_training(store, cfg, {});
       stored = fmt::format("run {} in {}", rec.run, p->db);
     }
+    if (!rec.result.diverged.empty())  // no checkpoint or report of a diverged state
+      throw DataError(rec.result.diverged + (stored.empty() ? "" : "; recorded as " + stored));
     if (!p->checkpoint.empty())
       write_checkpoint(p->checkpoint, {spec.text, cfg.model_options, task, spec.num_params()}, rec.result.theta);
     RunInfo info;
