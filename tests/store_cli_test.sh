@@ -211,11 +211,12 @@ grep -Eq "still running in process|already finished" r1.err r2.err && ok || bad 
   bad "the run is not done with an empty message: $(sqlite3 live.db 'select status, message from runs')"
 
 # --- --resume --samples M2 extends a finished run; the result equals a fresh M2 run.
+BASE=(--data synthetic:blobs:3:6:200 -N 20 --bootstrap 100 -q)
 "$TWOSED" measure "${SMALL[@]}" --db extend.db --format json > /dev/null || bad "measure failed"
-expect 0 "resumed: 6 of 9 samples taken from the database, 3 computed now" measure "${SMALL[@]}" -M 9 --db extend.db \
-  --resume
+expect 0 "resumed: 6 of 9 samples taken from the database, 3 computed now" measure --model mlp:6-5-3 "${BASE[@]}" -M 9 \
+  --db extend.db --resume
 "$TWOSED" show 1 --db extend.db --format json > extended.json
-"$TWOSED" measure "${SMALL[@]}" -M 9 --no-db --format json > fresh9.json
+"$TWOSED" measure --model mlp:6-5-3 "${BASE[@]}" -M 9 --no-db --format json > fresh9.json
 same_curves extended.json fresh9.json && ok || bad "an extended run differs from a fresh run with as many samples"
 expect 0 "1 +measure +done +- +9 smp" runs --db extend.db
 
@@ -229,12 +230,12 @@ expect 0 "^curve,0,0.001," show 1 --db extend.db --eps 1e-3,0.05 --format csv
 "$TWOSED" runs --db extend.db | grep -q "stopped: killed" && bad "legend without a stopped run" || ok
 cp other.db legend.db
 expect 0 "stopped: killed or crashed; continue with --resume" runs --db legend.db
-"$TWOSED" measure "${SMALL[@]}" -M 4 --db extend.db -q > /dev/null
+"$TWOSED" measure --model mlp:6-5-3 "${BASE[@]}" -M 4 --db extend.db > /dev/null
 expect 0 "deleted run 2" runs --db extend.db --delete 2
 expect 1 "no run 2" show 2 --db extend.db
 
 # --- compare: several stored runs at one eps grid, with eps_zeta(n).
-"$TWOSED" measure "${SMALL[@]}" --model mlp:6-8-3 --db extend.db -q > /dev/null
+"$TWOSED" measure --model mlp:6-8-3 "${BASE[@]}" -M 6 --db extend.db > /dev/null
 expect 0 "twosed compare: 2 stored measurements" compare 1 3 --db extend.db --eps 1e-3,0.05 --n 1000
 expect 0 '"runs"' compare 1 3 --db extend.db --format json
 expect 0 "^run,kind,zeta,eps,n,value,stderr" compare 1 3 --db extend.db --format csv
@@ -247,10 +248,11 @@ expect 0 "synthetic:covertype" measure --help
 "$TWOSED" measure --model mlp:6-5-3 -N 10 -M 2 --bootstrap 10 -q --no-db 2> notice.err > /dev/null
 grep -q "^twosed: no --data given and the model does not take 784 inputs: using synthetic:blobs:3:6$" notice.err && ok ||
   bad "no default-data notice: $(cat notice.err)"
-expect 1 "training diverged: the training loss is (nan|inf|-nan) after epoch" train --model mlp:6-8-3 \
+expect 1 "training diverged: the training loss is (NaN|infinite) after epoch 1 \\(10 steps; lr 1e\\+300 is probably too large\\); recorded as run 1 in diverge.db" train --model mlp:6-8-3 \
   --data synthetic:blobs:3:6:300 --epochs 3 --batch 32 --optimizer sgd --lr 1e300 -q --db diverge.db
 [ "$(sqlite3 diverge.db "select json_extract(result, '$.diverged') is not null from runs")" = 1 ] && ok ||
   bad "the diverged training is not recorded as diverged"
+expect 0 "1 +train +done .*\\(diverged\\)" runs --db diverge.db
 
 # --- Ctrl-C during a recorded measurement says what is stored and how to continue.
 python3 - "$TWOSED" <<'PY' && ok || bad "SIGINT message"
@@ -274,6 +276,13 @@ assert want in err, (want, err)
 PY
 "$TWOSED" measure --model mlp:784-64-10 -N 60 -M 60 --eps 1e-4,1e-2 -q --db int.db --resume 1 > /dev/null &&
   ok || bad "the printed resume command failed"
+
+# --- A study whose trainings diverge says so and lists the models left out of the correlations.
+sed 's/"lr": 0.01/"lr": 1e300, "optimizer": "sgd"/' tiny.json > diverging.json
+"$TWOSED" study diverging.json --no-db -q > diverging.txt 2>&1 || bad "a diverging study failed: $(tail -2 diverging.txt)"
+grep -Eq "^    mlp:6-2-3 \(train loss\): seed 0: training diverged" diverging.txt && ok ||
+  bad "no left-out model in the study table: $(tail -8 diverging.txt)"
+grep -q "no correlations: fewer than two models with a finite loss" diverging.txt && ok || bad "no reason for the empty table"
 
 # --- study --no-db: runs in memory, prints the result, leaves no database.
 before=$(md5sum < twosed.db)

@@ -575,6 +575,8 @@ TEST(RecordMeasure, AResumeWithMoreSamplesExtendsARunToTheResultOfALargerRun) {
     // Fewer samples than stored is another configuration, not an extension.
     auto fewer = small_measure(markov);
     fewer.num_param_samples = 4;
+    EXPECT_THROW(record_measure(db, fewer, ro), DataError);  // no unfinished run of that configuration
+    ro.resume_run = rec.run;
     try {
       record_measure(db, fewer, ro);
       FAIL() << "no error";

@@ -689,7 +689,9 @@ int64_t run_study(ResultsStore& store, const StudyConfig& cfg, const StudyOption
         const std::string reason = m.contains("diverged") ? m["diverged"][0].get<std::string>() : "no finite loss";
         missing.push_back({{"model", m["name"]}, {"target", target_name}, {"reason", reason}});
       }
-      if (kept.empty()) continue;  // no such loss at all (no test set)
+      const bool any_diverged =
+          std::any_of(models.begin(), models.end(), [](const json& m) { return m.contains("diverged"); });
+      if (kept.empty() && !any_diverged) continue;  // no such loss at all (no test set)
       for (const auto& l : missing) left_out.push_back(l);
       if (y.size() < 2) continue;
       for (const auto& name : names) {
@@ -778,7 +780,7 @@ std::string study_table(const std::string& result_json) {
         fmt::format("{:.2f} +- {:.2f}", m["measures"][headline].get<double>(), m["stderr"][headline].get<double>()),
         has_ed ? fmt::format("{:.2f}", m["measures"]["ED(n)"].get<double>()) : "",
         m["train_loss_mean"].is_null()
-            ? "-"
+            ? (m.contains("diverged") ? "diverged" : "-")
             : fmt::format("{:.4f} +- {:.4f}", m["train_loss_mean"].get<double>(), m["train_loss_sd"].get<double>()),
         val(m["test_loss_mean"], "{:.4f}"));
   }

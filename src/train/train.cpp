@@ -288,7 +288,7 @@ TrainResult train_network(const Network& net, const Dataset& train, const Datase
     if (!std::isfinite(result.final_record.train_loss)) {
       result.diverged = fmt::format(
           "training diverged: the training loss is {} after epoch {} ({} steps; lr {:g} is probably too large)",
-          result.final_record.train_loss, epoch, result.steps, opts.lr);
+          std::isnan(result.final_record.train_loss) ? "NaN" : "infinite", epoch, result.steps, opts.lr);
       break;
     }
   }

@@ -296,7 +296,11 @@ Runner add_measure_command(CLI::App& app) {
       bar.update_layer(sample, done, layers, total);
     };
 
-    if (o.inputs_file.empty() && o.spectra_in.empty()) note_default_data(o.data, o.model, o.model_options);
+    // Once the data are loaded (the first sample starts), so that an error stays the only line.
+    if (o.inputs_file.empty() && o.spectra_in.empty())
+      o.on_start = [data = o.data, model = o.model, mo = o.model_options](const SpectraHeader&) {
+        note_default_data(data, model, mo);
+      };
     if (p->plan) {
       write_output(plan_measure(o, ctx), p->out);
       return 0;

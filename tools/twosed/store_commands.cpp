@@ -49,6 +49,13 @@ struct CurveFlags {
   }
 };
 
+// "  (diverged)" for a training run that stopped at a non-finite loss (train.h).
+std::string diverged_note(const RunInfo& r) {
+  if (r.kind != "train" || r.result.empty()) return "";
+  const auto j = json::parse(r.result, nullptr, false);
+  return j.is_object() && j.contains("diverged") && j["diverged"].is_string() ? "  (diverged)" : "";
+}
+
 }  // namespace
 
 Runner add_runs_command(CLI::App& app) {
@@ -69,8 +76,9 @@ Runner add_runs_command(CLI::App& app) {
     if (p->del != 0) {
       ResultsStore store(p->db, /*create=*/false);
       const auto n = delete_stored_run(store, p->del);
-      std::fprintf(stderr, "twosed: deleted run %lld%s from %s\n", static_cast<long long>(p->del),
-                   n > 1 ? fmt::format(" and its {} runs", n - 1).c_str() : "", p->db.c_str());
+      write_output(
+          fmt::format("deleted run {}{} from {}\n", p->del, n > 1 ? fmt::format(" and its {} runs", n - 1) : "", p->db),
+          "");
       return 0;
     }
     if (p->format != "table" && p->format != "json")
@@ -109,7 +117,7 @@ Runner add_runs_command(CLI::App& app) {
                                                    : std::to_string(store.children(r.id).size()) + " run";
       out += fmt::format("  {:>4} {:>7} {:>8} {:>6} {:>8} {:>20}  {}{}\n", r.id, r.kind,
                          run_is_stopped(store, r) ? "stopped" : r.status, r.parent ? std::to_string(r.parent) : "-",
-                         done, r.updated, r.label, r.message.empty() ? "" : "  (" + r.message + ")");
+                         done, r.updated, r.label, r.message.empty() ? diverged_note(r) : "  (" + r.message + ")");
     }
     write_output(out, "");
     return 0;

@@ -95,10 +95,13 @@ Runner add_train_command(CLI::App& app) {
         throw DataError(fmt::format("{}: a checkpoint of '{}', not of '{}'", p->init, ci.model, spec.text));
       t.initial_theta = std::move(arr.data);
     }
-    note_default_data(p->data, cfg.model, cfg.model_options);
     ScopedThreads threads(p->threads != 0 ? p->threads : hardware_threads());
     const bool show = !p->quiet && ::isatty(2);
-    t.on_record = [show](const TrainingRecord& r) {
+    // The default-data notice with the first record (the data are loaded by then), so that an
+    // error before it stays the only line.
+    t.on_record = [show, noted = false, data = p->data, model = cfg.model,
+                   mo = cfg.model_options](const TrainingRecord& r) mutable {
+      if (!noted) note_default_data(data, model, mo), noted = true;
       if (!show || r.step >= 0) return;
       std::fprintf(stderr, "  epoch %lld: train loss %.5g%s  (%.1f s)\n", static_cast<long long>(r.epoch), r.train_loss,
                    std::isnan(r.test_loss) ? "" : fmt::format(", test loss {:.5g}", r.test_loss).c_str(), r.seconds);
