@@ -239,6 +239,7 @@ expect 1 "no run 2" show 2 --db extend.db
 expect 0 "twosed compare: 2 stored measurements" compare 1 3 --db extend.db --eps 1e-3,0.05 --n 1000
 expect 0 '"runs"' compare 1 3 --db extend.db --format json
 expect 0 "^run,kind,zeta,eps,n,value,stderr" compare 1 3 --db extend.db --format csv
+"$TWOSED" compare 1 3 --db extend.db --plot cmp.png > /dev/null && [ -s cmp.png ] && ok || bad "compare --plot wrote no figure"
 "$TWOSED" compare 1 --db extend.db --eps 1e-3,0.05 --zeta 0.25 --format csv | grep "^1,curve" | cut -d, -f3- > cmp.csv
 "$TWOSED" show 1 --db extend.db --eps 1e-3,0.05 --zeta 0.25 --format csv | grep "^curve" | sed 's/^curve,//' > shown.csv
 cmp -s cmp.csv shown.csv && ok || bad "compare differs from show at the same eps/zeta: $(diff cmp.csv shown.csv | head -3)"
