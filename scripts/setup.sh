@@ -23,6 +23,8 @@ PACKAGES=(
   openmpi-bin           # mpirun, for the MPI test
   python3-torch         # writing TorchScript models and their reference Fisher spectra (tests)
   python3-torchvision   # TorchScript models of standard architectures
+  clang                 # the sanitizer and libFuzzer build (scripts/sanitize.sh)
+  libclang-rt-14-dev    # clang's ASan/UBSan runtimes and libFuzzer
 )
 
 missing=()

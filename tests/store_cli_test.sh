@@ -79,7 +79,7 @@ for _ in $(seq 1 600); do
 done
 kill -9 "$pid" 2> /dev/null
 wait "$pid" 2> /dev/null
-expect 1 "run 1 has a different configuration: samples 30 \(now 31\)" measure --model mlp:784-256-10 -N 100 -M 31 \
+expect 1 "run 1 has a different configuration: samples 30 \(now 29\)" measure --model mlp:784-256-10 -N 100 -M 29 \
   --bootstrap 200 -q --db other.db --resume
 
 # --- Databases that are not twosed's, or newer.
@@ -185,5 +185,109 @@ assert a["correlations"] == b["correlations"]
 used = {r for m in b["models"] for r in m["train_runs"]} | {r for m in b["models"] for r in m["measure_runs"].values()}
 assert done <= used, (done, used)   # every run finished before the kill is reused, not redone
 PY
+
+# --- --resume of a run another live process works on is refused up front, and of two
+# concurrent resumes of a stopped run exactly one proceeds; the other never writes the run.
+LIVE=(--model mlp:784-64-10 -N 60 -M 60 --eps 1e-4,1e-2 --bootstrap 100 -q --format json)
+"$TWOSED" measure "${LIVE[@]}" --db live.db > /dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  [ "$(sqlite3 live.db "select count(*) from samples" 2> /dev/null || echo 0)" -ge 1 ] && break
+  sleep 0.05
+done
+expect 1 "live.db: cannot resume: run 1 is still running in process $pid@[^;]+; wait for it or stop it" \
+  measure "${LIVE[@]}" --db live.db --resume
+kill -9 "$pid" 2> /dev/null
+wait "$pid" 2> /dev/null
+"$TWOSED" measure "${LIVE[@]}" --db live.db --resume > r1.json 2> r1.err &
+p1=$!
+"$TWOSED" measure "${LIVE[@]}" --db live.db --resume > r2.json 2> r2.err &
+p2=$!
+wait "$p1"; c1=$?
+wait "$p2"; c2=$?
+if [ $((c1 + c2)) -eq 1 ]; then ok; else bad "concurrent resumes exited $c1 and $c2 (expected one 0, one 1): $(cat r1.err r2.err)"; fi
+grep -Eq "still running in process|already finished" r1.err r2.err && ok || bad "the refused resume said: $(cat r1.err r2.err)"
+[ "$(sqlite3 live.db "select status || '|' || coalesce(message, '') from runs")" = "done|" ] && ok ||
+  bad "the run is not done with an empty message: $(sqlite3 live.db 'select status, message from runs')"
+
+# --- --resume --samples M2 extends a finished run; the result equals a fresh M2 run.
+BASE=(--data synthetic:blobs:3:6:200 -N 20 --bootstrap 100 -q)
+"$TWOSED" measure "${SMALL[@]}" --db extend.db --format json > /dev/null || bad "measure failed"
+expect 0 "resumed: 6 of 9 samples taken from the database, 3 computed now" measure --model mlp:6-5-3 "${BASE[@]}" -M 9 \
+  --db extend.db --resume
+"$TWOSED" show 1 --db extend.db --format json > extended.json
+"$TWOSED" measure --model mlp:6-5-3 "${BASE[@]}" -M 9 --no-db --format json > fresh9.json
+same_curves extended.json fresh9.json && ok || bad "an extended run differs from a fresh run with as many samples"
+expect 0 "1 +measure +done +- +9 smp" runs --db extend.db
+
+# --- show: the data line says where the spectra came from; a recomputed time says so.
+expect 0 "data    spectra stored in run 1 of extend.db \(measured on synthetic:blobs:3:6:200\)" show 1 --db extend.db
+expect 0 "time    recomputed from stored spectra in [0-9.]+ s \(measured: passes" show 1 --db extend.db
+# CSV: the shortest form that round-trips (0.001, not 0.0010000000000000000208).
+expect 0 "^curve,0,0.001," show 1 --db extend.db --eps 1e-3,0.05 --format csv
+
+# --- runs: the "stopped" legend only when a stopped run is listed; --delete.
+"$TWOSED" runs --db extend.db | grep -q "stopped: killed" && bad "legend without a stopped run" || ok
+cp other.db legend.db
+expect 0 "stopped: killed or crashed; continue with --resume" runs --db legend.db
+"$TWOSED" measure --model mlp:6-5-3 "${BASE[@]}" -M 4 --db extend.db > /dev/null
+expect 0 "deleted run 2" runs --db extend.db --delete 2
+expect 1 "no run 2" show 2 --db extend.db
+
+# --- compare: several stored runs at one eps grid, with eps_zeta(n).
+"$TWOSED" measure --model mlp:6-8-3 "${BASE[@]}" -M 6 --db extend.db > /dev/null
+expect 0 "twosed compare: 2 stored measurements" compare 1 3 --db extend.db --eps 1e-3,0.05 --n 1000
+expect 0 '"runs"' compare 1 3 --db extend.db --format json
+expect 0 "^run,kind,zeta,eps,n,value,stderr" compare 1 3 --db extend.db --format csv
+"$TWOSED" compare 1 3 --db extend.db --plot cmp.png > /dev/null && [ -s cmp.png ] && ok || bad "compare --plot wrote no figure"
+"$TWOSED" compare 1 --db extend.db --eps 1e-3,0.05 --zeta 0.25 --format csv | grep "^1,curve" | cut -d, -f3- > cmp.csv
+"$TWOSED" show 1 --db extend.db --eps 1e-3,0.05 --zeta 0.25 --format csv | grep "^curve" | sed 's/^curve,//' > shown.csv
+cmp -s cmp.csv shown.csv && ok || bad "compare differs from show at the same eps/zeta: $(diff cmp.csv shown.csv | head -3)"
+
+# --- Defaults that used to hide themselves.
+expect 0 "synthetic:covertype" measure --help
+"$TWOSED" measure --model mlp:6-5-3 -N 10 -M 2 --bootstrap 10 -q --no-db 2> notice.err > /dev/null
+grep -q "^twosed: no --data given and the model does not take 784 inputs: using synthetic:blobs:3:6$" notice.err && ok ||
+  bad "no default-data notice: $(cat notice.err)"
+expect 1 "training diverged: the training loss is (NaN|infinite) after epoch 1 \\(10 steps; lr 1e\\+300 is probably too large\\); recorded as run 1 in diverge.db" train --model mlp:6-8-3 \
+  --data synthetic:blobs:3:6:300 --epochs 3 --batch 32 --optimizer sgd --lr 1e300 -q --db diverge.db
+[ "$(sqlite3 diverge.db "select json_extract(result, '$.diverged') is not null from runs")" = 1 ] && ok ||
+  bad "the diverged training is not recorded as diverged"
+expect 0 "1 +train +done .*\\(diverged\\)" runs --db diverge.db
+
+# --- Ctrl-C during a recorded measurement says what is stored and how to continue.
+python3 - "$TWOSED" <<'PY' && ok || bad "SIGINT message"
+import signal, sqlite3, subprocess, sys, time
+cmd = [sys.argv[1], "measure", "--model", "mlp:784-64-10", "-N", "60", "-M", "60", "--eps", "1e-4,1e-2", "-q",
+       "--db", "int.db"]
+p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+for _ in range(600):
+    try:
+        if sqlite3.connect("int.db").execute("select count(*) from samples").fetchone()[0] >= 1: break
+    except sqlite3.Error:
+        pass
+    time.sleep(0.05)
+p.send_signal(signal.SIGINT)
+err = p.communicate()[1]
+assert p.returncode == 130, (p.returncode, err)
+n = sqlite3.connect("int.db").execute("select count(*) from samples").fetchone()[0]
+want = (f"twosed: stopped; {n} of 60 samples are stored in run 1 of int.db; continue with: twosed measure --model "
+        f"mlp:784-64-10 -N 60 -M 60 --eps 1e-4,1e-2 -q --db int.db --resume 1")
+assert want in err, (want, err)
+PY
+"$TWOSED" measure --model mlp:784-64-10 -N 60 -M 60 --eps 1e-4,1e-2 -q --db int.db --resume 1 > /dev/null &&
+  ok || bad "the printed resume command failed"
+
+# --- A study whose trainings diverge says so and lists the models left out of the correlations.
+sed 's/"lr": 0.01/"lr": 1e300, "optimizer": "sgd"/' tiny.json > diverging.json
+"$TWOSED" study diverging.json --no-db -q > diverging.txt 2>&1 || bad "a diverging study failed: $(tail -2 diverging.txt)"
+grep -Eq "^    mlp:6-2-3 \(train loss\): seed 0: training diverged" diverging.txt && ok ||
+  bad "no left-out model in the study table: $(tail -8 diverging.txt)"
+grep -q "no correlations: fewer than two models with a finite loss" diverging.txt && ok || bad "no reason for the empty table"
+
+# --- study --no-db: runs in memory, prints the result, leaves no database.
+before=$(md5sum < twosed.db)
+expect 0 "twosed study" study tiny.json --no-db -q
+[ ! -e ":memory:" ] && [ "$(md5sum < twosed.db)" = "$before" ] && ok || bad "study --no-db wrote a database"
 
 finish

@@ -261,9 +261,9 @@ TEST(NpyErrors, MalformedHeaders) {
       {"{'descr': '<f8', 'fortran_order': False, 'shape': (1,)} junk", "after the header dict"},
       {"{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999,)}", "too large"},
   };
-  for (const auto& [header, phrase] : cases)
-    expect_data_error([&] { twosed::parse_npy(make_npy(1, header, data), "x.npy"); },
-                      {"x.npy: malformed .npy header", phrase});
+  for (const auto& c : cases)  // not a structured binding: C++17 lambdas cannot capture one (clang)
+    expect_data_error([&] { twosed::parse_npy(make_npy(1, c.first, data), "x.npy"); },
+                      {"x.npy: malformed .npy header", c.second});
 }
 
 TEST(NpyErrors, AbsurdShapesDoNotAllocate) {

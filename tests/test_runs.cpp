@@ -1,16 +1,19 @@
 // The results store used end to end: measurements committed sample by sample and resumed,
 // stored curves recomputed, training runs recorded, study files parsed, a small study run and
 // resumed without recomputation.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 
 #include "twosed/error.h"
@@ -614,4 +617,178 @@ TEST(RunStatus, AStoppedRunIsOneWhoseProcessIsGone) {
   EXPECT_FALSE(run_is_stopped(db, db.run(run)));  // cannot tell from here
   db.finish_run(run, "{}");
   EXPECT_FALSE(run_is_stopped(db, db.run(run)));
+}
+
+namespace {
+
+// A forked child that marks `run` as its own and stays alive until release() (or the test's end).
+class LiveClaimant {
+ public:
+  LiveClaimant(const std::string& path, int64_t run) {
+    int ready[2], hold[2];
+    if (::pipe(ready) != 0 || ::pipe(hold) != 0) throw std::runtime_error("pipe");
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::close(ready[0]), ::close(hold[1]);
+      {
+        ResultsStore db(path);
+        mark_process(db, run);
+      }
+      char c = 1;
+      (void)!::write(ready[1], &c, 1);
+      (void)!::read(hold[0], &c, 1);  // returns when the parent closes its end
+      ::_exit(0);
+    }
+    ::close(ready[1]), ::close(hold[0]);
+    char c = 0;
+    (void)!::read(ready[0], &c, 1);
+    ::close(ready[0]);
+    hold_ = hold[1];
+  }
+  ~LiveClaimant() { release(); }
+  void release() {
+    if (hold_ < 0) return;
+    ::close(hold_);
+    hold_ = -1;
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = 0;
+  int hold_ = -1;
+};
+
+}  // namespace
+
+TEST(RecordMeasure, AResumeOfARunAnotherLiveProcessWorksOnIsRefused) {
+  const auto path = temp_db("live.db");
+  ResultsStore db(path);
+  const auto config = measure_config(small_measure(false));
+  const int64_t run = db.create_run("measure", "m", config);
+  LiveClaimant other(path, run);
+  RecordOptions ro;
+  ro.resume = true;
+  for (int64_t id : {run, int64_t{0}}) {  // by id, and the newest unfinished one
+    ro.resume_run = id;
+    int computed = 0;
+    auto o = small_measure(false);
+    o.on_sample = [&](const SampleRecord&) { ++computed; };
+    try {
+      record_measure(db, o, ro);
+      FAIL() << "no error";
+    } catch (const DataError& e) {
+      const std::string want = fmt::format("run {} is still running in process {}@", run, other.pid());
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("wait for it or stop it"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(computed, 0);  // refused before any work
+    EXPECT_THROW(claim_run(db, run), DataError);
+  }
+  // The refused process neither failed the run nor wrote its message or a sample.
+  EXPECT_EQ(db.run(run).status, "running");
+  EXPECT_EQ(db.run(run).message, "");
+  EXPECT_EQ(db.run(run).num_samples, 0);
+  other.release();  // its process is gone: the run is stopped, and resumable
+  EXPECT_TRUE(run_is_stopped(db, db.run(run)));
+  ro.resume_run = run;
+  EXPECT_EQ(record_measure(db, small_measure(false), ro).run, run);
+  EXPECT_EQ(db.run(run).status, "done");
+}
+
+TEST(RecordMeasure, OfConcurrentClaimsOfAStoppedRunExactlyOneWins) {
+  const auto path = temp_db("claims.db");
+  int64_t run = 0;
+  {
+    ResultsStore db(path);
+    run = db.create_run("measure", "m", measure_config(small_measure(false)));
+    LiveClaimant gone(path, run);  // marks it, then exits: a stopped run
+  }
+  constexpr int kClaimants = 4;
+  int results[2], hold[2];
+  ASSERT_EQ(::pipe(results), 0);
+  ASSERT_EQ(::pipe(hold), 0);
+  std::vector<pid_t> children;
+  for (int i = 0; i < kClaimants; ++i) {
+    const pid_t child = ::fork();
+    if (child == 0) {
+      ::close(results[0]), ::close(hold[1]);
+      char won = 'n';
+      try {
+        ResultsStore db(path);
+        claim_run(db, run);
+        won = 'y';
+      } catch (const DataError& e) {
+        won = std::string(e.what()).find("is still running in process") != std::string::npos ? 'n' : 'e';
+      }
+      (void)!::write(results[1], &won, 1);
+      char c;
+      (void)!::read(hold[0], &c, 1);  // stay alive until every claimant has tried
+      ::_exit(0);
+    }
+    children.push_back(child);
+  }
+  ::close(results[1]), ::close(hold[0]);
+  std::string outcomes;
+  for (int i = 0; i < kClaimants; ++i) {
+    char c = '?';
+    ASSERT_EQ(::read(results[0], &c, 1), 1);
+    outcomes += c;
+  }
+  ::close(hold[1]);
+  for (pid_t c : children) ::waitpid(c, nullptr, 0);
+  ::close(results[0]);
+  EXPECT_EQ(std::count(outcomes.begin(), outcomes.end(), 'y'), 1) << outcomes;
+  EXPECT_EQ(std::count(outcomes.begin(), outcomes.end(), 'n'), kClaimants - 1) << outcomes;
+}
+
+TEST(RecordMeasure, AResumeWithMoreSamplesExtendsARunToTheResultOfALargerRun) {
+  for (bool markov : {false, true}) {
+    SCOPED_TRACE(markov ? "markov" : "standard");
+    auto larger = small_measure(markov);
+    larger.num_param_samples = 12;
+    const auto ref = run_measure(larger);
+    ResultsStore db(temp_db(markov ? "extend_markov.db" : "extend.db"));
+    const auto first = record_measure(db, small_measure(markov), {});
+    EXPECT_EQ(db.run(first.run).status, "done");
+    RecordOptions ro;
+    ro.resume = true;
+    auto o = larger;
+    std::vector<int64_t> indices;
+    o.on_sample = [&](const SampleRecord& r) { indices.push_back(r.index); };
+    const auto rec = record_measure(db, o, ro);
+    EXPECT_EQ(rec.run, first.run);
+    EXPECT_EQ(indices, (std::vector<int64_t>{8, 9, 10, 11}));
+    EXPECT_EQ(rec.result.resumed_samples, 8);
+    expect_same_estimates(rec.result.estimate, ref.estimate);
+    if (markov) expect_same_estimates(rec.result.markov.lower, ref.markov.lower);
+    const auto info = db.run(rec.run);
+    EXPECT_EQ(info.status, "done");
+    EXPECT_EQ(info.num_samples, 12);
+    EXPECT_EQ(info.config, measure_config(larger));  // the run now says M = 12
+    // The stored spectra equal a fresh run's, bit for bit.
+    const auto stored = stored_samples(db, rec.run);
+    ASSERT_EQ(stored.size(), ref.samples.size());
+    ResultsStore fresh_db(temp_db(markov ? "extend_fresh_markov.db" : "extend_fresh.db"));
+    const auto fresh = stored_samples(fresh_db, record_measure(fresh_db, larger, {}).run);
+    ASSERT_EQ(fresh.size(), stored.size());
+    for (size_t j = 0; j < stored.size(); ++j) {
+      ASSERT_EQ(stored[j].blocks.size(), fresh[j].blocks.size());
+      for (size_t b = 0; b < stored[j].blocks.size(); ++b)
+        EXPECT_EQ(stored[j].blocks[b].eigenvalues, fresh[j].blocks[b].eigenvalues) << "sample " << j;
+    }
+    expect_same_estimates(stored_measure(db, rec.run, larger.estimator).estimate, ref.estimate);
+    // Fewer samples than stored is another configuration, not an extension.
+    auto fewer = small_measure(markov);
+    fewer.num_param_samples = 4;
+    EXPECT_THROW(record_measure(db, fewer, ro), DataError);  // no unfinished run of that configuration
+    ro.resume_run = rec.run;
+    try {
+      record_measure(db, fewer, ro);
+      FAIL() << "no error";
+    } catch (const DataError& e) {
+      EXPECT_NE(std::string(e.what()).find("samples 12 (now 4)"), std::string::npos) << e.what();
+    }
+  }
 }

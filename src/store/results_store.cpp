@@ -708,4 +708,32 @@ void ResultsStore::delete_run(int64_t id) {
   t.commit();
 }
 
+std::string ResultsStore::claim_run(int64_t id, const std::string& process,
+                                    const std::function<bool(const std::string&)>& is_live, bool allow_done,
+                                    const std::string& config) {
+  if (!config.empty()) check_json(config, "run config");
+  Transaction t(db_, path_, true);
+  Stmt q(db_, path_,
+         "SELECT status, (SELECT text FROM texts WHERE run = runs.id AND name = 'process') FROM runs "
+         "WHERE id = ?");
+  q.bind(1, id);
+  if (!q.step()) throw DataError(fmt::format("{}: no run {}", path_, id));
+  const std::string status = q.text(0), marker = q.text(1);
+  q.reset();
+  if (status == kDone && !allow_done) return kDone;
+  if (!marker.empty() && is_live(marker)) return marker;
+  Stmt ins(db_, path_,
+           "INSERT INTO texts (run, name, text) VALUES (?, 'process', ?) "
+           "ON CONFLICT (run, name) DO UPDATE SET text = excluded.text");
+  ins.bind(1, id).bind(2, process).run();
+  Stmt u(db_, path_, "UPDATE runs SET status = ?, message = NULL, updated = ? WHERE id = ?");
+  u.bind(1, std::string(kRunning)).bind(2, now_utc()).bind(3, id).run();
+  if (!config.empty()) {
+    Stmt c(db_, path_, "UPDATE runs SET config = ?, config_hash = ? WHERE id = ?");
+    c.bind(1, config).bind(2, config_hash(config)).bind(3, id).run();
+  }
+  t.commit();
+  return "";
+}
+
 }  // namespace twosed

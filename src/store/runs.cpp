@@ -125,6 +125,47 @@ std::string this_process() {
   return fmt::format("{}@{}", ::getpid(), host);
 }
 
+// The pid of a "PID@HOST" marker written on this host (0: another host or malformed).
+long local_pid(const std::string& marker) {
+  const auto at = marker.find('@');
+  if (at == std::string::npos) return 0;
+  const std::string self = this_process();
+  if (marker.substr(at) != self.substr(self.find('@'))) return 0;  // another host: cannot tell
+  const long pid = std::strtol(marker.c_str(), nullptr, 10);
+  return pid > 0 ? pid : 0;
+}
+
+bool pid_exists(long pid) {
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;
+}
+
+// Another process on this host that is still alive. This process itself is not "another": a
+// run it marked and left running (an exception that skipped fail_run) it may take up again.
+bool other_live_process(const std::string& marker) {
+  const long pid = local_pid(marker);
+  return pid > 0 && pid != static_cast<long>(::getpid()) && pid_exists(pid);
+}
+
+// Whether `now` differs from `stored` only in a larger "samples": the run can be extended.
+bool extends(const std::string& stored, const std::string& now) {
+  auto a = json::parse(stored), b = json::parse(now);
+  if (!a.contains("samples") || !b.contains("samples") || !a["samples"].is_number_integer() ||
+      !b["samples"].is_number_integer() || b["samples"].get<int64_t>() <= a["samples"].get<int64_t>())
+    return false;
+  a.erase("samples");
+  b.erase("samples");
+  return a == b;
+}
+
+std::string live_message(const std::string& where, int64_t run, const std::string& marker) {
+  return fmt::format("{}: run {} is still running in process {}; wait for it or stop it", where, run, marker);
+}
+
+// Whether this process is the one that last claimed the run (only the owner records failure).
+bool owns(const ResultsStore& store, int64_t run) {
+  return store.get_text(run, "process").value_or("") == this_process();
+}
+
 }  // namespace
 
 void mark_process(ResultsStore& store, int64_t run) {
@@ -135,12 +176,32 @@ bool run_is_stopped(const ResultsStore& store, const RunInfo& run) {
   if (run.status != "running") return false;
   const auto text = store.get_text(run.id, "process");
   if (!text) return false;
-  const auto at = text->find('@');
-  if (at == std::string::npos) return false;
-  const std::string self = this_process();
-  if (text->substr(at) != self.substr(self.find('@'))) return false;  // another host: cannot tell
-  const long pid = std::strtol(text->c_str(), nullptr, 10);
-  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+  const long pid = local_pid(*text);
+  return pid > 0 && !pid_exists(pid);
+}
+
+void claim_run(ResultsStore& store, int64_t run, bool allow_done, const std::string& config) {
+  const auto refused = store.claim_run(run, this_process(), other_live_process, allow_done, config);
+  const auto where = fmt::format("{}: cannot resume", store.path());
+  if (refused == "done")
+    throw DataError(fmt::format("{}: run {} is already finished (see 'twosed show {}')", where, run, run));
+  if (!refused.empty()) throw DataError(live_message(where, run, refused));
+}
+
+int64_t delete_stored_run(ResultsStore& store, int64_t run) {
+  std::vector<RunInfo> subtree{store.run(run)};
+  for (size_t i = 0; i < subtree.size(); ++i)
+    for (const auto& c : store.children(subtree[i].id)) subtree.push_back(c);
+  for (const auto& r : subtree) {
+    const auto marker = store.get_text(r.id, "process");
+    if (r.status == "running" && marker && other_live_process(*marker))
+      throw DataError(
+          fmt::format("{}: cannot delete run {}: run {} is still running in process {}; wait for it or "
+                      "stop it",
+                      store.path(), run, r.id, *marker));
+  }
+  store.delete_run(run);
+  return static_cast<int64_t>(subtree.size());
 }
 
 std::string measure_config(const MeasureOptions& o) {
@@ -185,21 +246,26 @@ RunInfo find_resumable(const ResultsStore& store, const std::string& kind, const
   const auto where = fmt::format("{}: cannot resume", store.path());
   auto check = [&](const RunInfo& r) {
     if (r.kind != kind) throw DataError(fmt::format("{}: run {} is a {} run, not a {} run", where, r.id, r.kind, kind));
-    if (r.config != config)
+    // Refused up front; claim_run makes the check atomic.
+    const auto marker = store.get_text(r.id, "process");
+    if (r.status == "running" && marker && other_live_process(*marker))
+      throw DataError(live_message(where, r.id, *marker));
+    if (r.config != config && !extends(r.config, config))
       throw DataError(fmt::format("{}: run {} has a different configuration: {}", where, r.id,
                                   config_differences(r.config, config)));
-    if (r.status == "done")
+    if (r.status == "done" && r.config == config)
       throw DataError(fmt::format("{}: run {} is already finished (see 'twosed show {}')", where, r.id, r.id));
     return r;
   };
   if (ropts.resume_run > 0) return check(store.run(ropts.resume_run));
-  // The newest unfinished run with this configuration; else say why there is none.
+  // The newest unfinished run with this configuration, or one this configuration extends
+  // (more samples); else say why there is none.
   std::optional<RunInfo> done, other;
   const auto runs = store.runs(kind);
   for (auto it = runs.rbegin(); it != runs.rend(); ++it) {
     if (it->parent != ropts.parent) continue;
     const bool same = it->config == config;
-    if (same && it->status != "done") return *it;
+    if ((same && it->status != "done") || extends(it->config, config)) return check(*it);
     if (same && !done) done = *it;
     if (!same && it->status != "done" && !other) other = *it;
   }
@@ -231,11 +297,13 @@ RecordedMeasurement record_measure(ResultsStore& store, MeasureOptions opts, con
   std::string stored_header;
   if (ropts.resume) {
     const auto info = find_resumable(store, "measure", config, ropts);
-    out.run = info.id;
+    // Extending a run to more samples reopens it (even finished) under the new configuration.
+    const bool extend = info.config != config;
+    claim_run(store, info.id, extend, extend ? config : "");
+    out.run = info.id;  // ours from here on
     stored_header = store.get_text(out.run, "header").value_or("");
     opts.completed = stored_samples(store, out.run);
-    store.reopen_run(out.run);
-    mark_process(store, out.run);
+    if (ropts.on_run) ropts.on_run(out.run, static_cast<int64_t>(opts.completed.size()));
   }
   auto user_start = opts.on_start;
   opts.on_start = [&](const SpectraHeader& h) {
@@ -244,6 +312,7 @@ RecordedMeasurement record_measure(ResultsStore& store, MeasureOptions opts, con
       out.run = store.create_run("measure", ropts.label.empty() ? h.model : ropts.label, config, ropts.parent);
       mark_process(store, out.run);
       store.put_text(out.run, "header", text);
+      if (ropts.on_run) ropts.on_run(out.run, 0);
     } else if (stored_header.empty()) {
       store.put_text(out.run, "header", text);
     } else if (stored_header != text) {
@@ -262,7 +331,7 @@ RecordedMeasurement record_measure(ResultsStore& store, MeasureOptions opts, con
   try {
     out.result = run_measure(opts, ctx);
   } catch (const std::exception& e) {
-    if (out.run != 0) {
+    if (out.run != 0 && owns(store, out.run)) {
       std::string msg = e.what();
       store.fail_run(out.run, msg.substr(0, msg.find('\n')));
     }
@@ -281,11 +350,11 @@ MeasureResult stored_measure(const ResultsStore& store, int64_t run, const Estim
   const auto config = json::parse(info.config);
   e.seed = config.value("seed", uint64_t{0});  // the run's own bootstrap seed
   ResultSources sources;
-  sources.data =
-      fmt::format("{} ({} of {} samples stored in run {} of {}{})",
-                  config.contains("data") ? config["data"].get<std::string>() : config.value("inputs_file", ""),
-                  records.size(), config.value("samples", static_cast<int64_t>(records.size())), run, store.path(),
-                  info.status == "done" ? "" : ", unfinished");
+  // Where the spectra came from; the sample count is in the Fisher line (M).
+  sources.data = fmt::format(
+      "spectra stored in run {} of {}{} (measured on {})", run, store.path(),
+      info.status == "done" ? "" : ", unfinished",
+      config.contains("data") ? config["data"].get<std::string>() : "inputs from " + config.value("inputs_file", ""));
   sources.space = config.contains("space") ? config["space"].get<std::string>()
                                            : "given samples from " + config.value("thetas", "");
   sources.activation = config.value("activation", "");
@@ -394,7 +463,8 @@ RecordedTraining record_training(ResultsStore& store, const TrainConfig& cfg, co
                                  {"epochs", f.epoch},
                                  {"steps", out.result.steps},
                                  {"seconds", out.result.seconds},
-                                 {"d", net.num_params()}}
+                                 {"d", net.num_params()},
+                                 {"diverged", out.result.diverged.empty() ? json(nullptr) : json(out.result.diverged)}}
                                 .dump());
   return out;
 }

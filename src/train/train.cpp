@@ -270,6 +270,13 @@ TrainResult train_network(const Network& net, const Dataset& train, const Datase
       }
     }
     epoch_record(epoch);
+    // Further steps cannot recover from a non-finite loss (the parameters are non-finite).
+    if (!std::isfinite(result.final_record.train_loss)) {
+      result.diverged = fmt::format(
+          "training diverged: the training loss is {} after epoch {} ({} steps; lr {:g} is probably too large)",
+          std::isnan(result.final_record.train_loss) ? "NaN" : "infinite", epoch, result.steps, opts.lr);
+      break;
+    }
   }
 
   result.theta = flatten(net, module);

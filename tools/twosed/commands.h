@@ -24,6 +24,8 @@ Runner add_runs_command(CLI::App& app);
 Runner add_show_command(CLI::App& app);
 Runner add_export_command(CLI::App& app);
 Runner add_bound_command(CLI::App& app);
+/// `twosed compare RUN1 RUN2 ...`: stored measurements side by side (compare_command.cpp).
+Runner add_compare_command(CLI::App& app);
 
 /// A stored study as a table, JSON or CSV (and its figures with a plot path): for show/export.
 int show_study(const ResultsStore& store, const RunInfo& info, const std::string& format, const std::string& out,

@@ -31,13 +31,14 @@ int run(int argc, char** argv) {
   CLI::App app{"twosed: the two-scale effective dimension (2sED) of neural networks"};
   app.set_version_flag("--version", std::string("twosed ") + TWOSED_VERSION);
   app.footer(
-      "Commands: measure, train, study, bound, runs, show, export ('twosed COMMAND --help').\n"
+      "Commands: measure, train, study, bound, runs, show, export, compare ('twosed COMMAND --help').\n"
       "With no subcommand, twosed runs 'twosed measure' on its embedded default\n"
       "(a small MLP on Fashion-MNIST, or on synthetic data if that is not installed).");
   std::vector<std::pair<CLI::App*, twosed::cli::Runner>> commands;
   auto measure = twosed::cli::add_measure_command(app);
   for (auto add : {twosed::cli::add_train_command, twosed::cli::add_study_command, twosed::cli::add_bound_command,
-                   twosed::cli::add_runs_command, twosed::cli::add_show_command, twosed::cli::add_export_command}) {
+                   twosed::cli::add_runs_command, twosed::cli::add_show_command, twosed::cli::add_export_command,
+                   twosed::cli::add_compare_command}) {
     auto run = add(app);
     commands.emplace_back(app.get_subcommands({}).back(), run);
   }

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "interrupt.h"
 #include "mpi/ranks.h"
 #include "reports.h"
 #include "twosed/data/write_file.h"
@@ -86,7 +87,7 @@ const char* kExamples = R"(Examples:
                  --noise-draws 2 --breakdown-eps 1e-3 --format json --out cnn.json
 
 Data sources: csv:PATH[:label=COL]  idx:DIR  idx:IMAGES,LABELS  synthetic:blobs:K:DIM[:N]
-              synthetic:teacher:SPEC[:N]
+              synthetic:teacher:SPEC[:N]  synthetic:covertype[:N] (54 features, 7 classes)
 Model specs:  mlp:IN-H1-...-K (with --act)   cnn:CxHxW-TOKEN-... with tokens cOkS[sT][pP] (conv),
               pS[sT] (max pool), aS[sT] (avg pool), fO (linear), relu, tanh, sigmoid, gelu, flatten
 Exit codes:   0 ok, 1 data error, 2 usage error, 3 a bug in twosed (please report it))";
@@ -253,6 +254,11 @@ int run_measure_command(const MeasureParams& p, bool sigma_given, bool breakdown
   o.layer_progress = [&bar](int64_t sample, int64_t done, int64_t layers, int64_t total) {
     bar.update_layer(sample, done, layers, total);
   };
+  // Once the data are loaded (the first sample starts), so that an error stays the only line.
+  if (o.inputs_file.empty() && o.spectra_in.empty())
+    o.on_start = [data = o.data, model = o.model, mo = o.model_options](const SpectraHeader&) {
+      note_default_data(data, model, mo);
+    };
   if (p.plan) {
     write_output(plan_measure(o, ctx), p.out);
     return 0;
@@ -266,6 +272,11 @@ int run_measure_command(const MeasureParams& p, bool sigma_given, bool breakdown
     RecordOptions ropts;
     ropts.resume = resume_given;
     ropts.resume_run = p.resume;
+    // Ctrl-C says what is stored and how to continue.
+    ResumeOnInterrupt stop(p.db, o.thetas_file.empty() ? o.num_param_samples : 0);
+    ropts.on_run = [&stop](int64_t run, int64_t stored) { stop.set_run(run, stored); };
+    o.on_sample = [&stop](const SampleRecord&) { stop.sample_stored(); };
+    o.progress = [&bar, &stop](int64_t done, int64_t total) { stop.set_total(total), bar.update(done, total); };
     auto rec = in_stage("measuring", [&] { return record_measure(store, o, ropts, ctx); });
     result = std::move(rec.result);
     stored = fmt::format("run {} in {}", rec.run, p.db);

@@ -25,6 +25,17 @@
 
 namespace twosed::cli {
 
+void note_default_data(const std::string& data, const std::string& model, const ModelOptions& options) {
+  if (!data.empty()) return;
+  const auto spec = parse_model_spec(model, options);
+  const auto source = default_data_source(spec);
+  if (source.rfind("synthetic:", 0) != 0) return;
+  std::fprintf(stderr, "twosed: no --data given and %s: using %s\n",
+               spec.num_inputs() == 784 ? fmt::format("Fashion-MNIST is not installed in {}", kFashionMnistDir).c_str()
+                                        : "the model does not take 784 inputs",
+               source.c_str());
+}
+
 size_t breakdown_index(const std::vector<double>& eps, double wanted) {
   if (eps.empty()) return 0;
   if (!(wanted > 0)) return eps.size() / 2;
@@ -56,21 +67,20 @@ std::string markov_csv(const MeasureResult& r) {
     const auto& c = r.estimate.curves[z];
     const auto& lo = mk.lower.curves[z];
     for (size_t e = 0; e < c.eps.size(); ++e) {
-      out += fmt::format("lower,{},{:.17g},,,{:.17g},{:.17g}\n", c.zeta, c.eps[e], lo.value[e], lo.std_error[e]);
-      out += fmt::format("chain,{},{:.17g},,,{:.17g},{:.17g}\n", c.zeta, c.eps[e], c.value[e], c.std_error[e]);
+      out += fmt::format("lower,{},{},,,{},{}\n", c.zeta, c.eps[e], lo.value[e], lo.std_error[e]);
+      out += fmt::format("chain,{},{},,,{},{}\n", c.zeta, c.eps[e], c.value[e], c.std_error[e]);
       for (const auto& l : mk.layers)
-        out += fmt::format("layer,{},{:.17g},,{},{:.17g},{:.17g}\n", c.zeta, c.eps[e], l.name,
-                           l.share.curves[z].value[e], l.share.curves[z].std_error[e]);
+        out += fmt::format("layer,{},{},,{},{},{}\n", c.zeta, c.eps[e], l.name, l.share.curves[z].value[e],
+                           l.share.curves[z].std_error[e]);
     }
   }
   for (size_t i = 0; i < r.estimate.at_n.size(); ++i) {
     const auto& c = r.estimate.at_n[i];
     const auto& l = mk.lower.at_n[i];
-    out += fmt::format("at_n_lower,{},{:.17g},{},,{:.17g},{:.17g}\n", l.zeta, l.eps, l.n, l.value, l.std_error);
-    out += fmt::format("at_n_chain,{},{:.17g},{},,{:.17g},{:.17g}\n", c.zeta, c.eps, c.n, c.value, c.std_error);
+    out += fmt::format("at_n_lower,{},{},{},,{},{}\n", l.zeta, l.eps, l.n, l.value, l.std_error);
+    out += fmt::format("at_n_chain,{},{},{},,{},{}\n", c.zeta, c.eps, c.n, c.value, c.std_error);
   }
-  for (const auto& p : r.estimate.ed)
-    out += fmt::format("ed_chain,0,{:.17g},{},,{:.17g},{:.17g}\n", p.eps, p.n, p.value, p.std_error);
+  for (const auto& p : r.estimate.ed) out += fmt::format("ed_chain,0,{},{},,{},{}\n", p.eps, p.n, p.value, p.std_error);
   return out;
 }
 
@@ -84,10 +94,11 @@ std::string markov_table(const MeasureResult& r, size_t breakdown) {
       "  noise   sigma = {:g} after every hidden layer, R = {} draw{} per input, H = {} values per row ({})\n",
       mk.sigma, mk.noise_draws, mk.noise_draws == 1 ? "" : "s", mk.noise_width, mk.noise_description);
   out +=
-      fmt::format("  output  {} ({}), M = {} samples, N = {} inputs; time {:.2f} s\n\n",
+      fmt::format("  output  {} ({}), M = {} samples, N = {} inputs; {} {:.2f} s\n\n",
                   r.fisher.kind == FisherKind::Exact ? "exact" : "SAMPLED labels, one per input",
                   r.fisher.task == Task::Classify ? "softmax" : fmt::format("Gaussian, s_out = {}", r.fisher.out_noise),
-                  r.estimate.num_param_samples, r.num_inputs, r.seconds_total);
+                  r.estimate.num_param_samples, r.num_inputs,
+                  r.recomputed ? "recomputed from stored spectra in" : "time", r.seconds_total);
   if (mk.from_spectra_file) {
     out += fmt::format("  Markov layers (from the spectra file)\n  {:>5} {:>10} {:>6} {:>14} {:>7}  {}\n", "name",
                        "params", "share", "mean trace", "cut", "layers");
@@ -218,11 +229,10 @@ std::string to_csv(const MeasureResult& r) {
   std::string out = "kind,zeta,eps,n,value,stderr\n";
   for (const auto& c : r.estimate.curves)
     for (size_t i = 0; i < c.eps.size(); ++i)
-      out += fmt::format("curve,{},{:.17g},,{:.17g},{:.17g}\n", c.zeta, c.eps[i], c.value[i], c.std_error[i]);
-  for (const auto& p : r.estimate.ed)
-    out += fmt::format("ed,0,{:.17g},{},{:.17g},{:.17g}\n", p.eps, p.n, p.value, p.std_error);
+      out += fmt::format("curve,{},{},,{},{}\n", c.zeta, c.eps[i], c.value[i], c.std_error[i]);
+  for (const auto& p : r.estimate.ed) out += fmt::format("ed,0,{},{},{},{}\n", p.eps, p.n, p.value, p.std_error);
   for (const auto& p : r.estimate.at_n)
-    out += fmt::format("at_n,{},{:.17g},{},{:.17g},{:.17g}\n", p.zeta, p.eps, p.n, p.value, p.std_error);
+    out += fmt::format("at_n,{},{},{},{},{}\n", p.zeta, p.eps, p.n, p.value, p.std_error);
   return out;
 }
 
@@ -256,8 +266,15 @@ std::string to_table(const MeasureResult& r, size_t breakdown) {
   }
   out += fmt::format("  cutoff  {} eigenvalues <= {:g} x largest removed in all; {}..{} kept per sample\n", cut,
                      r.fisher.cutoff, kept_min, kept_max);
-  out += fmt::format("  time    {:.2f} s (passes {:.2f} s, Gram {:.2f} s, eigen {:.2f} s)\n\n", r.seconds_total, fb,
-                     gram, eig);
+  // A recomputed result's own time is the estimator's alone; the parts are the stored run's.
+  if (r.recomputed)
+    out += fmt::format(
+        "  time    recomputed from stored spectra in {:.2f} s (measured: passes {:.2f} s, Gram {:.2f} s, eigen {:.2f} "
+        "s)\n\n",
+        r.seconds_total, fb, gram, eig);
+  else
+    out += fmt::format("  time    {:.2f} s (passes {:.2f} s, Gram {:.2f} s, eigen {:.2f} s)\n\n", r.seconds_total, fb,
+                       gram, eig);
 
   out += fmt::format("  d_zeta(eps) +- bootstrap standard error (B = {}, {} cover)\n", r.estimator.bootstrap,
                      e.cover == Cover::Box ? "box" : "ellipsoid");
@@ -407,7 +424,7 @@ nlohmann::json training_json(const RunInfo& info, const std::vector<TrainingReco
 
 std::string training_csv(const std::vector<TrainingRecord>& recs) {
   std::string out = "epoch,step,train_loss,train_accuracy,test_loss,test_accuracy,seconds\n";
-  auto v = [](double x) { return std::isnan(x) ? std::string() : fmt::format("{:.17g}", x); };
+  auto v = [](double x) { return std::isnan(x) ? std::string() : fmt::format("{}", x); };
   for (const auto& r : recs)
     out += fmt::format("{},{},{},{},{},{},{:.6f}\n", r.epoch, r.step < 0 ? "" : std::to_string(r.step), v(r.train_loss),
                        v(r.train_accuracy), v(r.test_loss), v(r.test_accuracy), r.seconds);

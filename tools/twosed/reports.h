@@ -24,6 +24,10 @@ std::string to_table(const MeasureResult& r, size_t breakdown);
 /// followed by ` (hint)` when a hint is given.
 std::string plot_extension(const std::string& path, const std::string& hint = "");
 
+/// Without --data, says on stderr (one line) when the default data source is synthetic, so that
+/// a model of another input size does not silently run on blobs.
+void note_default_data(const std::string& data, const std::string& model, const ModelOptions& options);
+
 /// Writes text to `path` (write_file_atomically: a temporary file renamed, every write checked),
 /// or to stdout if it is empty (checked too). Throws DataError naming the file.
 void write_output(const std::string& text, const std::string& path);

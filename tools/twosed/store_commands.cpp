@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -50,19 +51,38 @@ struct CurveFlags {
   }
 };
 
+// "  (diverged)" for a training run that stopped at a non-finite loss (train.h).
+std::string diverged_note(const RunInfo& r) {
+  if (r.kind != "train" || r.result.empty()) return "";
+  const auto j = json::parse(r.result, nullptr, false);
+  return j.is_object() && j.contains("diverged") && j["diverged"].is_string() ? "  (diverged)" : "";
+}
+
 }  // namespace
 
 Runner add_runs_command(CLI::App& app) {
   struct P {
     std::string db = kDefaultResultsDb, kind, format = "table";
+    int64_t del = 0;
   };
   auto p = std::make_shared<P>();
   auto* cmd = app.add_subcommand("runs", "List the runs in a results database");
+  cmd->add_option("--delete", p->del, "Delete run RUN (a study with its runs); a run still in progress is refused")
+      ->type_name("RUN");
   cmd->add_option("--db", p->db, "Results database (default: twosed.db)");
   cmd->add_option("--kind", p->kind, "Only runs of this kind: measure | train | study");
   cmd->add_option("--format", p->format, "table | json (default: table)");
-  cmd->footer("Examples:\n  twosed runs\n  twosed runs --db study.db --kind study --format json");
+  cmd->footer(
+      "Examples:\n  twosed runs\n  twosed runs --db study.db --kind study --format json\n  twosed runs --delete 3");
   return [p]() {
+    if (p->del != 0) {
+      ResultsStore store(p->db, /*create=*/false);
+      const auto n = delete_stored_run(store, p->del);
+      write_output(
+          fmt::format("deleted run {}{} from {}\n", p->del, n > 1 ? fmt::format(" and its {} runs", n - 1) : "", p->db),
+          "");
+      return 0;
+    }
     if (p->format != "table" && p->format != "json")
       throw UsageError(fmt::format("--format {}: expected table or json", p->format));
     if (!p->kind.empty() && p->kind != "measure" && p->kind != "train" && p->kind != "study")
@@ -86,8 +106,11 @@ Runner add_runs_command(CLI::App& app) {
       write_output(arr.dump(2) + "\n", "");
       return 0;
     }
-    std::string out =
-        fmt::format("{} runs in {} (stopped: killed or crashed; continue with --resume)\n", runs.size(), p->db);
+    // The legend only where it explains a listed status.
+    bool any_stopped = false;
+    for (const auto& r : runs) any_stopped = any_stopped || run_is_stopped(store, r);
+    std::string out = fmt::format("{} runs in {}{}\n", runs.size(), p->db,
+                                  any_stopped ? " (stopped: killed or crashed; continue with --resume)" : "");
     out += fmt::format("  {:>4} {:>7} {:>8} {:>6} {:>8} {:>20}  {}\n", "id", "kind", "status", "study", "done",
                        "updated", "label");
     for (const auto& r : runs) {
@@ -96,7 +119,7 @@ Runner add_runs_command(CLI::App& app) {
                                                    : std::to_string(store.children(r.id).size()) + " run";
       out += fmt::format("  {:>4} {:>7} {:>8} {:>6} {:>8} {:>20}  {}{}\n", r.id, r.kind,
                          run_is_stopped(store, r) ? "stopped" : r.status, r.parent ? std::to_string(r.parent) : "-",
-                         done, r.updated, r.label, r.message.empty() ? "" : "  (" + r.message + ")");
+                         done, r.updated, r.label, r.message.empty() ? diverged_note(r) : "  (" + r.message + ")");
     }
     write_output(out, "");
     return 0;
@@ -336,8 +359,8 @@ json bound_json(const BoundParams& p, const BoundSource& src, const std::vector<
 std::string bound_csv(const std::vector<BoundRow>& rows) {
   std::string csv = "n,zeta,eps,dimension,lipschitz_term,complexity_term,gap,at_edge\n";
   for (const auto& [n, zeta, g] : rows)
-    csv += fmt::format("{},{},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{}\n", n, zeta, g.eps, g.dimension,
-                       g.lipschitz_term, g.complexity_term, g.gap, g.at_grid_edge ? 1 : 0);
+    csv += fmt::format("{},{},{},{},{},{},{},{}\n", n, zeta, g.eps, g.dimension, g.lipschitz_term, g.complexity_term,
+                       g.gap, g.at_grid_edge ? 1 : 0);
   return csv;
 }
 

@@ -64,18 +64,21 @@ Runner add_study_command(CLI::App& app) {
     std::string file, db = kDefaultResultsDb, format = "table", out, plot;
     int64_t resume = 0;
     int threads = 0;
-    bool quiet = false;
+    bool quiet = false, no_db = false;
   };
   auto p = std::make_shared<P>();
   auto* cmd = app.add_subcommand(
       "study", "Model selection: measure a family of models before training, train them, and rank-correlate");
   cmd->add_option("file", p->file, "Study file (JSON; see examples/ and docs/design.md)")->required();
-  cmd->add_option("--db", p->db, "Results database (default: twosed.db)");
+  auto* db = cmd->add_option("--db", p->db, "Results database (default: twosed.db)");
+  auto* no_db = cmd->add_flag("--no-db", p->no_db,
+                              "Run in an in-memory results store and only print the result (nothing is kept)");
   auto* resume = cmd->add_option("--resume", p->resume,
                                  "Continue the newest unfinished study of this file (or run RUN); finished "
                                  "measurements and trainings are not recomputed")
                      ->expected(0, 1)
                      ->type_name("[RUN]");
+  no_db->excludes(db)->excludes(resume);
   cmd->add_option("--format", p->format, "table | json | csv (default: table)");
   cmd->add_option("--out", p->out, "Write the report to this file instead of stdout");
   cmd->add_option("--plot", p->plot,
@@ -97,7 +100,7 @@ batch, epochs, seeds}, correlation {bootstrap, confidence, seed}.)");
     if (!p->plot.empty()) plot_prefix(p->plot);  // a bad name fails before the study runs
     const auto cfg = parse_study(p->file);
     ScopedThreads threads(p->threads != 0 ? p->threads : mpi::default_threads());
-    ResultsStore store(p->db);
+    ResultsStore store(p->no_db ? ":memory:" : p->db);  // SQLite's in-memory database
     StudyOptions so;
     so.resume = resume->count() > 0;
     so.resume_run = p->resume;

@@ -103,7 +103,11 @@ int run_train(const TrainParams& p) {
   auto cfg = train_config_from(p, spec, options, task);
   ScopedThreads threads(checked_threads(p.threads, "--threads"));
   const bool show = !p.quiet && ::isatty(2);
-  cfg.train.on_record = [show](const TrainingRecord& r) {
+  // The default-data notice with the first record (the data are loaded by then), so that an
+  // error before it stays the only line.
+  cfg.train.on_record = [show, noted = false, data = p.data, model = cfg.model,
+                         mo = cfg.model_options](const TrainingRecord& r) mutable {
+    if (!noted) note_default_data(data, model, mo), noted = true;
     if (!show || r.step >= 0) return;
     std::fprintf(stderr, "  epoch %lld: train loss %.5g%s  (%.1f s)\n", static_cast<long long>(r.epoch), r.train_loss,
                  std::isnan(r.test_loss) ? "" : fmt::format(", test loss {:.5g}", r.test_loss).c_str(), r.seconds);
@@ -126,6 +130,8 @@ int run_train(const TrainParams& p) {
     rec = in_stage("training", [&] { return record_training(store, cfg, {}); });
     stored = fmt::format("run {} in {}", rec.run, p.db);
   }
+  if (!rec.result.diverged.empty())  // no checkpoint or report of a diverged state
+    throw DataError(rec.result.diverged + (stored.empty() ? "" : "; recorded as " + stored));
   if (!p.checkpoint.empty())
     write_checkpoint(p.checkpoint, {spec.text, cfg.model_options, task, spec.num_params()}, rec.result.theta);
   write_output(train_report(p, cfg, spec, rec, stored), p.out);

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -131,6 +132,15 @@ class ResultsStore {
 
   /// Deletes a run and everything attached to it (and its children).
   void delete_run(int64_t id);
+
+  /// Takes a run over for this process, atomically (one BEGIN IMMEDIATE transaction): unless
+  /// its text "process" is a marker for which `is_live` returns true, or the run is done and
+  /// `allow_done` is false, writes `process` as that marker, marks the run running (clearing
+  /// its message) and, if `config` is not empty, replaces its configuration. Returns the marker
+  /// that refused the claim (empty: claimed), or "done" for a finished run; two processes
+  /// claiming one run cannot both succeed.
+  std::string claim_run(int64_t id, const std::string& process, const std::function<bool(const std::string&)>& is_live,
+                        bool allow_done, const std::string& config = "");
 
  private:
   std::string path_;

@@ -31,12 +31,26 @@ void mark_process(ResultsStore& store, int64_t run);
 /// it was killed or crashed, and --resume continues it.
 bool run_is_stopped(const ResultsStore& store, const RunInfo& run);
 
+/// Takes `run` over for this process, atomically (ResultsStore::claim_run): DataError
+/// "PATH: cannot resume: run R is still running in process PID@HOST; wait for it or stop it"
+/// while another live process on this host works on it, or "... is already finished" for a
+/// done run unless `allow_done`. A non-empty `config` replaces the run's configuration.
+void claim_run(ResultsStore& store, int64_t run, bool allow_done = false, const std::string& config = "");
+
+/// Deletes a stored run with everything attached to it (a study: with its runs). Refuses with
+/// a DataError a run that another live process works on (or, for a study, one of its runs).
+/// Returns the number of runs deleted.
+int64_t delete_stored_run(ResultsStore& store, int64_t run);
+
 /// How a run is recorded.
 struct RecordOptions {
   bool resume = false;     ///< continue an unfinished run of the same configuration
   int64_t resume_run = 0;  ///< that run; 0: the newest unfinished one of this kind with this configuration
   int64_t parent = 0;      ///< the study the run belongs to (0: none)
   std::string label;       ///< for listings; default: the model spec
+  /// Called once the run is known (created, or claimed by a resume) with the number of samples
+  /// already stored in it.
+  std::function<void(int64_t run, int64_t stored)> on_run;
 };
 
 struct RecordedMeasurement {
@@ -45,14 +59,18 @@ struct RecordedMeasurement {
 };
 
 /// The run a resume continues: `ropts.resume_run` or the newest unfinished run of `kind` with
-/// this configuration. Throws DataError when there is none, when it is finished, or when its
-/// configuration differs (naming the keys that differ and their two values).
+/// this configuration, or a run (finished or not) that this configuration extends: the same
+/// but for more parameter samples. Throws DataError when there is none, when it is finished,
+/// when another live process works on it, or when its configuration differs (naming the keys
+/// that differ and their two values).
 RunInfo find_resumable(const ResultsStore& store, const std::string& kind, const std::string& config,
                        const RecordOptions& ropts);
 
 /// run_measure with the run's header and every sample committed to `store` as soon as they
-/// exist. With ropts.resume the committed samples are taken back instead of recomputed. A
-/// failure marks the run failed (its samples stay) and rethrows. On success the run is marked
+/// exist. With ropts.resume the run is first claimed (claim_run) and its committed samples are
+/// taken back instead of recomputed; a resume with more samples extends the run, with the
+/// result of a run started with that many. A failure marks the run failed (its samples stay;
+/// only if this process still owns it) and rethrows. On success the run is marked
 /// done with the result's JSON (result_json.h).
 RecordedMeasurement record_measure(ResultsStore& store, MeasureOptions opts, const RecordOptions& ropts,
                                    const ExecutionContext& ctx = {});

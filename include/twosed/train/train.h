@@ -69,6 +69,9 @@ struct TrainResult {
   TrainingRecord final_record;          ///< the last epoch record
   int64_t steps = 0;                    ///< optimiser steps taken
   double seconds = 0.0;
+  /// Non-empty: the training diverged (a non-finite training loss) and stopped after that
+  /// epoch; says where and with which learning rate. theta is then the diverged state.
+  std::string diverged;
 };
 
 /// Checks the options that do not depend on a network (all but the length of initial_theta).
