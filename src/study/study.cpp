@@ -1162,6 +1162,9 @@ std::string study_table(const StudyResult& r) {
   out += fmt::format("  {:<50} {:>10} {:>22} {:>22}\n", "measure", "target", "Spearman rho", "Kendall tau");
   for (const auto& c : r.correlations)
     out += fmt::format("  {:<50} {:>10} {:>22} {:>22}\n", c.measure, c.target, ci_text(c.spearman), ci_text(c.kendall));
+  // An empty table says why: a correlation needs two models with a finite mean loss.
+  if (r.correlations.empty())
+    out += "  no correlations: fewer than two models with a finite loss (see the diverged trainings above)\n";
   out += "\n  A negative correlation means: the larger the measure, the lower the loss reached.\n";
   return out;
 }
