@@ -133,6 +133,10 @@ fi
 after=$(sqlite3 killed.db "select count(*) from samples")
 if [ "$after" -ge 3 ] && [ "$after" -lt 30 ]; then ok; else bad "the kill left $after of 30 samples (expected 3..29)"; fi
 [ "$(sqlite3 killed.db 'pragma integrity_check')" = ok ] && ok || bad "database not intact after the kill"
+# mpirun may return before every rank has exited; --resume refuses a run whose process (rank 0)
+# is still alive, so wait (at most 20 s) for it to be gone.
+pid=$(sqlite3 killed.db "select text from texts where name = 'process'" 2> /dev/null | cut -d@ -f1)
+for _ in $(seq 200); do { [ -n "$pid" ] && kill -0 "$pid" 2> /dev/null; } || break; sleep 0.1; done
 "${MPIRUN[@]}" -np 2 "$TWOSED" measure "${BIG[@]}" --db killed.db --resume > resumed.json 2> resumed.err ||
   bad "--resume with 2 ranks failed: $(head -c 600 resumed.err)"
 python3 -c 'import json,sys; r = json.load(open("resumed.json")); assert r["resumed_samples"] == int(sys.argv[1]), r["resumed_samples"]' \
