@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent reference implementation of the standard-model 2sED (spec sections 2-5).
+"""Independent reference implementation of the standard-model 2sED (docs/math.md sections 2-5).
 
 Pure Python 3, standard library only (no numpy). It deliberately uses a different algorithm
 from twosed: for every parameter sample it forms the full Jacobian J_i (k x d) of the network
@@ -23,9 +23,9 @@ Standard errors: when the number of distinct bootstrap resamples (multisets of s
 from M samples, C(2M-1, M)) is at most --exact-bootstrap-limit, the *ideal* bootstrap standard
 error is computed exactly by enumerating every multiset with its multinomial probability (no
 randomness at all). Otherwise a Monte Carlo bootstrap with B resamples from Python's `random`
-seeded with --seed. Either way t is recomputed on every resample (spec section 5).
+seeded with --seed. Either way t is recomputed on every resample (docs/math.md section 5).
 
-Markov chain model M_sigma and the lower 2sED (spec sections 1-4, `--markov`):
+Markov chain model M_sigma and the lower 2sED (docs/math.md sections 1-4, `--markov`):
   reference_2sed.py --markov --sigma S --noise NOISE.npy [--noise-draws R] --model mlp:... ...
 Layer l = Linear_l then the activation (hidden layers l < L, output sizes m_l, H = sum m_l); the
 last Linear is the output layer. NOISE.npy is float64 (M, N*R, H) or (M, N, R, H): row i*R + r

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compares twosed's Markov chain model M_sigma (the lower 2sED, the chain 2sED and the layer
-# breakdown; spec sections 1-4) with the independent pure-Python reference
+# breakdown; docs/math.md sections 1-4) with the independent pure-Python reference
 # (tests/reference_2sed.py --markov: dense per-layer Fisher blocks from analytic local Jacobians
 # along the noisy chain, cyclic Jacobi eigenvalues) on injected --thetas, --inputs-file and
 # --noise, as an outside team would. d/M/N/k, sigma and the noise draws R must match exactly;

@@ -119,7 +119,7 @@ expect 2 "^twosed: error: --test-fraction must be in \[0, 1\), got 2$" train --m
   --data synthetic:blobs:3:6:300 --test-fraction 2 --epochs 1 -q --no-db
 expect 2 "bound" bound "$train_run" --n 1000
 
-# --- bound: spec section 6, with the caveat printed beside it.
+# --- bound: docs/math.md section 6, with the caveat printed beside it.
 expect 0 "covering constants are set to one" bound 1 --n 1e3,1e4
 expect 0 '"caveat"' bound 1 --n 1e4 --format json
 expect 0 "^n,zeta,eps" bound 1 --n 1e4 --format csv --search grid

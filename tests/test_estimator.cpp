@@ -1,4 +1,4 @@
-// Tests of the 2sED estimator (spec sections 4, 5 and invariants 1 and 3 of section 8).
+// Tests of the 2sED estimator (docs/math.md sections 4, 5 and invariants 1 and 3 of section 8).
 //
 // Expected values come from closed forms (constant Fisher), from the Abbas et al. formula
 // written out independently with products of determinants, and from a brute-force bootstrap
@@ -117,7 +117,7 @@ DirectPoint ed_point(double n) {
   return {Cover::Ellipsoid, std::sqrt(kappa), 0.0, 0.5 * std::log(kappa)};
 }
 
-// dhat on the samples idx with t recomputed from them: the spec section 5 formula, evaluated
+// dhat on the samples idx with t recomputed from them: the docs/math.md section 5 formula, evaluated
 // term by term.
 double direct_value(const std::vector<SampleSpectrum>& spectra, const std::vector<uint64_t>& idx, int64_t d,
                     const DirectPoint& pt) {
@@ -141,7 +141,7 @@ struct BruteForce {
   double std_error = 0.0;
 };
 
-// The bootstrap of spec section 5 done the slow way: every resample evaluated directly.
+// The bootstrap of docs/math.md section 5 done the slow way: every resample evaluated directly.
 // Resamples follow the estimator's documented order: one Rng(seed, Bootstrap, 0), b-major.
 BruteForce brute_force(const std::vector<SampleSpectrum>& spectra, int64_t d, const DirectPoint& pt,
                        int64_t num_resamples, uint64_t seed) {
@@ -322,7 +322,7 @@ TEST(EstimatorTest, EllipsoidAtZetaZeroIsAbbasED_Invariant3) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// eps -> 0: d_zeta -> zeta*d + (1-zeta)*rank (spec section 4)
+// eps -> 0: d_zeta -> zeta*d + (1-zeta)*rank (docs/math.md section 4)
 // ---------------------------------------------------------------------------------------------
 
 TEST(EstimatorTest, EpsToZeroApproachesRankLimit_ConstantSpectrum) {

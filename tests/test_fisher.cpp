@@ -1,5 +1,5 @@
 // Fisher spectra: the Gram trick (sample side, Kronecker and chunked conv paths) and the
-// parameter side both equal the brute-force autograd Fisher (spec section 8, invariant 2).
+// parameter side both equal the brute-force autograd Fisher (docs/math.md section 8, invariant 2).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 

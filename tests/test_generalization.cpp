@@ -1,4 +1,4 @@
-// Tests of the generalisation estimate (spec section 6) and its minimisation over eps.
+// Tests of the generalisation estimate (docs/math.md section 6) and its minimisation over eps.
 //
 // References: explicit loops over the same grid, a brute-force scan of 10^6 log-spaced eps,
 // and, for a constant dimension, the zero of the derivative found by bisection here.

@@ -1,6 +1,6 @@
 // The Markov chain model: structured per-unit block spectra against the brute-force autograd
 // blocks, invariant 4 (lower <= chain, breakdown sums to the total), the sigma -> infinity limit,
-// thread independence and the noise draw order (spec sections 2-4, 8).
+// thread independence and the noise draw order (docs/math.md sections 2-4, 8).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -157,7 +157,7 @@ TEST(MarkovTest, RejectsBadSigmaAndDraws) {
   EXPECT_THROW(chain.spectrum(theta_for(net), x, torch::zeros({3, 5}, torch::kFloat64)), UsageError);
 }
 
-// The noise continues sample j's parameter stream after theta's d uniforms (spec section 3).
+// The noise continues sample j's parameter stream after theta's d uniforms (docs/math.md section 3).
 TEST(MarkovTest, NoiseFollowsThetaInTheParameterStream) {
   const int64_t d = 17;
   auto noise = draw_noise(9, 4, d, 3, 2);

@@ -1,5 +1,5 @@
 // End-to-end measurements against closed forms and the reproducibility invariants
-// (spec section 8: invariants 1, 3 and 5).
+// (docs/math.md section 8: invariants 1, 3 and 5).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 

@@ -1,6 +1,6 @@
 // Networks: the forward pass equals PyTorch's own modules with the same parameters (so theta is
 // in named_parameters() order), and every layer type's exact Jacobian equals central finite
-// differences (spec section 8, invariant 6).
+// differences (docs/math.md section 8, invariant 6).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 

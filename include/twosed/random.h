@@ -21,7 +21,7 @@ inline uint64_t splitmix64(uint64_t& state) {
 
 /// Named streams, so that different uses of one seed never share random numbers.
 enum class Stream : uint64_t {
-  Parameters = 1,  ///< theta^(j) draws, then (Markov) the noise of sample j (spec section 3)
+  Parameters = 1,  ///< theta^(j) draws, then (Markov) the noise of sample j (docs/math.md section 3)
   Inputs = 2,      ///< choice of the input subset
   Bootstrap = 3,   ///< bootstrap resampling of the M parameter samples
   Data = 4,        ///< synthetic data sets

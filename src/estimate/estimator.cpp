@@ -1,11 +1,11 @@
 // The 2sED estimator, the Abbas et al. effective dimension and their bootstrap standard
-// errors (spec sections 4 and 5).
+// errors (docs/math.md sections 4 and 5).
 //
 // Every estimate has the form
 //     value = zeta*d + [LSE_j S_j(u) - log M] / |log eps|,   S_j(u) = sum_i T(u, lambda_i^(j)),
 // with u = a*sqrt(d/t), a = eps^(zeta-1), t the mean trace and T the per-eigenvalue log term of
 // the cover. Point estimates evaluate this exactly. The bootstrap recomputes t on each resample
-// (spec section 5), so every resample b has its own u_b = a*exp(x_b), x_b = 0.5*log(d/t_b).
+// (docs/math.md section 5), so every resample b has its own u_b = a*exp(x_b), x_b = 0.5*log(d/t_b).
 // Evaluating every S_j at every x_b directly costs B*M*eigenvalues log1p calls per point (~1e10
 // for the default sizes); instead each S_j, an analytic function of x, is interpolated in x by
 // Chebyshev polynomials on the small interval the x_b span (see make_grid below).
@@ -33,7 +33,7 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
-// The default grid of spec section 5.
+// The default grid of docs/math.md section 5.
 constexpr double kDefaultEpsLo = 1e-6;
 constexpr double kDefaultEpsHi = 1e-1;
 constexpr int64_t kDefaultEpsCount = 25;
@@ -97,7 +97,7 @@ bool parse_int64(std::string_view token, int64_t& out) {
   return ec == std::errc() && ptr == last;
 }
 
-// 10^(log10(lo) + i*(log10(hi)-log10(lo))/(count-1)), both ends set exactly (spec section 5).
+// 10^(log10(lo) + i*(log10(hi)-log10(lo))/(count-1)), both ends set exactly (docs/math.md section 5).
 std::vector<double> log_spaced(double lo, double hi, int64_t count) {
   if (count == 1) return {lo};
   const double l0 = std::log10(lo);
@@ -287,7 +287,7 @@ void sample_sums(const FlatSpectra& flat, Cover cover, double u, double log_u, d
   }
 }
 
-// LSE_m s[idx[m]] - log n with max-subtraction (spec section 5): S_j reaches 1e5 for large
+// LSE_m s[idx[m]] - log n with max-subtraction (docs/math.md section 5): S_j reaches 1e5 for large
 // models at small eps, far past where exp overflows. Every s is finite and >= 0 here.
 double log_mean_exp(const double* s, const uint32_t* idx, std::size_t n) {
   double max = s[idx[0]];
@@ -621,7 +621,7 @@ Points make_points(const EstimatorOptions& opts, double d, bool share = false) {
                       " (it does for every n above about {:.4g})",
                       n, kappa, min_n_for_kappa()));
     }
-    // ED(n) = 2*[LSE_j sum_i 0.5*log1p(kappa*lambda_hat) - log M] / log kappa (spec section 4):
+    // ED(n) = 2*[LSE_j sum_i 0.5*log1p(kappa*lambda_hat) - log M] / log kappa (docs/math.md section 4):
     // the ellipsoid form at zeta = 0, a = sqrt(kappa), |log eps| = 0.5*log kappa, whatever the
     // cover of the curves.
     EvalPoint pt;
@@ -790,7 +790,7 @@ TwoScaleResult estimate(const std::vector<SampleSpectrum>& spectra, int64_t num_
   pr.scale = std::sqrt(d / pr.mean_trace);
   if (!std::isfinite(pr.scale)) pr.scale = std::exp(pr.log_scale);
 
-  // --- Bootstrap resamples (spec section 5): one generator, used resample by resample, shared
+  // --- Bootstrap resamples (docs/math.md section 5): one generator, used resample by resample, shared
   // by every point so that curves and point estimates see the same resamples.
   pr.num_resamples = static_cast<std::size_t>(opts.bootstrap);
   pr.resample.resize(pr.num_resamples * M);

@@ -1,4 +1,4 @@
-// The generalisation estimate of spec section 6 and its minimisation over eps.
+// The generalisation estimate of docs/math.md section 6 and its minimisation over eps.
 #include "twosed/estimate/generalization.h"
 
 #include <cmath>

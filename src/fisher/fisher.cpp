@@ -1,4 +1,4 @@
-// Exact Fisher spectra of the standard model: the Gram trick of spec section 7.
+// Exact Fisher spectra of the standard model: the Gram trick of docs/math.md section 7.
 #include "twosed/fisher/fisher.h"
 
 #include <fmt/format.h>

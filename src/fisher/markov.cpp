@@ -1,4 +1,4 @@
-// The Markov chain model's block Fisher spectra (spec sections 2 and 7): per-unit blocks of the
+// The Markov chain model's block Fisher spectra (docs/math.md sections 2 and 7): per-unit blocks of the
 // hidden layers, the standard-model block of the output layer.
 #include "twosed/fisher/markov.h"
 
@@ -35,7 +35,7 @@ struct UnitResult {
   double seconds_products = 0.0, seconds_eigen = 0.0;
 };
 
-// The per-unit blocks of one hidden layer (spec section 2). For unit c, the Jacobian rows are
+// The per-unit blocks of one hidden layer (docs/math.md section 2). For unit c, the Jacobian rows are
 // P_c[(i,p), :] = sum_k w[i,c,p,k] * design[i, idx[i,c,p,k], :], and A_c = scale * P_c^T P_c.
 class UnitBlocks {
  public:
@@ -51,7 +51,7 @@ class UnitBlocks {
     terms_ = idx_.size(3);
     q_ = design_.size(1);
     dim_ = design_.size(2);
-    // A Linear layer's units share the inputs' Gram matrix (spec section 7): the sample-side
+    // A Linear layer's units share the inputs' Gram matrix (docs/math.md section 7): the sample-side
     // block of unit c is then diag(w_c) G diag(w_c), no product per unit.
     if (q_ == 1 && positions_ == 1 && terms_ == 1 && opts.side != GramSide::Parameters) {
       gram_ = torch::empty({rows_, rows_}, design_.options());
@@ -208,7 +208,7 @@ MarkovChainModel::MarkovChainModel(const Network& net, MarkovOptions opts) : net
     ml.last = s + 1 < starts.size() ? starts[s + 1] : static_cast<int64_t>(spec.layers.size());
     ml.hidden = s + 1 < starts.size();
     // A hidden block splits into unit blocks only if what follows the parametric layer keeps
-    // every value in its channel (spec section 2).
+    // every value in its channel (docs/math.md section 2).
     for (int64_t l = ml.first + 1; ml.hidden && l < ml.last; ++l) {
       const auto& t = spec.layers[static_cast<size_t>(l)];
       if (!layers::descriptor(t.kind).channelwise())

@@ -16,10 +16,10 @@
 namespace twosed::linalg {
 
 /// The side the eigen-problem of a sample_rows x params Jacobian is solved on: the requested
-/// one, or for Auto the smaller (samples on a tie, spec section 7).
+/// one, or for Auto the smaller (samples on a tie, docs/math.md section 7).
 GramSide choose_side(GramSide requested, int64_t sample_rows, int64_t params);
 
-/// What the zero cutoff of spec section 5 keeps of one matrix's eigenvalues.
+/// What the zero cutoff of docs/math.md section 5 keeps of one matrix's eigenvalues.
 struct CutSpectrum {
   std::vector<double> kept;    ///< ascending, all > cutoff * largest and > 0
   int64_t cut = 0;             ///< eigenvalues removed (round-off zeros and negatives)

@@ -86,7 +86,7 @@ void markov_estimates(const std::vector<SampleSpectrum>& merged, const std::vect
   lower_opts.aggregate = Aggregate::Mean;
   result.markov.lower = estimate_two_scale(merged, d, lower_opts);
   for (size_t l = 0; l < result.markov.layers.size(); ++l) {
-    // The layer's eigenvalues with the whole Fisher's trace: t is the model's (spec section 4).
+    // The layer's eigenvalues with the whole Fisher's trace: t is the model's (docs/math.md section 4).
     std::vector<SampleSpectrum> layer;
     layer.reserve(records.size());
     for (size_t j = 0; j < records.size(); ++j) {

@@ -166,7 +166,8 @@ std::string markov_table(const MeasureResult& r, size_t breakdown) {
   }
   if (one) out += kOneSampleNote;
   out +=
-      "\n  lower = zeta*d + mean_j sum_l log det-term(F_l) / |log eps| (Jensen: lower <= chain, spec section 4);\n"
+      "\n  lower = zeta*d + mean_j sum_l log det-term(F_l) / |log eps| (Jensen: lower <= chain, docs/math.md section "
+      "4);\n"
       "  chain = the 2sED of the Markov chain model (log-mean-exp). Standard errors are bootstrap over the M\n"
       "  samples; they cannot see the downward bias of the log-mean-exp at finite M.\n";
   return out;

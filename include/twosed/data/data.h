@@ -1,4 +1,4 @@
-// Data sets: the inputs x_1..x_N at which the empirical Fisher is evaluated (spec section 2).
+// Data sets: the inputs x_1..x_N at which the empirical Fisher is evaluated (docs/math.md section 2).
 //
 // Loaders for CSV, MNIST-format IDX files and synthetic Gaussian blobs, all returning a
 // Dataset of float64 features with optional integer labels. A data source is named by a

@@ -1,5 +1,5 @@
 // From Fisher spectra to dimensions: the 2sED estimator, the Abbas et al. effective dimension,
-// and their bootstrap standard errors (spec sections 4 and 5).
+// and their bootstrap standard errors (docs/math.md sections 4 and 5).
 //
 // This part is pure arithmetic on eigenvalues: it never sees a network. The caller provides,
 // for each parameter sample theta^(j), the non-zero eigenvalues of the *unnormalised* Fisher
@@ -32,16 +32,16 @@ struct SampleSpectrum {
 };
 
 /// The spectrum of a block-diagonal Fisher from its blocks' spectra: all kept eigenvalues, in
-/// block order, with tr F = the sum of the block traces (spec section 3) and the cuts added.
+/// block order, with tr F = the sum of the block traces (docs/math.md section 3) and the cuts added.
 SampleSpectrum merge_spectra(const std::vector<SampleSpectrum>& blocks);
 
-/// How the image of a meso-scale cube is covered (spec section 4).
+/// How the image of a meso-scale cube is covered (docs/math.md section 4).
 enum class Cover {
   Box,        ///< prod_i (1 + a*sqrt(lambda_i)): the default
   Ellipsoid,  ///< prod_i sqrt(1 + a^2*lambda_i) = det(I + a^2 Fhat)^(1/2)
 };
 
-/// How the M per-sample log-determinant sums S_j are averaged (spec sections 4 and 5).
+/// How the M per-sample log-determinant sums S_j are averaged (docs/math.md sections 4 and 5).
 enum class Aggregate {
   LogMeanExp,  ///< log((1/M) sum_j exp S_j): the 2sED (and, for M_sigma, the chain 2sED)
   Mean,        ///< (1/M) sum_j S_j: the lower 2sED of a Markov chain model (<= LogMeanExp by Jensen)

@@ -1,4 +1,4 @@
-// The generalisation estimate of spec section 6: for a loss in [0, B], L-Lipschitz in the
+// The generalisation estimate of docs/math.md section 6: for a loss in [0, B], L-Lipschitz in the
 // normalised Fisher metric, n training examples and confidence 1 - delta,
 //     gap(n) ~ min over eps of [ 2 L eps + B sqrt( (d_zeta(eps) |log eps| + log(2/delta)) / (2n) ) ].
 // It is an estimate, not a certified bound: covering constants are set to one and
@@ -42,7 +42,7 @@ void validate_bound_options(const BoundOptions& opts);
 /// The objective at one eps for a given dimension value.
 double gap_objective(double eps, double dimension, double n, const BoundOptions& opts);
 
-/// Minimum over the given eps values (spec section 6, literally). `dimension(eps)` returns d_zeta(eps).
+/// Minimum over the given eps values (docs/math.md section 6, literally). `dimension(eps)` returns d_zeta(eps).
 /// Ties go to the smaller eps. at_grid_edge: the grid has more than one distinct eps and the
 /// minimum is at its smallest or largest (the first or last element of a sorted grid).
 /// Throws UsageError for bad options, if n is not finite and > 1, the grid is empty, an eps is

@@ -1,11 +1,11 @@
-// Exact Fisher information spectra of the standard model (spec sections 2, 5 and 7).
+// Exact Fisher information spectra of the standard model (docs/math.md sections 2, 5 and 7).
 //
 // For one parameter sample theta and N inputs, F_N = (1/N) sum_i J_i^T Lambda_i J_i. Its non-zero
 // eigenvalues are those of the Gram matrix K = (1/N) Jh Jh^T, (N R) x (N R), where the rows of
 // Jh are R_i J_i (Lambda = R^T R; R = k rows for the exact Fisher, 1 row for sampled labels).
 // fisher_spectrum() builds whichever of K and F_N is smaller, never both, in float64, layer by
 // layer (Kronecker form for Linear, chunked per-example gradients for Conv2d), and applies the
-// zero cutoff of spec section 5. dense_fisher() is the brute-force oracle (autograd, d x d).
+// zero cutoff of docs/math.md section 5. dense_fisher() is the brute-force oracle (autograd, d x d).
 #pragma once
 
 #include <torch/torch.h>
@@ -33,7 +33,7 @@ struct FisherSpectrum {
 int64_t rows_per_example(int64_t num_outputs, const FisherOptions& opts);
 
 /// Output covectors Q_i (N, R, k) with Q_i^T Q_i = Lambda_i at logits/outputs `f` (N, k)
-/// (spec section 2): exact classify: the k-1 rows of a rank-(k-1) factor of diag(p) - p p^T;
+/// (docs/math.md section 2): exact classify: the k-1 rows of a rank-(k-1) factor of diag(p) - p p^T;
 /// regress: row c = e_c / s_out; sampled: one row, e_y - p (classify, y ~ p) or xi / s_out
 /// (regress, xi ~ N(0, I)), drawn from Rng(label_seed, Labels, rng_index).
 torch::Tensor output_covectors(const torch::Tensor& f, const FisherOptions& opts, uint64_t rng_index);

@@ -1,5 +1,5 @@
 // The Markov chain model M_sigma of a network and the spectra of its block-diagonal Fisher
-// information, layer by layer (spec sections 1, 2, 3 and 7).
+// information, layer by layer (docs/math.md sections 1, 2, 3 and 7).
 //
 // M_sigma adds Gaussian noise sigma*xi after every hidden Markov layer (a parametric layer
 // with the activations and pooling that follow it). Its Fisher is exactly block diagonal,
@@ -127,7 +127,7 @@ class MarkovChainModel {
   std::unique_ptr<Network> output_net_;  // the output Markov layer alone (standard-model Fisher)
 };
 
-/// Sample j's noise as drawn by twosed (spec section 3): the generator Rng(seed, Parameters, j),
+/// Sample j's noise as drawn by twosed (docs/math.md section 3): the generator Rng(seed, Parameters, j),
 /// after the d uniforms of theta^(j), then rows*width standard normals, row-major
 /// (input-major). The same whether theta^(j) was drawn or given with --thetas.
 torch::Tensor draw_noise(uint64_t seed, uint64_t j, int64_t num_params, int64_t rows, int64_t width);

@@ -1,5 +1,5 @@
 // Options that define the standard statistical model S on top of a network and how its
-// Fisher information is computed (spec sections 1, 2, 5, 7). Kept free of LibTorch so that the
+// Fisher information is computed (docs/math.md sections 1, 2, 5, 7). Kept free of LibTorch so that the
 // CLI and reports can use them without its headers.
 #pragma once
 

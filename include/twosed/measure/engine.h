@@ -115,7 +115,7 @@ class StatisticalModel {
   virtual const FisherOptions& fisher() const = 0;
 };
 
-/// The standard model S (spec section 1): softmax or Gaussian output.
+/// The standard model S (docs/math.md section 1): softmax or Gaussian output.
 class StandardModel : public StatisticalModel {
  public:
   /// `net` must outlive the model. Throws OptionError for options that do not fit (regression
@@ -143,7 +143,7 @@ struct MarkovNoise {
   std::string description;
 };
 
-/// The Markov chain model M_sigma (spec sections 1, 2, 4): one block spectrum per layer.
+/// The Markov chain model M_sigma (docs/math.md sections 1, 2, 4): one block spectrum per layer.
 class MarkovModel : public StatisticalModel {
  public:
   /// `net` must outlive the model. Throws OptionError for a bad sigma or R, DataError for given

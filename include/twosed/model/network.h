@@ -1,5 +1,5 @@
 // A network built from a ModelSpec: parameters as one flat float64 vector theta, ordered as
-// PyTorch's named_parameters() (layer by layer, weight then bias, row-major; spec section 1).
+// PyTorch's named_parameters() (layer by layer, weight then bias, row-major; docs/math.md section 1).
 //
 // The Network is stateless with respect to parameters: every call takes theta, so one Network
 // serves all M parameter samples. It runs the forward pass, carries backpropagated rows down
@@ -28,7 +28,7 @@ struct ParameterSlice {
   int64_t offset = 0;          ///< first index in theta
   std::vector<int64_t> shape;  ///< e.g. {out, in} or {out, C, k, k} or {out}
   int64_t layer = 0;           ///< index of the layer in ModelSpec::layers
-  double init_bound = 0.0;     ///< 1/sqrt(fan_in): PyTorch's default init support (spec section 3)
+  double init_bound = 0.0;     ///< 1/sqrt(fan_in): PyTorch's default init support (docs/math.md section 3)
   int64_t numel() const;
 };
 

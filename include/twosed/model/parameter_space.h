@@ -1,12 +1,12 @@
 // The parameter space Theta: a compact box with the uniform measure, from which the M
-// parameter samples theta^(j) are drawn (spec section 3).
+// parameter samples theta^(j) are drawn (docs/math.md section 3).
 //
 //   init          every weight and bias of a layer in [-1/sqrt(fan_in), 1/sqrt(fan_in)]
 //                 (the support of PyTorch's default initialisation); the default
 //   box:A         [-A, A]^d
 //   local:CKPT:R  theta* +- R around the flat checkpoint vector in CKPT (.npy, d values)
 //
-// Draw order (spec section 3): sample j takes its own generator Rng(seed, Parameters, j) and
+// Draw order (docs/math.md section 3): sample j takes its own generator Rng(seed, Parameters, j) and
 // draws d uniforms in parameter order, theta_i = lower_i + (upper_i - lower_i) * u_i. Per-sample
 // generators make theta^(j) independent of M, of the model (S or Markov) and of threads.
 #pragma once

@@ -1,6 +1,6 @@
 // Conv2d layer (stride, zero padding, no dilation). Its per-example gradient does not factor
 // as a single Kronecker product, so the Gram is accumulated from explicit per-example
-// gradients, a block of output channels at a time to bound memory (spec section 7): for
+// gradients, a block of output channels at a time to bound memory (docs/math.md section 7): for
 // example i and channel o, dW_o = sum_p b_{o,p} * patch_p(x_i), a batched matrix product of the
 // backpropagated map with the unfolded input.
 // Two parts, one per library (src/model/layers/descriptor.h): the descriptor, compiled into

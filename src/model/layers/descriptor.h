@@ -62,14 +62,14 @@ class LayerDescriptor {
   virtual std::vector<ParameterShape> parameter_shapes(const LayerSpec&) const { return {}; }
   /// Inputs each output unit sees: a Linear's in features, a Conv2d's C*k*k (0 if none).
   virtual int64_t fan_in(const LayerSpec&) const { return 0; }
-  /// Half-width of PyTorch's default init box for all its tensors, 1/sqrt(fan_in) (spec section 3).
+  /// Half-width of PyTorch's default init box for all its tensors, 1/sqrt(fan_in) (docs/math.md section 3).
   virtual double init_bound(const LayerSpec& l) const;
 
   // --- Text.
   /// e.g. "linear 784->128", "conv 3->32 k3 s2 p1", "relu", "maxpool 2" (Markov layer names).
   virtual std::string describe(const LayerSpec& l) const = 0;
 
-  // --- The Markov chain model (spec section 2; MarkovChainModel::plan).
+  // --- The Markov chain model (docs/math.md section 2; MarkovChainModel::plan).
   /// Acts channel by channel (Layer::map_channels), so it may follow a parametric layer in a
   /// hidden Markov layer.
   virtual bool channelwise() const { return false; }

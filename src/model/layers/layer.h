@@ -1,6 +1,6 @@
 // Internal: one network operation, with its forward pass and its exact Jacobians.
 //
-// Everything the Fisher code needs from a layer lives here, once per layer type (spec section 7),
+// Everything the Fisher code needs from a layer lives here, once per layer type (docs/math.md section 7),
 // beside the type's torch-free LayerDescriptor in src/model/layers/<kind>.cpp (descriptor.h):
 // the forward pass, the vector-Jacobian product with respect to the layer's input (to carry
 // backpropagated rows down the network), and, for parametric layers, per-example parameter
@@ -20,7 +20,7 @@
 
 namespace twosed::layers {
 
-/// The Jacobian of a Markov layer's non-parametric tail, channel by channel (spec section 2,
+/// The Jacobian of a Markov layer's non-parametric tail, channel by channel (docs/math.md section 2,
 /// per-unit split). z is the parametric layer's output, (N, C, Q positions); y the tail's
 /// output, (N, C, P positions). Because the tail acts channel by channel, y[i,c,p] depends on
 /// z[i,c,:] only:  d y[i,c,p] / d z[i,c,:] = sum_k weight[i,c,p,k] * e_{index[i,c,p,k]}.
@@ -64,7 +64,7 @@ class Layer {
   /// pre-activation of any channel at output position q is linear in: a Linear layer's input
   /// (Q = 1), a Conv2d layer's input patch at q (C*k*k values in weight order); then a 1 for the
   /// bias. Channel c's parameters (its weight row or filter, then its bias) dotted with row q
-  /// give z[i,c,q], so d z[i,c,q] / d theta_c = row q (spec section 2, P_iu).
+  /// give z[i,c,q], so d z[i,c,q] / d theta_c = row q (docs/math.md section 2, P_iu).
   virtual torch::Tensor design_rows(const torch::Tensor& x) const;
 
   /// Non-parametric layers that act channel by channel (activations, pooling, flatten): the map

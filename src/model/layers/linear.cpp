@@ -1,4 +1,4 @@
-// Linear layer y = W x + b (x flattened first), with the Kronecker Gram of spec section 7:
+// Linear layer y = W x + b (x flattened first), with the Kronecker Gram of docs/math.md section 7:
 // the per-example gradient of row (i,c) is b_ic (x) [x_i; 1], so
 // <g_ic, g_jc'> = <b_ic, b_jc'> * (<x_i, x_j> + 1).
 // Two parts, one per library (src/model/layers/descriptor.h): the descriptor, compiled into
