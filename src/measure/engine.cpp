@@ -117,15 +117,7 @@ SpectraHeader StandardModel::header() const {
   return standard_header(*net_, inputs_.x.size(0), fisher_);
 }
 
-ResultSources StandardModel::sources() const {
-  ResultSources s;
-  s.data = inputs_.description;
-  return s;
-}
-
-SampleRecord StandardModel::sample(int64_t j, const torch::Tensor& theta,
-                                   const std::function<void(int64_t, int64_t)>& /*after_layer*/) const {
-  auto fs = fisher_spectrum(*net_, theta, inputs_.x, fisher_, static_cast<uint64_t>(j));
+SampleRecord spectrum_record(int64_t j, FisherSpectrum fs) {
   SampleRecord record;
   record.index = j;
   record.side = fs.side;
@@ -140,6 +132,18 @@ SampleRecord StandardModel::sample(int64_t j, const torch::Tensor& theta,
                     fs.seconds_eigen};
   record.blocks.push_back(std::move(fs.spectrum));
   return record;
+}
+
+ResultSources StandardModel::sources() const {
+  ResultSources s;
+  s.data = inputs_.description;
+  return s;
+}
+
+SampleRecord StandardModel::sample(int64_t j, const torch::Tensor& theta,
+                                   const std::function<void(int64_t, int64_t)>& /*after_layer*/) const {
+  auto fs = fisher_spectrum(*net_, theta, inputs_.x, fisher_, static_cast<uint64_t>(j));
+  return spectrum_record(j, std::move(fs));
 }
 
 // ---- the Markov chain model ----

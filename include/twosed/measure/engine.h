@@ -116,6 +116,10 @@ class StatisticalModel {
 };
 
 /// The standard model S (docs/math.md section 1): softmax or Gaussian output.
+/// Sample j's record from one Fisher spectrum (side, statistics, timings, one block): what
+/// every model with a single Fisher matrix per sample records.
+SampleRecord spectrum_record(int64_t j, FisherSpectrum fs);
+
 class StandardModel : public StatisticalModel {
  public:
   /// `net` must outlive the model. Throws OptionError for options that do not fit (regression

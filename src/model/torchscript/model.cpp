@@ -137,20 +137,7 @@ ResultSources TorchScriptModel::sources() const {
 SampleRecord TorchScriptModel::sample(int64_t j, const torch::Tensor& theta,
                                       const std::function<void(int64_t, int64_t)>& /*after_layer*/) const {
   auto fs = torchscript_fisher_spectrum(*net_, theta, inputs_.x, fisher_, static_cast<uint64_t>(j));
-  SampleRecord record;
-  record.index = j;
-  record.side = fs.side;
-  record.summary = {fs.matrix_size,
-                    static_cast<int64_t>(fs.spectrum.eigenvalues.size()),
-                    fs.spectrum.num_cut,
-                    fs.spectrum.trace,
-                    fs.largest,
-                    fs.most_negative,
-                    fs.seconds_forward_backward,
-                    fs.seconds_gram,
-                    fs.seconds_eigen};
-  record.blocks.push_back(std::move(fs.spectrum));
-  return record;
+  return spectrum_record(j, std::move(fs));
 }
 
 // ---- parameter spaces ----
