@@ -29,6 +29,7 @@
 #include "twosed/error.h"
 #include "twosed/model/model_spec.h"
 #include "twosed/random.h"
+#include "twosed/store/spectra_file.h"
 
 namespace {
 
@@ -601,6 +602,30 @@ TEST(FuzzRegression, NpyZeroSizedShapeWithHugeDimensions) {
   twosed::NpyArray made;
   made.shape = {std::numeric_limits<int64_t>::max(), 2, 0};
   EXPECT_EQ(made.numel(), 0);
+}
+
+// Found by the fuzz_spectra libFuzzer harness under -fsanitize=undefined: a spectra header whose
+// integer keys held floats ("d": 1e300) went through nlohmann's unchecked float-to-int cast
+// (undefined behaviour out of range, truncation inside it). Integer keys are now checked.
+TEST(FuzzRegression, SpectraHeaderFloatWhereAnIntegerBelongs) {
+  const std::string path = (std::filesystem::temp_directory_path() / "twosed_fuzz_regression.jsonl").string();
+  const std::string sample = "{\"sample\": 0, \"trace\": 1, \"cut\": 0, \"eigenvalues\": [1]}\n";
+  for (const std::string value : {"1e300", "2.5", "-1e300"}) {
+    {
+      std::ofstream f(path, std::ios::binary | std::ios::trunc);
+      f << "{\"N\":4,\"d\":" << value
+        << ",\"fisher\":\"exact\",\"k\":2,\"model\":\"mlp:4-3-2\",\"seed\":0,\"task\":\"classify\","
+           "\"twosed_spectra\":1}\n"
+        << sample;
+    }
+    try {
+      twosed::read_spectra(path);
+      FAIL() << "accepted \"d\": " << value;
+    } catch (const twosed::DataError& e) {
+      EXPECT_NE(std::string(e.what()).find("key \"d\" must be an integer"), std::string::npos) << e.what();
+    }
+  }
+  std::filesystem::remove(path);
 }
 
 }  // namespace

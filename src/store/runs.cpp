@@ -8,10 +8,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "json_fields.h"
 #include "twosed/error.h"
 #include "twosed/measure/result_json.h"
 #include "twosed/model/network.h"
@@ -67,9 +69,9 @@ SampleRecord record_from(const StoredSample& st, const std::string& where) {
   try {
     const auto j = json::parse(st.stats);
     auto& s = r.summary;
-    s.matrix_size = j.at("matrix_size").get<int64_t>();
-    s.kept = j.at("kept").get<int64_t>();
-    s.cut = j.at("cut").get<int64_t>();
+    s.matrix_size = json_fields::integer(j, "matrix_size", where);
+    s.kept = json_fields::integer(j, "kept", where);
+    s.cut = json_fields::integer(j, "cut", where);
     s.trace = j.at("trace").get<double>();
     s.largest = j.at("largest").get<double>();
     s.most_negative = j.at("most_negative").get<double>();
@@ -78,7 +80,10 @@ SampleRecord record_from(const StoredSample& st, const std::string& where) {
     r.side = side_from(j.at("side").get<std::string>());
     for (const auto& c : j.at("costs")) {
       const auto v = c.get<std::vector<double>>();
-      if (v.size() != 6) throw DataError(fmt::format("{}: sample {}: malformed costs", where, st.index));
+      // The first three are block counts and sizes: whole numbers a cast can hold.
+      const auto count = [](double x) { return x >= 0 && x <= 9.0e15 && x == std::floor(x); };
+      if (v.size() != 6 || !count(v[0]) || !count(v[1]) || !count(v[2]))
+        throw DataError(fmt::format("{}: sample {}: malformed costs", where, st.index));
       r.costs.push_back(
           {static_cast<int64_t>(v[0]), static_cast<int64_t>(v[1]), static_cast<int64_t>(v[2]), v[3], v[4], v[5]});
     }

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "json_fields.h"
 #include "twosed/error.h"
 
 namespace twosed {
@@ -39,28 +40,28 @@ nlohmann::json header_to_json(const SpectraHeader& h) {
 SpectraHeader header_from_json(const nlohmann::json& j, const std::string& where) {
   if (!j.contains("twosed_spectra"))
     throw DataError(fmt::format("{}: not a twosed spectra file (no \"twosed_spectra\" key)", where));
-  const int format = j.at("twosed_spectra").get<int>();
+  const int64_t format = json_fields::integer(j, "twosed_spectra", where);
   if (format != 1 && format != 2)
     throw DataError(fmt::format("{}: spectra file format {} is not supported (expected 1 or 2)", where,
                                 j.at("twosed_spectra").dump()));
   SpectraHeader h;
   h.model = j.at("model").get<std::string>();
-  h.num_params = j.at("d").get<int64_t>();
-  h.num_inputs = j.at("N").get<int64_t>();
-  h.num_outputs = j.at("k").get<int64_t>();
+  h.num_params = json_fields::integer(j, "d", where);
+  h.num_inputs = json_fields::integer(j, "N", where);
+  h.num_outputs = json_fields::integer(j, "k", where);
   h.task = j.at("task").get<std::string>();
   h.fisher = j.at("fisher").get<std::string>();
-  h.seed = j.at("seed").get<uint64_t>();
+  h.seed = json_fields::unsigned_integer(j, "seed", where);
   if (h.num_params < 1) throw DataError(fmt::format("{}: d must be >= 1", where));
   h.markov = format == 2;
   if (h.markov) {
     const auto& mk = j.at("markov");
     h.sigma = mk.at("sigma").get<double>();
-    h.noise_draws = mk.at("noise_draws").get<int64_t>();
-    h.noise_width = mk.at("noise_width").get<int64_t>();
+    h.noise_draws = json_fields::integer(mk, "noise_draws", where);
+    h.noise_width = json_fields::integer(mk, "noise_width", where);
     for (const auto& l : mk.at("layers"))
-      h.layers.push_back(
-          {l.at("name").get<std::string>(), l.at("description").get<std::string>(), l.at("params").get<int64_t>()});
+      h.layers.push_back({l.at("name").get<std::string>(), l.at("description").get<std::string>(),
+                          json_fields::integer(l, "params", where)});
     if (h.layers.empty()) throw DataError(fmt::format("{}: a Markov spectra header needs layers", where));
   }
   return h;
@@ -102,7 +103,7 @@ std::string spectrum_fields(const SampleSpectrum& s) {
 SampleSpectrum parse_spectrum(const nlohmann::json& j, const std::string& path, int64_t line_no) {
   SampleSpectrum s;
   s.trace = j.at("trace").get<double>();
-  s.num_cut = j.at("cut").get<int64_t>();
+  s.num_cut = json_fields::integer(j, "cut", fmt::format("{}:{}", path, line_no));
   s.eigenvalues = j.at("eigenvalues").get<std::vector<double>>();
   if (!std::isfinite(s.trace) || s.trace < 0)
     throw DataError(fmt::format("{}:{}: trace must be finite and >= 0", path, line_no));
