@@ -15,7 +15,12 @@ VOLATILE = {"context", "seconds", "data", "space", "twosed_version"}
 
 
 def numbers(doc):
-    return {k: v for k, v in doc.items() if k not in VOLATILE}
+    """The document without VOLATILE keys and timings (any key naming seconds), at any depth."""
+    if isinstance(doc, dict):
+        return {k: numbers(v) for k, v in doc.items() if k not in VOLATILE and "seconds" not in k}
+    if isinstance(doc, list):
+        return [numbers(v) for v in doc]
+    return doc
 
 
 def run_cli(cli, args):

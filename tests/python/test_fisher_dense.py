@@ -12,18 +12,15 @@ functorch = pytest.importorskip("functorch")
 
 def dense_fisher(model, theta, x, task="classify", out_noise=1.0):
     """F_N(theta) = (1/N) sum_i J_i^T Lambda_i J_i with J_i the k x d Jacobian of f(x_i)."""
-    names = [name for name, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for _, p in model.named_parameters()]
-
-    def unflatten(t):
-        return {name: piece.reshape(shape) for name, piece, shape in zip(names, torch.split(t, sizes), shapes)}
+    fmodel, params = functorch.make_functional(model)
+    shapes = [p.shape for p in params]
+    sizes = [p.numel() for p in params]
 
     def f(t):
-        return functorch.functional_call(model, unflatten(t), (x,))
+        return fmodel(tuple(piece.reshape(shape) for piece, shape in zip(torch.split(t, sizes), shapes)), x)
 
     theta = torch.as_tensor(theta, dtype=torch.float64)
-    jac = torch.autograd.functional.jacobian(f, theta)  # (N, k, d)
+    jac = functorch.jacrev(f)(theta)  # (N, k, d)
     logits = f(theta)
     if task == "classify":
         p = torch.softmax(logits, dim=1)
