@@ -21,7 +21,10 @@ Files (all float64 unless said):
   bad_noparams.pt                  a module without parameters
   bad_3d.pt                        a module whose output is (N, 2, 3)
   bad_text.pt, bad_truncated.pt    not an archive; the first half of mlp_scripted.pt
-  prelu.pt                         Linear, PReLU, Linear (no init rule for PReLU)
+  prelu.pt                         Linear, PReLU, Linear (no init rule for PReLU; aten::prelu
+                                   is unknown to the structured Jacobian); prelu_traced.pt traced
+  zoo_{scripted,traced}.pt         every op of the structured path (Zoo below), input 2x8x8
+  matmul_{scripted,traced}.pt      addmm and matmul with parameter operands, input 5
 """
 import os
 import sys
@@ -50,6 +53,53 @@ class Block(nn.Module):
         y = torch.tanh(self.bn1(self.conv1(x)))
         z = torch.tanh(self.conv2(y) + y)
         return self.fc(torch.flatten(z, 1))
+
+
+class Zoo(nn.Module):
+    """Every op the structured Jacobian knows: convolutions with stride, padding, dilation and
+    groups, BatchNorm1d/2d (eval), LayerNorm, max/avg/adaptive-avg pooling, a residual add, cat,
+    a scalar mul, dropout (eval), flatten, view and each activation. conv3 sees 2x2 inputs and
+    has 1 output position, so that the cost model picks the patch form for it and the
+    per-example form for conv1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2)
+        self.pool = nn.AvgPool2d(3, stride=1, padding=1)
+        self.conv3 = nn.Conv2d(8, 6, 2, bias=False)
+        self.fc1 = nn.Linear(6, 5)
+        self.bn2 = nn.BatchNorm1d(5)
+        self.ln = nn.LayerNorm(5)
+        self.fc2 = nn.Linear(5, 5)
+        self.fc3 = nn.Linear(5, 3)
+        self.drop = nn.Dropout(0.5)
+        self.gelu_tanh = nn.GELU(approximate="tanh")
+        self.hardtanh = nn.Hardtanh(-2.0, 2.0)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))  # 4x4x4
+        z = nn.functional.elu(self.pool(nn.functional.leaky_relu(self.conv2(y), 0.1) + y))
+        a = nn.functional.adaptive_avg_pool2d(z, (2, 2))
+        m = nn.functional.max_pool2d(z, 2)
+        c = nn.functional.silu(torch.cat([a, m], 1))  # 8x2x2
+        h = self.conv3(c).view(c.size(0), -1)  # 6
+        h = nn.functional.gelu(self.bn2(self.fc1(h)))
+        h = torch.tanh(self.gelu_tanh(self.ln(h)) * 0.5)
+        h = nn.functional.softplus(torch.sigmoid(self.fc2(h)))
+        return self.fc3(self.drop(self.hardtanh(h)))
+
+
+class MatMul(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(5, 4))
+        self.b1 = nn.Parameter(torch.randn(4))
+        self.w2 = nn.Parameter(torch.randn(4, 3))
+
+    def forward(self, x):
+        return torch.matmul(torch.tanh(torch.addmm(self.b1, x, self.w1)), self.w2)
 
 
 class NoParams(nn.Module):
@@ -138,6 +188,23 @@ def main(out):
     torch.jit.script(ThreeD().double().eval()).save(f"{out}/bad_3d.pt")
     torch.jit.script(nn.Sequential(nn.Linear(5, 4), nn.PReLU(), nn.Linear(4, 3)).double().eval()).save(
         f"{out}/prelu.pt")
+    prelu = nn.Sequential(nn.Linear(5, 4), nn.PReLU(), nn.Linear(4, 3)).double().eval()
+    torch.jit.trace(prelu, torch.zeros(2, 5, dtype=torch.float64)).save(f"{out}/prelu_traced.pt")
+    zoo = Zoo().double()
+    with torch.no_grad():  # running statistics and affine parameters away from their defaults
+        for bn in (zoo.bn1, zoo.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+        zoo.ln.weight.uniform_(0.5, 1.5)
+        zoo.ln.bias.uniform_(-0.5, 0.5)
+    zoo.eval()
+    torch.jit.script(zoo).save(f"{out}/zoo_scripted.pt")
+    torch.jit.trace(zoo, torch.zeros(2, 2, 8, 8, dtype=torch.float64)).save(f"{out}/zoo_traced.pt")
+    mm = MatMul().double().eval()
+    torch.jit.script(mm).save(f"{out}/matmul_scripted.pt")
+    torch.jit.trace(mm, torch.zeros(2, 5, dtype=torch.float64)).save(f"{out}/matmul_traced.pt")
     with open(f"{out}/bad_text.pt", "w") as fh:
         fh.write("this is not a TorchScript archive\n")
     with open(f"{out}/mlp_scripted.pt", "rb") as fh:

@@ -41,8 +41,18 @@ expect 1 "bad_3d.pt: output of shape \(1, 2, 3\)" "${RUN[@]}" --model "$M/bad_3d
 expect 1 "resnet_traced.pt: the graph does not take inputs of shape \(1, 5\)" "${RUN[@]}" \
   --model "$M/resnet_traced.pt" --data synthetic:blobs:3:5
 expect 1 "missing.pt: no such file" "${RUN[@]}" --model "$M/missing.pt" --data synthetic:blobs:3:5
-expect 2 "--jacobian structured is not implemented yet for TorchScript models" "${RUN[@]}" \
-  --model "$M/mlp_scripted.pt" --data synthetic:blobs:3:5 --jacobian structured
+# The structured Jacobian: taken by auto and named in the report; refused (structured) or left
+# for autograd (auto) on a graph with an op it does not know.
+expect 0 '"jacobian": "structured \(aten::linear \[0.weight, 0.bias\]: kronecker' "${RUN[@]}" \
+  --model "$M/mlp_scripted.pt" --data synthetic:blobs:3:5 --inputs 10 --format json
+expect 0 "Jacobian structured \(.*: per-example" "${RUN[@]}" --model "$M/resnet_traced.pt" \
+  --data synthetic:blobs:3:16 --inputs 6 --input-shape 1x4x4 --jacobian structured
+expect 2 "--jacobian structured: .*prelu.pt does not know aten::prelu \(takes parameter '1.weight'\) at .*\.py:" \
+  "${RUN[@]}" --model "$M/prelu.pt" --data synthetic:blobs:3:5 --space box:0.5 --jacobian structured
+expect 0 "Jacobian autograd \(the structured path does not know aten::prelu" "${RUN[@]}" --model "$M/prelu.pt" \
+  --data synthetic:blobs:3:5 --space box:0.5
+expect 2 "--jacobian 'rows': expected auto, autograd or structured" "${RUN[@]}" \
+  --model "$M/mlp_scripted.pt" --data synthetic:blobs:3:5 --jacobian rows
 expect 2 "Markov chain model is not implemented yet for TorchScript models" "${RUN[@]}" \
   --model "$M/mlp_scripted.pt" --data synthetic:blobs:3:5 --markov --sigma 0.1
 expect 2 "--space init: no init rule for parameter '1.weight' of module type PReLU" "${RUN[@]}" \

@@ -26,6 +26,7 @@ MeasureResult from_header(const SpectraHeader& header, const EstimatorOptions& e
   result.rows_per_example = rows_per_example(result.num_outputs, result.fisher);
   result.data_description = sources.data;
   result.space_description = sources.space;
+  result.jacobian_description = sources.jacobian;
   return result;
 }
 

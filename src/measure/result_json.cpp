@@ -146,6 +146,7 @@ nlohmann::json result_json(const MeasureResult& r) {
       {"samples", samples},
       {"seconds", r.seconds_total},
   };
+  if (!r.jacobian_description.empty()) j["jacobian"] = r.jacobian_description;
   if (r.markov.enabled) add_markov_json(j, r);
   return j;
 }

@@ -309,7 +309,8 @@ Runner add_measure_command(CLI::App& app) {
                           def(kDefaults.model));
   cmd->add_option("--input-shape", p->input_shape,
                   "TorchScript model: one example's shape, CxHxW or F (default: the data's)");
-  cmd->add_option("--jacobian", p->jacobian, "TorchScript model: auto | autograd " + def(kDefaults.jacobian));
+  cmd->add_option("--jacobian", p->jacobian,
+                  "TorchScript model: auto | autograd | structured " + def(kDefaults.jacobian));
   cmd->add_option("--act", p->act, "Activation between mlp layers: relu|tanh|sigmoid|gelu " + def(kDefaults.act));
   cmd->add_flag("--no-bias", p->no_bias, "Layers without bias (as in Abbas et al.)");
   cmd->add_option("--task", p->task, "Output model: classify (softmax) | regress (Gaussian) " + def(kDefaults.task));

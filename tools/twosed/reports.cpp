@@ -247,6 +247,7 @@ std::string to_table(const MeasureResult& r, size_t breakdown) {
                      r.spec.text.rfind("mlp:", 0) == 0 && !r.activation.empty() ? ", " + r.activation : "");
   out += fmt::format("  data    {}\n", r.data_description);
   out += fmt::format("  Theta   {}\n", r.space_description);
+  if (!r.jacobian_description.empty()) out += fmt::format("  Jacobian {}\n", r.jacobian_description);
   if (r.markov.enabled) return out + markov_table(r, breakdown);
   const int64_t size = r.samples.empty() ? 0 : r.samples.front().matrix_size;
   out +=

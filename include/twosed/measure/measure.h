@@ -54,7 +54,7 @@ struct SampleRecord {
 struct MeasureOptions {
   std::string model;                ///< model spec (model_spec.h) or a TorchScript file (torchscript.h); required
   std::string input_shape;          ///< TorchScript model: one example's shape, "CxHxW" or "F" (empty: the data's)
-  std::string jacobian = "auto";    ///< TorchScript model: auto | autograd (structured: not implemented yet)
+  std::string jacobian = "auto";    ///< TorchScript model: auto | autograd | structured
   ModelOptions model_options;       ///< --act, --no-bias
   std::string data;                 ///< data source (data.h); ignored when inputs_file is set
   std::string inputs_file;          ///< .npy of inputs (N x features or N x C x H x W): all rows, in order
@@ -132,6 +132,7 @@ struct MeasureResult {
   FisherOptions fisher;               ///< effective Fisher options (from the spectra file with spectra_in)
   std::string data_description;       ///< what the inputs are
   std::string space_description;      ///< what Theta is
+  std::string jacobian_description;   ///< TorchScript model: how its Jacobians were computed (empty otherwise)
   std::vector<SampleSummary> samples;
   TwoScaleResult estimate;  ///< the 2sED (standard model) or the chain 2sED (markov)
   MarkovReport markov;      ///< markov only
@@ -148,6 +149,7 @@ struct ResultSources {
   std::string data, space, noise;
   std::vector<int64_t> layer_units;  ///< Markov: blocks per layer (output units or channels), when known
   std::string activation;            ///< for reports
+  std::string jacobian;              ///< TorchScript model: how its Jacobians were computed, and why
 };
 
 /// The one place where a result is assembled from records, for a fresh run, a resumed run, the

@@ -37,6 +37,35 @@ struct ImportedParameter {
   int64_t numel() const;
 };
 
+/// Which convolution Gram form the structured path uses: the cheaper by the FLOP count of
+/// layers/gram_forms.h, or one forced (tests, benchmarks).
+enum class ConvFormChoice { Cheapest, PerExample, Patch };
+
+/// How --jacobian computes a TorchScript model's Jacobians (docs/math.md section 9).
+struct JacobianOptions {
+  bool structured = false;  ///< the structured path (else per-example autograd rows)
+  ConvFormChoice conv_form = ConvFormChoice::Cheapest;
+};
+
+/// One parametric op of the structured path and the form of its samples-side Gram term.
+struct StructuredOp {
+  std::string op;      ///< the graph op, e.g. "aten::_convolution"
+  std::string params;  ///< its parameters, e.g. "conv1.weight, conv1.bias"
+  std::string form;    ///< kronecker | per-example | patch | rows (explicit gradient rows)
+  double flops = 0;    ///< of that form at the plan's N and R
+};
+
+/// What the structured path makes of a graph: the ops it does not know (each named with the
+/// model source line the graph records) or, when it knows all, the parametric ops' forms.
+struct StructuredPlan {
+  std::vector<std::string> unknown;
+  std::vector<StructuredOp> ops;
+  /// Bytes per example of the largest op's inputs and R backprop vectors (and its unfolded
+  /// patches): structured_gram holds N times this in one temporary.
+  int64_t bytes_per_example = 0;
+  bool usable() const { return unknown.empty(); }
+};
+
 /// A loaded TorchScript module in float64 with its parameters as one theta. Forward passes
 /// of one network are serialised (the module's parameters are shared state), so a
 /// ParallelExecutor gains nothing on it.
@@ -63,8 +92,33 @@ class TorchScriptNetwork {
   void jacobian_rows(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& q, int64_t i0,
                      torch::Tensor& out) const;
 
+  // ---- the structured path (src/model/torchscript/structured.cpp) ----
+  // The inlined forward graph is interpreted node by node (prim::If and prim::Loop by their
+  // values), so that the inputs and outputs of its parametric ops (linear, matmul and addmm
+  // with a parameter, convolutions, eval-mode batch_norm, layer_norm) are at hand; the other
+  // ops must act on each example alone. The backprop vectors of all examples for output row c
+  // then come from ONE backward pass of sum_i Q_ic . f(x_i) to the ops' outputs.
+
+  /// Runs the graph on x's first (up to 2) examples at the file's weights and classifies each
+  /// op it executes; the forms and FLOPs are those for N = n examples, R = r rows.
+  StructuredPlan structured_plan(const torch::Tensor& x, int64_t n, int64_t r,
+                                 ConvFormChoice conv = ConvFormChoice::Cheapest) const;
+
+  /// The same rows as jacobian_rows from the structured path: one forward and R backward
+  /// passes for the whole block. Throws UsageError naming an op the path does not know.
+  void structured_rows(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& q, int64_t i0,
+                       torch::Tensor& out) const;
+
+  /// K += G G^T on the lower triangle of gram ((N R) x (N R), contiguous) for all N examples of
+  /// x at once, q (N, R, k), each parametric op in its form (Linear: Kronecker; convolution:
+  /// per-example or patch; normalisation: explicit rows), every temporary within memory_budget.
+  /// op_seconds, when given, receives each op's Gram term time (structured_plan's order).
+  void structured_gram(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& q, ConvFormChoice conv,
+                       int64_t memory_budget, torch::Tensor& gram, std::vector<double>* op_seconds = nullptr) const;
+
+  struct Impl;  // network_impl.h
+
  private:
-  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
@@ -79,8 +133,13 @@ bool is_torchscript_path(const std::string& model);
 /// with every block b <= a, and block b is recomputed for each pair: with B blocks that is
 /// B (B + 1) / 2 block computations (B = 1, no recomputation, when G fits in half the budget).
 /// The parameters side needs each block once.
+///
+/// With jac.structured, the rows come from structured_rows (R backward passes per block), and
+/// the samples side, when all N examples' op inputs and backprop vectors fit the memory budget,
+/// is accumulated op by op by structured_gram without forming G.
 FisherSpectrum torchscript_fisher_spectrum(const TorchScriptNetwork& net, const torch::Tensor& theta,
-                                           const torch::Tensor& x, const FisherOptions& opts, uint64_t rng_index = 0);
+                                           const torch::Tensor& x, const FisherOptions& opts, uint64_t rng_index = 0,
+                                           const JacobianOptions& jac = {});
 
 /// The standard model S on a TorchScript network (exact autograd Jacobians).
 class TorchScriptModel : public StatisticalModel {
@@ -88,14 +147,22 @@ class TorchScriptModel : public StatisticalModel {
   /// Inputs are converted to float64 and reshaped to (N, input_shape...) when `input_shape` is
   /// given (else used as they are); one forward pass checks that the graph takes them and
   /// returns (N, k). Throws DataError (shape, non-finite values) or OptionError (output model).
+  /// `jacobian` is auto | autograd | structured: auto takes the structured path when
+  /// structured_plan knows every op, else autograd; structured refuses an unknown op
+  /// (OptionError "MeasureOptions.jacobian" naming it and its source line).
   TorchScriptModel(std::shared_ptr<const TorchScriptNetwork> net, MeasureInputs inputs, FisherOptions fisher,
-                   std::vector<int64_t> input_shape = {});
+                   std::vector<int64_t> input_shape = {}, const std::string& jacobian = "auto",
+                   ConvFormChoice conv_form = ConvFormChoice::Cheapest);
   SpectraHeader header() const override;
   ResultSources sources() const override;
   SampleRecord sample(int64_t j, const torch::Tensor& theta,
                       const std::function<void(int64_t, int64_t)>& after_layer) const override;
   const FisherOptions& fisher() const override { return fisher_; }
   int64_t num_outputs() const { return num_outputs_; }
+  const JacobianOptions& jacobian() const { return jacobian_; }
+  const StructuredPlan& structured_plan() const { return plan_; }
+  /// "structured (ops and forms)" or "autograd (...why)": ResultSources.jacobian.
+  std::string jacobian_description() const;
   const TorchScriptNetwork& network() const { return *net_; }
 
  private:
@@ -103,6 +170,9 @@ class TorchScriptModel : public StatisticalModel {
   MeasureInputs inputs_;
   FisherOptions fisher_;
   int64_t num_outputs_ = 0;
+  JacobianOptions jacobian_;
+  StructuredPlan plan_;
+  std::string autograd_reason_;
 };
 
 /// Parameter spaces of an imported model (docs/math.md section 9), drawn as ParameterSpace
@@ -135,7 +205,7 @@ class ImportedParameters : public ParameterSource {
 /// prepare_measurement() for a TorchScript --model: the inputs (opts.input_shape, else the
 /// data's shape: an .npy's trailing dimensions, a data source's features flat), the model, the
 /// parameter source (thetas_file or the space). Throws UsageError for the Markov chain model
-/// and OptionError ("MeasureOptions.jacobian") for a structured Jacobian (not implemented yet).
+/// and OptionError ("MeasureOptions.jacobian") for structured on a graph with an unknown op.
 PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, const MeasureInputs* inputs = nullptr);
 
 /// "CxHxW" or "F" -> {C, H, W} or {F}. Throws OptionError ("MeasureOptions.input_shape").

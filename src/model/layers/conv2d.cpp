@@ -64,9 +64,7 @@ const LayerDescriptor& kind_descriptor<LayerKind::Conv2d>() {
 }  // namespace twosed::layers
 
 #else  // the implementation part (twosed)
-#include <algorithm>
-
-#include "linalg/linalg.h"
+#include "model/layers/gram_forms.h"
 #include "model/layers/layer.h"
 
 namespace twosed::layers {
@@ -116,16 +114,9 @@ class Conv2d final : public Layer {
                                                 .stride(spec_.stride));
   }
 
-  // Per-example gradients of output channels [o0, o0+oc): weights (N*R, oc*C*k*k), biases (N*R, oc).
-  std::pair<torch::Tensor, torch::Tensor> channel_grads(const torch::Tensor& u, const torch::Tensor& g_out, int64_t o0,
-                                                        int64_t oc) const {
-    const int64_t n = g_out.size(0), r = g_out.size(1);
-    const int64_t l = spec_.out_shape[1] * spec_.out_shape[2];
-    auto b = g_out.reshape({n, r, spec_.out, l}).narrow(2, o0, oc).reshape({n, r * oc, l});
-    auto w = torch::bmm(b, u.transpose(1, 2)).reshape({n * r, oc * patch()});
-    torch::Tensor bias_grad;
-    if (spec_.bias) bias_grad = b.sum(2).reshape({n * r, oc});
-    return {w, bias_grad};
+  ConvShape shape() const { return {spec_.out, 1, patch(), spec_.out_shape[1] * spec_.out_shape[2], spec_.bias}; }
+  torch::Tensor maps(const torch::Tensor& g_out) const {  // (N, R, O, L)
+    return g_out.reshape({g_out.size(0), g_out.size(1), spec_.out, spec_.out_shape[1] * spec_.out_shape[2]});
   }
 
   torch::Tensor design_rows(const torch::Tensor& x) const override {
@@ -135,23 +126,13 @@ class Conv2d final : public Layer {
   }
 
   torch::Tensor per_example_grads(const torch::Tensor& x, const torch::Tensor& g_out) const override {
-    auto [w, b] = channel_grads(unfold(x), g_out, 0, spec_.out);
+    auto [w, b] = conv_filter_grads(unfold(x), maps(g_out), shape(), 0, spec_.out);
     return spec_.bias ? torch::cat({w, b}, 1) : w;
   }
 
   void add_gram(const torch::Tensor& x, const torch::Tensor& g_out, torch::Tensor& gram,
                 int64_t memory_budget) const override {
-    const int64_t rows = g_out.size(0) * g_out.size(1);
-    const auto u = unfold(x);
-    // Channels per chunk: the gradient block is rows x (oc * (C*k*k + 1)) doubles.
-    const int64_t per_channel = rows * (patch() + 1) * static_cast<int64_t>(sizeof(double));
-    const int64_t oc = std::clamp<int64_t>(memory_budget / std::max<int64_t>(per_channel, 1), 1, spec_.out);
-    for (int64_t o0 = 0; o0 < spec_.out; o0 += oc) {
-      const int64_t count = std::min(oc, spec_.out - o0);
-      auto [w, b] = channel_grads(u, g_out, o0, count);
-      linalg::syrk_lower(w, gram);
-      if (spec_.bias) linalg::syrk_lower(b, gram);
-    }
+    add_conv_gram(unfold(x), maps(g_out), shape(), ConvGramForm::PerExample, memory_budget, gram);
   }
 };
 

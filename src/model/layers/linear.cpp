@@ -55,7 +55,7 @@ const LayerDescriptor& kind_descriptor<LayerKind::Linear>() {
 }  // namespace twosed::layers
 
 #else  // the implementation part (twosed)
-#include "linalg/linalg.h"
+#include "model/layers/gram_forms.h"
 #include "model/layers/layer.h"
 
 namespace twosed::layers {
@@ -107,30 +107,7 @@ class Linear final : public Layer {
 
   void add_gram(const torch::Tensor& x, const torch::Tensor& g_out, torch::Tensor& gram, int64_t) const override {
     const int64_t n = g_out.size(0), r = g_out.size(1);
-    auto a = x.reshape({n, spec_.fan_in()});
-    auto aa = torch::mm(a, a.t());
-    if (spec_.bias) aa.add_(1.0);
-    const int64_t m = n * r;
-    auto b = g_out.reshape({m, spec_.out});
-    // B B^T into an uninitialised buffer (beta = 0): only its lower triangle is written and read.
-    auto bb = torch::empty({m, m}, b.options());
-    linalg::syrk_lower(b, bb, 1.0, 0.0);
-    // K[(i,c),(j,c')] += (B B^T)[(i,c),(j,c')] * (A A^T)[i,j] on the lower triangle, in one pass:
-    // half the memory traffic of a broadcast addcmul over the whole matrix, which dominated the
-    // Gram stage of narrow layers.
-    TORCH_CHECK(gram.is_contiguous() && aa.is_contiguous(), "add_gram: contiguous matrices expected");
-    const double* pb = bb.data_ptr<double>();
-    const double* pa = aa.data_ptr<double>();
-    double* pk = gram.data_ptr<double>();
-    for (int64_t row = 0; row < m; ++row) {
-      const double* arow = pa + (row / r) * n;
-      const double* brow = pb + row * m;
-      double* krow = pk + row * m;
-      for (int64_t j = 0, col = 0; j < n && col <= row; ++j) {
-        const double a_ij = arow[j];
-        for (int64_t c = 0; c < r && col <= row; ++c, ++col) krow[col] += brow[col] * a_ij;
-      }
-    }
+    add_kronecker_gram(x.reshape({n, spec_.fan_in()}), spec_.bias, g_out.reshape({n * r, spec_.out}), gram);
   }
 };
 

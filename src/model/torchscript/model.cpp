@@ -49,21 +49,43 @@ torch::Tensor samples_gram(int64_t rows, int64_t block_examples, int64_t r,
 }  // namespace
 
 FisherSpectrum torchscript_fisher_spectrum(const TorchScriptNetwork& net, const torch::Tensor& theta,
-                                           const torch::Tensor& x, const FisherOptions& opts, uint64_t rng_index) {
+                                           const torch::Tensor& x, const FisherOptions& opts, uint64_t rng_index,
+                                           const JacobianOptions& jac) {
   const auto t0 = Clock::now();
   const int64_t n = x.size(0), d = net.num_params();
   // Covectors of all inputs at once, so that sampled labels do not depend on the blocks.
   const auto q = output_covectors(net.forward(theta, x), opts, rng_index);
   const int64_t r = q.size(1), rows = n * r;
   const GramSide side = linalg::choose_side(opts.side, rows, d);
+  double jacobian_seconds = 0;
+  if (jac.structured && side == GramSide::Samples) {
+    // All N examples in one pass when the largest op's inputs and backprop vectors fit.
+    const auto plan = net.structured_plan(x, n, r, jac.conv_form);
+    if (!plan.usable())
+      throw UsageError(fmt::format("{}: the structured Jacobian does not know {}", net.path(), plan.unknown.front()));
+    if (n * plan.bytes_per_example <= opts.memory_budget) {
+      auto matrix = torch::zeros({rows, rows}, torch::kFloat64);
+      net.structured_gram(theta, x, q, jac.conv_form, opts.memory_budget, matrix);
+      matrix.div_(static_cast<double>(n));
+      const double built = seconds_since(t0);
+      const auto te = Clock::now();
+      auto out = spectrum_of(matrix, opts.cutoff);
+      out.seconds_eigen = seconds_since(te);
+      out.side = side;
+      out.seconds_gram = built;  // the passes and the ops' Gram terms are interleaved
+      return out;
+    }
+  }
   // Two blocks are alive at once on the samples side: each gets half the budget.
   const int64_t per_example = r * d * static_cast<int64_t>(sizeof(double));
   const int64_t block_examples = std::max<int64_t>(1, opts.memory_budget / 2 / std::max<int64_t>(per_example, 1));
-  double jacobian_seconds = 0;
   auto rows_of = [&](int64_t i0, int64_t count) {
     const auto tj = Clock::now();
     auto g = torch::empty({count * r, d}, torch::kFloat64);
-    net.jacobian_rows(theta, x, q.narrow(0, i0, count), i0, g);
+    if (jac.structured)
+      net.structured_rows(theta, x, q.narrow(0, i0, count), i0, g);
+    else
+      net.jacobian_rows(theta, x, q.narrow(0, i0, count), i0, g);
     jacobian_seconds += seconds_since(tj);
     return g;
   };
@@ -92,8 +114,11 @@ FisherSpectrum torchscript_fisher_spectrum(const TorchScriptNetwork& net, const 
 // ---- the model ----
 
 TorchScriptModel::TorchScriptModel(std::shared_ptr<const TorchScriptNetwork> net, MeasureInputs inputs,
-                                   FisherOptions fisher, std::vector<int64_t> input_shape)
+                                   FisherOptions fisher, std::vector<int64_t> input_shape, const std::string& jacobian,
+                                   ConvFormChoice conv_form)
     : net_(std::move(net)), inputs_(std::move(inputs)), fisher_(fisher) {
+  if (jacobian != "auto" && jacobian != "autograd" && jacobian != "structured")
+    throw OptionError("MeasureOptions.jacobian", fmt::format("'{}': expected auto, autograd or structured", jacobian));
   const std::string what = inputs_.description.empty() ? "inputs" : inputs_.description;
   auto& x = inputs_.x;
   if (!x.defined() || x.dim() < 1 || x.size(0) < 1)
@@ -115,6 +140,29 @@ TorchScriptModel::TorchScriptModel(std::shared_ptr<const TorchScriptNetwork> net
   if (fisher_.task == Task::Classify && num_outputs_ < 2)
     throw OptionError("FisherOptions.task",
                       fmt::format("classify needs at least 2 outputs, but {} has 1; use regress", net_->path()));
+  jacobian_.conv_form = conv_form;
+  if (jacobian == "autograd") {
+    autograd_reason_ = "as asked";
+    return;
+  }
+  plan_ = net_->structured_plan(x, x.size(0), rows_per_example(num_outputs_, fisher_), conv_form);
+  if (plan_.usable()) {
+    jacobian_.structured = true;
+  } else if (jacobian == "structured") {
+    throw OptionError(
+        "MeasureOptions.jacobian",
+        fmt::format("structured: {} does not know {}{}", net_->path(), plan_.unknown.front(),
+                    plan_.unknown.size() > 1 ? fmt::format(" (and {} more)", plan_.unknown.size() - 1) : ""));
+  } else {
+    autograd_reason_ = "the structured path does not know " + fmt::format("{}", fmt::join(plan_.unknown, "; "));
+  }
+}
+
+std::string TorchScriptModel::jacobian_description() const {
+  if (!jacobian_.structured) return "autograd (" + autograd_reason_ + ")";
+  std::vector<std::string> ops;
+  for (const auto& op : plan_.ops) ops.push_back(fmt::format("{} [{}]: {}", op.op, op.params, op.form));
+  return fmt::format("structured ({})", fmt::join(ops, "; "));
 }
 
 SpectraHeader TorchScriptModel::header() const {
@@ -131,12 +179,13 @@ SpectraHeader TorchScriptModel::header() const {
 ResultSources TorchScriptModel::sources() const {
   ResultSources s;
   s.data = inputs_.description;
+  s.jacobian = jacobian_description();
   return s;
 }
 
 SampleRecord TorchScriptModel::sample(int64_t j, const torch::Tensor& theta,
                                       const std::function<void(int64_t, int64_t)>& /*after_layer*/) const {
-  auto fs = torchscript_fisher_spectrum(*net_, theta, inputs_.x, fisher_, static_cast<uint64_t>(j));
+  auto fs = torchscript_fisher_spectrum(*net_, theta, inputs_.x, fisher_, static_cast<uint64_t>(j), jacobian_);
   return spectrum_record(j, std::move(fs));
 }
 
@@ -314,9 +363,7 @@ PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, 
     throw UsageError(
         fmt::format("{}: the Markov chain model is not implemented yet for TorchScript models", opts.model));
   if (!opts.noise_file.empty()) throw UsageError("noise_file needs the Markov chain model (noise is only added there)");
-  if (opts.jacobian == "structured")
-    throw OptionError("MeasureOptions.jacobian", "structured is not implemented yet for TorchScript models");
-  if (opts.jacobian != "auto" && opts.jacobian != "autograd")
+  if (opts.jacobian != "auto" && opts.jacobian != "autograd" && opts.jacobian != "structured")
     throw OptionError("MeasureOptions.jacobian",
                       fmt::format("'{}': expected auto, autograd or structured", opts.jacobian));
   auto net = std::make_shared<const TorchScriptNetwork>(opts.model);
@@ -335,7 +382,7 @@ PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, 
     inputs = loaders::load_inputs(opts, stand_in_spec(opts.model, shape, k));
   }
   PreparedMeasurement out;
-  out.model = std::make_unique<TorchScriptModel>(net, std::move(inputs), fisher, shape);
+  out.model = std::make_unique<TorchScriptModel>(net, std::move(inputs), fisher, shape, opts.jacobian);
   out.thetas = torchscript_parameters(opts, *net);
   return out;
 }

@@ -1,0 +1,656 @@
+// The structured Jacobian path of TorchScript models (include/twosed/model/torchscript.h;
+// docs/math.md sections 7 and 9): an interpreter over the inlined forward graph that records
+// the parametric ops' inputs and outputs and checks that every other op acts on each example
+// alone; one backward pass per output row, for all examples at once, to the ops' outputs; then
+// each op's gradient rows or samples-side Gram term in closed form.
+#include <fmt/format.h>
+#include <torch/csrc/jit/ir/constants.h>
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "linalg/linalg.h"
+#include "model/layers/gram_forms.h"
+#include "model/torchscript/network_impl.h"
+
+namespace twosed {
+namespace {
+
+using c10::IValue;
+using torch::jit::Block;
+using torch::jit::Node;
+using torch::jit::Value;
+
+enum class OpKind { Linear, Matmul, Addmm, Conv, BatchNorm, LayerNorm };
+
+// One executed parametric op: what its gradient rows are made from.
+struct ParamOp {
+  OpKind kind = OpKind::Linear;
+  std::string name;            // the graph op, e.g. "aten::linear"
+  int weight = -1, bias = -1;  // indices into Impl::params, -1: none
+  torch::Tensor input, output;
+  std::vector<int64_t> stride, padding, dilation;  // convolution
+  int64_t groups = 1;
+  torch::Tensor mean, var;  // batch_norm: the running statistics
+  double eps = 0;           // batch_norm, layer_norm
+  int64_t norm_dims = 0;    // layer_norm: trailing dimensions normalised
+};
+
+// "file.py:12: source text" of the model code that produced a node, as the graph records it.
+std::string where(const Node* node) {
+  auto range = node->sourceRange();
+  if (auto original = range.findSourceRangeThatGenerated()) range = *original;
+  std::string text;
+  if (range.source()) text = first_line(range.text().str());
+  std::string scope;
+  const auto node_scope = const_cast<Node*>(node)->scope();  // Node::scope() is not const
+  if (node_scope && !node_scope->isRoot()) scope = node_scope->namesFromRoot();
+  const auto flc = range.file_line_col();
+  std::string at = flc ? fmt::format("{}:{}", std::get<0>(*flc), std::get<1>(*flc)) : "no source line recorded";
+  if (!scope.empty()) at += fmt::format(" (module {})", scope);
+  return text.empty() ? at : fmt::format("{}: {}", at, text);
+}
+
+// Ops that act on each example alone (elementwise, per-example pooling and reshaping, list
+// plumbing), given the checks in Interpreter::check_examplewise.
+const std::set<std::string>& examplewise_ops() {
+  static const std::set<std::string> ops = {"aten::relu",
+                                            "aten::relu_",
+                                            "aten::leaky_relu",
+                                            "aten::leaky_relu_",
+                                            "aten::elu",
+                                            "aten::elu_",
+                                            "aten::silu",
+                                            "aten::silu_",
+                                            "aten::gelu",
+                                            "aten::tanh",
+                                            "aten::tanh_",
+                                            "aten::sigmoid",
+                                            "aten::sigmoid_",
+                                            "aten::softplus",
+                                            "aten::hardtanh",
+                                            "aten::hardtanh_",
+                                            "aten::relu6",
+                                            "aten::dropout",
+                                            "aten::dropout_",
+                                            "aten::max_pool1d",
+                                            "aten::max_pool2d",
+                                            "aten::avg_pool1d",
+                                            "aten::avg_pool2d",
+                                            "aten::adaptive_avg_pool1d",
+                                            "aten::adaptive_avg_pool2d",
+                                            "aten::flatten",
+                                            "aten::view",
+                                            "aten::reshape",
+                                            "aten::contiguous",
+                                            "aten::clone",
+                                            "aten::add",
+                                            "aten::add_",
+                                            "aten::sub",
+                                            "aten::mul",
+                                            "aten::mul_",
+                                            "aten::div",
+                                            "aten::cat",
+                                            "aten::size",
+                                            "aten::dim",
+                                            "prim::ListConstruct",
+                                            "prim::ListUnpack",
+                                            "prim::TupleConstruct",
+                                            "prim::TupleUnpack",
+                                            "prim::TupleIndex",
+                                            "aten::__getitem__",
+                                            "prim::unchecked_cast"};
+  return ops;
+}
+
+// Parametric ops and the input slots that hold parameters.
+const std::map<std::string, std::vector<size_t>>& parametric_ops() {
+  static const std::map<std::string, std::vector<size_t>> ops = {
+      {"aten::linear", {1, 2}},     {"aten::conv2d", {1, 2}},     {"aten::_convolution", {1, 2}},
+      {"aten::batch_norm", {1, 2}}, {"aten::layer_norm", {2, 3}}, {"aten::matmul", {1}},
+      {"aten::addmm", {0, 2}}};
+  return ops;
+}
+
+std::vector<int64_t> int_list(const IValue& v) {
+  return v.isIntList() ? v.toIntVector() : std::vector<int64_t>{v.toInt()};
+}
+
+// Runs the inlined graph node by node on a Stack, keeping every value, so that the parametric
+// ops' inputs and outputs are at hand; each executed node is classified on the way.
+class Interpreter {
+ public:
+  Interpreter(TorchScriptNetwork::Impl& m, bool record) : m_(m), record_(record), uses_(m.params.size(), 0) {}
+
+  torch::Tensor run(const torch::Tensor& x) {
+    n_ = x.size(0);
+    auto* graph = m_.graph.get();
+    env_[graph->inputs()[0]] = IValue(m_.module._ivalue());
+    env_[graph->inputs()[1]] = x;
+    data_.insert(graph->inputs()[1]);
+    run_block(graph->block());
+    const auto out = env_.at(graph->outputs()[0]);
+    if (!out.isTensor())
+      throw DataError(fmt::format("{}: forward returns a {}, expected a tensor", m_.path, out.tagKind()));
+    return out.toTensor();
+  }
+
+  std::vector<ParamOp> ops;
+  std::vector<std::string> unknown;
+
+ private:
+  void run_block(Block* block) {
+    for (auto* node : block->nodes()) run_node(node);
+  }
+
+  bool is_data(const Value* v) const { return data_.count(v) != 0; }
+  int param_of(const Value* v) const {
+    const auto& iv = env_.at(v);
+    if (!iv.isTensor()) return -1;
+    const auto it = m_.param_index.find(iv.toTensor().unsafeGetTensorImpl());
+    return it == m_.param_index.end() ? -1 : it->second;
+  }
+  std::string param_name(int p) const { return m_.slices[static_cast<size_t>(p)].name; }
+  void refuse(const Node* node, const std::string& why) {
+    unknown.push_back(
+        fmt::format("{}{} at {}", node->kind().toQualString(), why.empty() ? "" : " (" + why + ")", where(node)));
+  }
+
+  void run_node(Node* node) {
+    const auto kind = node->kind();
+    if (kind == c10::prim::Constant) {
+      auto v = torch::jit::toIValue(node->output());
+      env_[node->output()] = v ? *v : IValue();
+      return;
+    }
+    if (kind == c10::prim::GetAttr) {
+      const auto attr = env_.at(node->input()).toObject()->getAttr(node->s(c10::attr::name));
+      env_[node->output()] = attr;
+      if (attr.isTensor() && m_.param_index.count(attr.toTensor().unsafeGetTensorImpl())) data_.insert(node->output());
+      return;
+    }
+    if (kind == c10::prim::If) return run_if(node);
+    if (kind == c10::prim::Loop) return run_loop(node);
+    const bool touches_data =
+        std::any_of(node->inputs().begin(), node->inputs().end(), [&](const Value* v) { return is_data(v); });
+    const auto name = std::string(kind.toQualString());
+    const auto param = parametric_ops().find(name);
+    ParamOp op;
+    bool parametric = false;
+    if (touches_data) {
+      if (param != parametric_ops().end())
+        parametric = check_parametric(node, name, param->second, op);
+      else if (examplewise_ops().count(name))
+        check_examplewise(node, name);
+      else
+        refuse(node, "");
+    }
+    torch::jit::Stack stack;
+    for (auto* v : node->inputs()) stack.push_back(env_.at(v));
+    if (!run_container_op(node, stack)) node->getOperation()(stack);
+    const size_t nout = node->outputs().size();
+    for (size_t k = 0; k < nout; ++k) {
+      auto* v = node->outputs()[k];
+      env_[v] = stack[stack.size() - nout + k];
+      if (!touches_data || name == "aten::size" || name == "aten::dim") continue;
+      data_.insert(v);
+      const auto& iv = env_[v];
+      if (iv.isTensor() && (iv.toTensor().dim() < 1 || iv.toTensor().size(0) != n_))
+        refuse(node, fmt::format("output of shape ({}) for {} examples: the batch dimension must stay first",
+                                 fmt::join(iv.toTensor().sizes(), ", "), n_));
+    }
+    if (parametric) {
+      auto y = env_[node->output()].toTensor();
+      op.output = y;
+      // Later in-place ops (relu_, add_) must not rewrite the tensor the backward pass targets.
+      if (record_) env_[node->output()] = y.clone();
+      ops.push_back(std::move(op));
+    }
+  }
+
+  // The container ops the JIT interpreter runs as instructions, not registered operators:
+  // their inputs on the stack are replaced by their outputs. False for any other op.
+  static bool run_container_op(const Node* node, torch::jit::Stack& stack) {
+    const auto kind = node->kind();
+    const size_t nin = node->inputs().size();
+    std::vector<IValue> in(stack.end() - static_cast<std::ptrdiff_t>(nin), stack.end());
+    std::vector<IValue> out;
+    if (kind == c10::prim::ListConstruct) {
+      c10::impl::GenericList list(node->output()->type()->expectRef<c10::ListType>().getElementType());
+      for (auto& v : in) list.push_back(std::move(v));
+      out.emplace_back(std::move(list));
+    } else if (kind == c10::prim::TupleConstruct) {
+      out.emplace_back(c10::ivalue::Tuple::create(std::move(in)));
+    } else if (kind == c10::prim::ListUnpack) {
+      for (const auto& v : in[0].toListRef()) out.push_back(v);
+    } else if (kind == c10::prim::TupleUnpack) {
+      for (const auto& v : in[0].toTupleRef().elements()) out.push_back(v);
+    } else if (kind == c10::prim::TupleIndex) {
+      const auto& elements = in[0].toTupleRef().elements();
+      int64_t i = in[1].toInt();
+      out.push_back(elements.at(static_cast<size_t>(i < 0 ? i + static_cast<int64_t>(elements.size()) : i)));
+    } else if (kind == c10::prim::unchecked_cast) {
+      out.push_back(in[0]);
+    } else if (kind == c10::prim::Uninitialized) {
+      out.emplace_back();
+    } else {
+      return false;
+    }
+    stack.resize(stack.size() - nin);
+    for (auto& v : out) stack.push_back(std::move(v));
+    return true;
+  }
+
+  void run_if(Node* node) {
+    Block* block = node->blocks()[env_.at(node->input()).toBool() ? 0 : 1];
+    run_block(block);
+    for (size_t k = 0; k < node->outputs().size(); ++k) {
+      env_[node->outputs()[k]] = env_.at(block->outputs()[k]);
+      if (is_data(block->outputs()[k])) data_.insert(node->outputs()[k]);
+    }
+  }
+
+  void run_loop(Node* node) {
+    Block* body = node->blocks()[0];
+    const int64_t trips = env_.at(node->input(0)).toInt();
+    bool go = env_.at(node->input(1)).toBool();
+    const size_t carried = node->inputs().size() - 2;
+    std::vector<IValue> state;
+    std::vector<bool> state_data;
+    for (size_t k = 0; k < carried; ++k) {
+      state.push_back(env_.at(node->input(k + 2)));
+      state_data.push_back(is_data(node->input(k + 2)));
+    }
+    for (int64_t i = 0; go && i < trips; ++i) {
+      env_[body->inputs()[0]] = IValue(i);
+      for (size_t k = 0; k < carried; ++k) {
+        env_[body->inputs()[k + 1]] = state[k];
+        if (state_data[k]) data_.insert(body->inputs()[k + 1]);
+      }
+      run_block(body);
+      go = env_.at(body->outputs()[0]).toBool();
+      for (size_t k = 0; k < carried; ++k) {
+        state[k] = env_.at(body->outputs()[k + 1]);
+        state_data[k] = state_data[k] || is_data(body->outputs()[k + 1]);
+      }
+    }
+    for (size_t k = 0; k < carried; ++k) {
+      env_[node->outputs()[k]] = state[k];
+      if (state_data[k]) data_.insert(node->outputs()[k]);
+    }
+  }
+
+  void check_examplewise(const Node* node, const std::string& name) {
+    for (auto* v : node->inputs()) {
+      const int p = param_of(v);
+      if (p >= 0) return refuse(node, fmt::format("takes parameter '{}'", param_name(p)));
+    }
+    const auto& x = env_.at(node->input(0));
+    const int64_t rank = x.isTensor() ? x.toTensor().dim() : 0;
+    auto axis = [&](int64_t d) { return d < 0 ? d + rank : d; };
+    if (name == "aten::flatten" && axis(env_.at(node->input(1)).toInt()) < 1)
+      refuse(node, "flattens the batch dimension");
+    if (name == "aten::cat") {
+      const auto list = env_.at(node->input(0)).toListRef();
+      const int64_t r = list.empty() ? 0 : list[0].toTensor().dim();
+      const int64_t d = env_.at(node->input(1)).toInt();
+      if ((d < 0 ? d + r : d) == 0) refuse(node, "concatenates along the batch dimension");
+    }
+    if ((name == "aten::dropout" || name == "aten::dropout_") && env_.at(node->input(2)).toBool())
+      refuse(node, "in training mode");
+  }
+
+  // A parametric op: its parameter slots hold parameters (or constants, or None), its data
+  // operand none. False (with the op an ordinary per-example one) when it has no parameters.
+  bool check_parametric(const Node* node, const std::string& name, const std::vector<size_t>& slots, ParamOp& op) {
+    op.name = name;
+    std::vector<int> ps;
+    for (size_t k = 0; k < node->inputs().size(); ++k) {
+      const int p = param_of(node->input(k));
+      const bool slot = std::find(slots.begin(), slots.end(), k) != slots.end();
+      if (p >= 0 && !slot) {
+        refuse(node, fmt::format("takes parameter '{}' as an input that is not a weight or bias", param_name(p)));
+        return false;
+      }
+      if (slot && p < 0 && is_data(node->input(k))) {
+        refuse(node, "its weight or bias is computed, not a parameter");
+        return false;
+      }
+      if (slot) ps.push_back(p);
+    }
+    const auto& in = env_.at(node->input(name == "aten::addmm" ? 1 : 0));
+    if (name == "aten::matmul" && !is_data(node->input(0))) {
+      refuse(node, "the parameter is not the right operand");
+      return false;
+    }
+    if (ps[0] < 0 && ps.size() > 1 && ps[1] >= 0 && name != "aten::addmm") {
+      refuse(node, "a bias parameter without a weight parameter");
+      return false;
+    }
+    const bool has_params = std::any_of(ps.begin(), ps.end(), [](int p) { return p >= 0; });
+    if (!has_params) {
+      if (name == "aten::matmul" || name == "aten::addmm") refuse(node, "products of two computed tensors");
+      return false;
+    }
+    for (int p : ps)
+      if (p >= 0 && ++uses_[static_cast<size_t>(p)] > 1) {
+        refuse(node, fmt::format("parameter '{}' is used by more than one op", param_name(p)));
+        return false;
+      }
+    op.input = in.toTensor();
+    return describe_parametric(node, name, ps, op);
+  }
+
+  bool describe_parametric(const Node* node, const std::string& name, const std::vector<int>& ps, ParamOp& op) {
+    auto input = [&](size_t k) { return env_.at(node->input(k)); };
+    if (name == "aten::linear") {
+      op.kind = OpKind::Linear;
+      op.weight = ps[0];
+      op.bias = ps[1];
+    } else if (name == "aten::matmul" || name == "aten::addmm") {
+      op.kind = name == "aten::matmul" ? OpKind::Matmul : OpKind::Addmm;
+      op.weight = name == "aten::matmul" ? ps[0] : ps[1];
+      op.bias = name == "aten::matmul" ? -1 : ps[0];
+      if (op.weight < 0 || m_.params[static_cast<size_t>(op.weight)].dim() != 2)
+        return refuse(node, "the parameter must be a 2-D right operand"), false;
+      if (op.kind == OpKind::Addmm && (input(3).toScalar().toDouble() != 1.0 || input(4).toScalar().toDouble() != 1.0 ||
+                                       (op.bias >= 0 && m_.params[static_cast<size_t>(op.bias)].dim() != 1)))
+        return refuse(node, "only beta = alpha = 1 and a 1-D bias"), false;
+    } else if (name == "aten::conv2d" || name == "aten::_convolution") {
+      op.kind = OpKind::Conv;
+      op.weight = ps[0];
+      op.bias = ps[1];
+      if (!input(4).isIntList() && !input(4).isInt()) return refuse(node, "padding must be a list of sizes"), false;
+      op.stride = int_list(input(3));
+      op.padding = int_list(input(4));
+      op.dilation = int_list(input(5));
+      if (name == "aten::_convolution") {
+        if (input(6).toBool()) return refuse(node, "transposed convolution"), false;
+        op.groups = input(8).toInt();
+      } else {
+        op.groups = input(6).toInt();
+      }
+      if (m_.params[static_cast<size_t>(op.weight)].dim() != 4 || op.input.dim() != 4)
+        return refuse(node, "only 2-D convolutions"), false;
+      if (op.stride.size() == 1) op.stride.push_back(op.stride[0]);
+      if (op.padding.size() == 1) op.padding.push_back(op.padding[0]);
+      if (op.dilation.size() == 1) op.dilation.push_back(op.dilation[0]);
+    } else if (name == "aten::batch_norm") {
+      op.kind = OpKind::BatchNorm;
+      op.weight = ps[0];
+      op.bias = ps[1];
+      if (input(5).toBool()) return refuse(node, "in training mode"), false;
+      if (!input(3).isTensor() || !input(4).isTensor()) return refuse(node, "no running statistics"), false;
+      op.mean = input(3).toTensor();
+      op.var = input(4).toTensor();
+      op.eps = input(7).toDouble();
+    } else {  // aten::layer_norm
+      op.kind = OpKind::LayerNorm;
+      op.weight = ps[0];
+      op.bias = ps[1];
+      op.norm_dims = static_cast<int64_t>(input(1).toIntVector().size());
+      op.eps = input(4).toDouble();
+    }
+    return true;
+  }
+
+  TorchScriptNetwork::Impl& m_;
+  bool record_;
+  std::vector<int> uses_;
+  int64_t n_ = 0;
+  std::unordered_map<const Value*, IValue> env_;
+  std::unordered_set<const Value*> data_;
+};
+
+// ---- the ops' gradient rows and Gram terms ----
+
+// A linear-type op's input as (N, T, in) and its backprop vectors as (N, R, T, out).
+std::pair<torch::Tensor, torch::Tensor> linear_operands(const ParamOp& op, const torch::Tensor& b) {
+  const int64_t n = b.size(0), r = b.size(1), in = op.input.size(-1), out = op.output.size(-1);
+  const int64_t t = op.input.numel() / (n * in);
+  return {op.input.reshape({n, t, in}), b.reshape({n, r, t, out})};
+}
+
+torch::Tensor unfold(const ParamOp& op, int64_t kh, int64_t kw) {
+  namespace F = torch::nn::functional;
+  return F::unfold(op.input, F::UnfoldFuncOptions({kh, kw})
+                                 .dilation({op.dilation[0], op.dilation[1]})
+                                 .padding({op.padding[0], op.padding[1]})
+                                 .stride({op.stride[0], op.stride[1]}));
+}
+
+layers::ConvShape conv_shape(const ParamOp& op, const torch::Tensor& weight) {
+  return {weight.size(0), op.groups, weight.size(1) * weight.size(2) * weight.size(3),
+          op.output.size(2) * op.output.size(3), op.bias >= 0};
+}
+
+// The normalised input x_hat of batch_norm (per channel, dim 1, running statistics) or
+// layer_norm (per example over the trailing dimensions), by the op itself without its affine
+// part, so that it is rounded as in the forward pass.
+torch::Tensor normalised_input(const ParamOp& op) {
+  const auto& x = op.input;
+  if (op.kind == OpKind::BatchNorm)
+    return torch::batch_norm(x, {}, {}, op.mean, op.var, /*training=*/false, 0.0, op.eps, /*cudnn_enabled=*/false);
+  const auto shape = x.sizes().slice(static_cast<size_t>(x.dim() - op.norm_dims));
+  return torch::layer_norm(x, shape, {}, {}, op.eps);
+}
+
+// The op's gradient rows, (N R, numel) for each of its parameters (index, rows). b (N, R, out...).
+std::vector<std::pair<int, torch::Tensor>> op_rows(const ParamOp& op, const torch::Tensor& b,
+                                                   const std::vector<torch::Tensor>& params) {
+  const int64_t n = b.size(0), r = b.size(1);
+  std::vector<std::pair<int, torch::Tensor>> rows;
+  switch (op.kind) {
+    case OpKind::Linear:
+    case OpKind::Matmul:
+    case OpKind::Addmm: {
+      auto [a, bb] = linear_operands(op, b);
+      const int64_t t = a.size(1), in = a.size(2), out = bb.size(3);
+      // sum_t b_t (x) a_t: (N, R out, T) (N, T, in) -> weight layout (out, in) for linear,
+      // (in, out) for matmul/addmm.
+      auto w = torch::bmm(bb.permute({0, 1, 3, 2}).reshape({n, r * out, t}), a).view({n, r, out, in});
+      if (op.kind != OpKind::Linear) w = w.transpose(2, 3);
+      rows.emplace_back(op.weight, w.reshape({n * r, out * in}));
+      if (op.bias >= 0) rows.emplace_back(op.bias, bb.sum(2).reshape({n * r, out}));
+      break;
+    }
+    case OpKind::Conv: {
+      const auto& weight = params[static_cast<size_t>(op.weight)];
+      const auto s = conv_shape(op, weight);
+      const auto u = unfold(op, weight.size(2), weight.size(3));
+      const auto maps = b.reshape({n, r, s.out, s.positions});
+      std::vector<torch::Tensor> w;
+      const int64_t per_group = s.out / s.groups;
+      for (int64_t o0 = 0; o0 < s.out; o0 += per_group)
+        w.push_back(layers::conv_filter_grads(u, maps, s, o0, per_group).first);
+      rows.emplace_back(op.weight, torch::cat(w, 1));
+      if (op.bias >= 0) rows.emplace_back(op.bias, maps.sum(3).reshape({n * r, s.out}));
+      break;
+    }
+    case OpKind::BatchNorm:
+    case OpKind::LayerNorm: {
+      const auto xhat = normalised_input(op);
+      // Sum over the dimensions the parameter is shared across: batch_norm all but the
+      // channel; layer_norm all but the normalised ones.
+      std::vector<int64_t> sum_dims;
+      if (op.kind == OpKind::BatchNorm) {
+        for (int64_t k = 3; k < b.dim(); ++k) sum_dims.push_back(k);
+      } else {
+        for (int64_t k = 2; k < b.dim() - op.norm_dims; ++k) sum_dims.push_back(k);
+      }
+      auto reduce = [&](const torch::Tensor& t) {
+        return (sum_dims.empty() ? t : t.sum(sum_dims)).reshape({n * r, -1});
+      };
+      if (op.weight >= 0) rows.emplace_back(op.weight, reduce(b * xhat.unsqueeze(1)));
+      if (op.bias >= 0) rows.emplace_back(op.bias, reduce(b));
+      break;
+    }
+  }
+  return rows;
+}
+
+bool kronecker(const ParamOp& op) {
+  return op.kind != OpKind::Conv && op.kind != OpKind::BatchNorm && op.kind != OpKind::LayerNorm && op.input.dim() == 2;
+}
+
+layers::ConvGramForm conv_form(const layers::ConvShape& s, int64_t n, int64_t r, ConvFormChoice choice) {
+  if (choice == ConvFormChoice::PerExample) return layers::ConvGramForm::PerExample;
+  if (choice == ConvFormChoice::Patch) return layers::ConvGramForm::Patch;
+  return layers::cheapest_conv_form(s, n, r);
+}
+
+// The op's samples-side Gram term in its form.
+void add_op_gram(const ParamOp& op, const torch::Tensor& b, const std::vector<torch::Tensor>& params,
+                 ConvFormChoice choice, int64_t memory_budget, torch::Tensor& gram) {
+  const int64_t n = b.size(0), r = b.size(1);
+  if (kronecker(op)) {
+    auto bb = b.reshape({n * r, op.output.size(1)});
+    if (op.kind == OpKind::Linear || op.kind == OpKind::Addmm) {
+      layers::add_kronecker_gram(op.input, op.bias >= 0, bb, gram);
+    } else {
+      layers::add_kronecker_gram(op.input, false, bb, gram);
+    }
+    return;
+  }
+  if (op.kind == OpKind::Conv) {
+    const auto& weight = params[static_cast<size_t>(op.weight)];
+    const auto s = conv_shape(op, weight);
+    layers::add_conv_gram(unfold(op, weight.size(2), weight.size(3)), b.reshape({n, r, s.out, s.positions}), s,
+                          conv_form(s, n, r, choice), memory_budget, gram);
+    return;
+  }
+  for (const auto& [p, rows] : op_rows(op, b, params)) linalg::syrk_lower(rows.contiguous(), gram);
+}
+
+// One forward pass through the interpreter and R backward passes to the ops' outputs: the
+// recorded ops and their backprop vectors (N, R, out...).
+struct Backprop {
+  std::vector<ParamOp> ops;
+  std::vector<torch::Tensor> b;
+};
+
+Backprop backprop(TorchScriptNetwork::Impl& m, const torch::Tensor& x, const torch::Tensor& q) {
+  torch::AutoGradMode grad_on(true);
+  Interpreter run(m, /*record=*/true);
+  torch::Tensor f;
+  try {
+    f = run.run(x);
+  } catch (const c10::Error& e) {
+    throw DataError(fmt::format("{}: the graph does not take inputs of shape ({}): {}", m.path,
+                                fmt::join(x.sizes(), ", "), first_line(e.what_without_backtrace())));
+  }
+  if (!run.unknown.empty())
+    throw UsageError(fmt::format("{}: the structured Jacobian does not know {}", m.path, run.unknown.front()));
+  Backprop out;
+  out.ops = std::move(run.ops);
+  std::vector<torch::Tensor> ys;
+  for (const auto& op : out.ops) ys.push_back(op.output);
+  const int64_t r = q.size(1);
+  std::vector<std::vector<torch::Tensor>> per_row(ys.size());
+  for (int64_t c = 0; c < r; ++c) {
+    const auto s = (q.select(1, c) * f).sum();
+    const auto grads = torch::autograd::grad({s}, ys, {}, /*retain_graph=*/c + 1 < r, /*create_graph=*/false,
+                                             /*allow_unused=*/true);
+    for (size_t l = 0; l < ys.size(); ++l)
+      per_row[l].push_back(grads[l].defined() ? grads[l] : torch::zeros_like(ys[l]));
+  }
+  for (size_t l = 0; l < ys.size(); ++l) {
+    out.b.push_back(torch::stack(per_row[l], 1).detach());
+    out.ops[l].output = out.ops[l].output.detach();
+    out.ops[l].input = out.ops[l].input.detach();
+    per_row[l].clear();
+  }
+  return out;
+}
+
+}  // namespace
+
+StructuredPlan TorchScriptNetwork::structured_plan(const torch::Tensor& x, int64_t n, int64_t r,
+                                                   ConvFormChoice conv) const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto& m = *impl_;
+  m.set_theta(m.file_theta);
+  torch::NoGradGuard no_grad;
+  const auto probe = x.narrow(0, 0, std::min<int64_t>(2, x.size(0)));
+  Interpreter run(m, /*record=*/false);
+  StructuredPlan plan;
+  try {
+    run.run(probe);
+  } catch (const std::exception& e) {
+    const std::string what =
+        dynamic_cast<const c10::Error*>(&e) ? static_cast<const c10::Error&>(e).what_without_backtrace() : e.what();
+    plan.unknown.push_back(fmt::format("a graph the interpreter cannot run: {}", first_line(what)));
+    return plan;
+  }
+  plan.unknown = run.unknown;
+  const double nr = static_cast<double>(n * r);
+  for (const auto& op : run.ops) {
+    StructuredOp s;
+    s.op = op.name;
+    int64_t numel = 0;
+    for (int p : {op.weight, op.bias})
+      if (p >= 0) {
+        s.params += (s.params.empty() ? "" : ", ") + m.slices[static_cast<size_t>(p)].name;
+        numel += m.slices[static_cast<size_t>(p)].numel();
+      }
+    int64_t bytes = op.input.numel() + r * op.output.numel();
+    if (kronecker(op)) {
+      s.form = "kronecker";
+      s.flops = static_cast<double>(n) * n * op.input.size(1) + nr * nr * op.output.size(1);
+    } else if (op.kind == OpKind::Conv) {
+      const auto& weight = m.params[static_cast<size_t>(op.weight)];
+      const auto shape = conv_shape(op, weight);
+      const auto form = conv_form(shape, n, r, conv);
+      s.form = layers::conv_form_name(form);
+      s.flops = layers::conv_gram_flops(shape, n, r, form);
+      bytes += op.input.size(0) * shape.groups * shape.patch * shape.positions;
+    } else {
+      s.form = "rows";
+      s.flops = nr * nr * static_cast<double>(numel);
+    }
+    plan.bytes_per_example =
+        std::max(plan.bytes_per_example, bytes / probe.size(0) * static_cast<int64_t>(sizeof(double)));
+    plan.ops.push_back(std::move(s));
+  }
+  return plan;
+}
+
+void TorchScriptNetwork::structured_rows(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& q,
+                                         int64_t i0, torch::Tensor& out) const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto& m = *impl_;
+  m.set_theta(theta);
+  const auto bp = backprop(m, x.narrow(0, i0, q.size(0)), q);
+  torch::NoGradGuard no_grad;
+  out.zero_();  // a parameter the output does not depend on
+  for (size_t l = 0; l < bp.ops.size(); ++l)
+    for (const auto& [p, rows] : op_rows(bp.ops[l], bp.b[l], m.params)) {
+      const auto& slice = m.slices[static_cast<size_t>(p)];
+      out.narrow(1, slice.offset, slice.numel()).copy_(rows);
+    }
+}
+
+void TorchScriptNetwork::structured_gram(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& q,
+                                         ConvFormChoice conv, int64_t memory_budget, torch::Tensor& gram,
+                                         std::vector<double>* op_seconds) const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto& m = *impl_;
+  m.set_theta(theta);
+  auto bp = backprop(m, x, q);
+  torch::NoGradGuard no_grad;
+  if (op_seconds) op_seconds->clear();
+  for (size_t l = 0; l < bp.ops.size(); ++l) {
+    const auto t0 = std::chrono::steady_clock::now();
+    add_op_gram(bp.ops[l], bp.b[l], m.params, conv, memory_budget, gram);
+    if (op_seconds) op_seconds->push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    bp.b[l] = torch::Tensor();  // free as we go
+    bp.ops[l] = ParamOp();
+  }
+}
+
+}  // namespace twosed
