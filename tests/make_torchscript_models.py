@@ -25,9 +25,13 @@ Files (all float64 unless said):
                                    is unknown to the structured Jacobian); prelu_traced.pt traced
   zoo_{scripted,traced}.pt         every op of the structured path (Zoo below), input 2x8x8
   matmul_{scripted,traced}.pt      addmm and matmul with parameter operands, input 5
+  bad_corrupt.pt                   mlp_scripted.pt's archive with its data.pkl overwritten
+  bad_version.pt                   mlp_scripted.pt's archive claiming file format version 99
+  mlp_thetas_short.npy             2 x 65 thetas for the MLP (d = 66)
 """
 import os
 import sys
+import zipfile
 
 try:
     import numpy as np
@@ -146,6 +150,14 @@ def dense_fisher_eigs(model, x, task):
     return torch.linalg.eigvalsh(fisher).numpy(), theta.numpy()
 
 
+def rewrite_archive(src, dst, member, data):
+    """A copy of the archive src with the entry ending in /member replaced by data."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for item in zin.infolist():
+            body = data if item.filename.endswith("/" + member) else zin.read(item.filename)
+            zout.writestr(item, body)
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
@@ -211,6 +223,9 @@ def main(out):
         data = fh.read()
     with open(f"{out}/bad_truncated.pt", "wb") as fh:
         fh.write(data[: len(data) // 2])
+    rewrite_archive(f"{out}/mlp_scripted.pt", f"{out}/bad_corrupt.pt", "data.pkl", b"\x80\x02garbage" * 8)
+    rewrite_archive(f"{out}/mlp_scripted.pt", f"{out}/bad_version.pt", "version", b"99\n")
+    np.save(f"{out}/mlp_thetas_short.npy", np.zeros((2, 65)))
     print(f"wrote TorchScript models to {out}")
 
 

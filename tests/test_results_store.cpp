@@ -23,6 +23,7 @@
 #include <sstream>
 #include <thread>
 
+#include "store/sha256.h"
 #include "twosed/error.h"
 
 namespace twosed {
@@ -751,3 +752,27 @@ TEST(ResultsStore, CorruptConfigRowIsDataError) {
 
 }  // namespace
 }  // namespace twosed
+
+// SHA-256 identifies a TorchScript model file in a run's configuration: FIPS 180-2's test
+// vectors (one block, the empty message, a message whose padding needs a second block) and a
+// million 'a's (many blocks), and a file read in 64 KiB pieces equals the whole.
+TEST(Sha256, StandardTestVectors) {
+  EXPECT_EQ(twosed::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(twosed::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(twosed::sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_EQ(twosed::sha256_hex(std::string(1000000, 'a')),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST(Sha256, FileEqualsBytes) {
+  std::string bytes;
+  for (int i = 0; i < 200000; ++i) bytes += static_cast<char>((i * 7919) % 251);
+  const std::string path = ::testing::TempDir() + "sha256_file.bin";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << bytes;
+  }
+  EXPECT_EQ(twosed::file_sha256(path), twosed::sha256_hex(bytes));
+  EXPECT_THROW(twosed::file_sha256(path + ".missing"), twosed::DataError);
+}

@@ -53,12 +53,64 @@ expect 0 "Jacobian autograd \(the structured path does not know aten::prelu" "${
   --data synthetic:blobs:3:5 --space box:0.5
 expect 2 "--jacobian 'rows': expected auto, autograd or structured" "${RUN[@]}" \
   --model "$M/mlp_scripted.pt" --data synthetic:blobs:3:5 --jacobian rows
-expect 2 "Markov chain model is not implemented yet for TorchScript models" "${RUN[@]}" \
+expect 1 "bad_corrupt.pt: not a readable TorchScript file: .*unpickling" "${RUN[@]}" --model "$M/bad_corrupt.pt" \
+  --data synthetic:blobs:3:5
+expect 1 "bad_version.pt: not a readable TorchScript file: .*version 99" "${RUN[@]}" --model "$M/bad_version.pt" \
+  --data synthetic:blobs:3:5
+expect 1 "mlp_thetas_short.npy: expected shape \(M, 66\) \(d = 66\), got \(2, 65\)" measure -q --no-db \
+  --model "$M/mlp_scripted.pt" --data synthetic:blobs:3:5 --inputs 10 --thetas "$M/mlp_thetas_short.npy"
+# --markov: a graph with a skip is refused naming the residual add and its source line (scripted:
+# the module's Python source; traced: where the add was recorded); a chain is not implemented.
+for f in resnet_scripted resnet_traced; do
+  expect 2 "$f.pt: the Markov chain model needs a chain of layers, but the graph has a skip connection: aten::add at \
+[^ ]*:[0-9]+: .*conv2\(y\) \+ y.* joins two paths from the input" "${RUN[@]}" --model "$M/$f.pt" \
+    --data synthetic:blobs:3:16 --input-shape 1x4x4 --markov --sigma 0.1
+done
+expect 2 "mlp_scripted.pt: the Markov chain model for imported chains is not implemented yet" "${RUN[@]}" \
   --model "$M/mlp_scripted.pt" --data synthetic:blobs:3:5 --markov --sigma 0.1
+# The memory pre-flight check: the samples-side Gram of N = 100000 examples (k - 1 = 2 rows each) is 1 TB.
+expect 2 "mlp_scripted.pt \(d = 66\) with N = 100000 inputs needs about [0-9.]+ GB per parameter sample" \
+  "${RUN[@]}" --model "$M/mlp_scripted.pt" --data synthetic:blobs:3:5:100000 --inputs 100000 --side samples
 expect 2 "--space init: no init rule for parameter '1.weight' of module type PReLU" "${RUN[@]}" \
   --model "$M/prelu.pt" --data synthetic:blobs:3:5
 expect 0 "zeta = 0\.5" "${RUN[@]}" --model "$M/prelu.pt" --data synthetic:blobs:3:5 --space box:0.5
 expect 2 "--input-shape '1xx4': expected positive sizes" "${RUN[@]}" --model "$M/resnet_traced.pt" \
   --data synthetic:blobs:3:16 --input-shape 1xx4
-expect 2 "add --no-db" measure -q --samples 2 --model "$M/mlp_scripted.pt" --data synthetic:blobs:3:5
+
+# --plan: the graph's operations and skips, parameters per layer, the matrix and the memory.
+PLAN=(measure --plan --model "$M/resnet_scripted.pt" --input-shape 1x4x4 --inputs 10)
+expect 0 "input 1x4x4, k = 3 outputs, d = 129 parameters" "${PLAN[@]}"
+expect 0 "conv1 +Conv2d +20 +autograd rows" "${PLAN[@]}"
+expect 0 "bn1 +BatchNorm2d +4 " "${PLAN[@]}"
+expect 0 "fc +Linear +99 " "${PLAN[@]}"
+expect 0 "aten::add at .*conv2\(y\) \+ y" "${PLAN[@]}"
+expect 0 "matrix +20 x 20 \(Gram, sample side\)" "${PLAN[@]}"  # k - 1 = 2 rows per example
+expect 0 "machine .*: fits" "${PLAN[@]}"
+expect 0 "skips +none \(a chain\)" measure --plan --model "$M/mlp_traced.pt" --input-shape 5 --inputs 40
+expect 0 "matrix +66 x 66 \(Fisher, parameter side\)" measure --plan --model "$M/mlp_traced.pt" --input-shape 5 \
+  --inputs 40
+expect 2 "Markov chain model needs a chain of layers" "${PLAN[@]}" --markov --sigma 0.1
+
+# The results store: the configuration names the file and its SHA-256; runs, show and export
+# read the run; --samples 2 resumed to 4 equals a fresh --samples 4; a changed file is refused.
+cp "$M/mlp_scripted.pt" net.pt
+DB=(measure -q --model net.pt --data synthetic:blobs:3:5 --inputs 10 --bootstrap 50 --format json)
+"$TWOSED" "${DB[@]}" --db s.db --samples 2 > two.json 2> err.txt || bad "--db measurement failed: $(cat err.txt)"
+"$TWOSED" "${DB[@]}" --db s.db --samples 4 --resume > resumed.json 2> err.txt || bad "--resume failed: $(cat err.txt)"
+"$TWOSED" "${DB[@]}" --db fresh.db --samples 4 > fresh.json 2> err.txt || bad "fresh --db failed: $(cat err.txt)"
+/usr/bin/python3 - resumed.json fresh.json <<'PY' && ok || bad "resumed TorchScript run differs from a fresh one"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert a["resumed_samples"] == 2, a["resumed_samples"]
+for k in ["curves", "at_n", "ed", "mean_trace"]:
+    assert a.get(k) == b.get(k), k
+PY
+expect 0 "net.pt" runs --db s.db
+expect 0 "zeta = 0\.5" show 1 --db s.db
+expect 0 "\"model_sha256\": \"$(sha256sum net.pt | cut -c1-64)\"" export 1 --db s.db --format json
+expect 0 "\"model\": \"net.pt\"" export 1 --db s.db --format json
+"$TWOSED" "${DB[@]}" --db s.db --samples 2 --space box:0.5 > /dev/null 2>&1 || bad "second --db run failed"
+cp "$M/mlp_traced.pt" net.pt  # the same d, other bytes
+expect 1 "run 2 measured net.pt with SHA-256 [0-9a-f]{16}, but the file has changed since \(SHA-256 [0-9a-f]{16} now\)" \
+  "${DB[@]}" --db s.db --samples 4 --space box:0.5 --resume
 finish

@@ -15,6 +15,7 @@
 #include "twosed/fisher/fisher.h"
 #include "twosed/fisher/markov.h"
 #include "twosed/model/network.h"
+#include "twosed/model/torchscript.h"
 
 namespace twosed {
 namespace {
@@ -208,10 +209,112 @@ std::string plan_markov(const MeasureOptions& opts, const ModelSpec& spec, int t
 }
 }  // namespace
 
+// ---- TorchScript models ----
+
+namespace {
+
+// One parametric submodule of an imported model: its name, class and parameter count.
+struct ImportedLayer {
+  std::string name, type;
+  int64_t params = 0;
+};
+
+std::vector<ImportedLayer> imported_layers(const TorchScriptNetwork& net) {
+  std::vector<ImportedLayer> out;
+  for (const auto& p : net.parameters()) {
+    const auto dot = p.name.rfind('.');
+    const std::string owner = dot == std::string::npos ? "<root>" : p.name.substr(0, dot);
+    if (out.empty() || out.back().name != owner) out.push_back({owner, p.module_type, 0});
+    out.back().params += p.numel();
+  }
+  return out;
+}
+
+// Gram form per layer: the hook for the structured Jacobian path (per-layer Gram contributions,
+// docs/math.md section 9), which will name the form it picks for each layer type. Today every
+// layer's contribution comes from the per-example autograd rows.
+std::string gram_form(const ImportedLayer& /*layer*/, const MeasureOptions& /*opts*/) {
+  return "autograd rows";
+}
+
+// One parameter sample of the autograd path: theta and the space's bounds, the matrix and the
+// eigen-solver's copy (samples side: also the blocks' products), and the Jacobian row blocks
+// (two alive on the samples side, each within half the budget or one example).
+MemoryEstimate estimate_torchscript_memory(int64_t d, int64_t n, int64_t k, const MeasureOptions& opts) {
+  MemoryEstimate m;
+  const double b = sizeof(double), dd = static_cast<double>(d);
+  const int64_t r = rows_per_example(k, opts.fisher);
+  const double rows = static_cast<double>(n) * static_cast<double>(r);
+  const bool samples = linalg::choose_side(opts.fisher.side, n * r, d) == GramSide::Samples;
+  m.theta = 3 * dd * b;
+  m.matrix = (samples ? 3 * rows * rows : 2 * dd * dd) * b;
+  const double block = std::max(static_cast<double>(opts.fisher.memory_budget) / 2, static_cast<double>(r) * dd * b);
+  m.temporaries = (samples ? 2 : 1) * std::min(block, rows * dd * b);
+  return m;
+}
+
+std::string torchscript_too_big(const TorchScriptNetwork& net, int64_t n, const MemoryEstimate& need,
+                                const MemoryLimit& limit) {
+  return fmt::format(
+      "model {} (d = {}) with N = {} inputs needs about {:.1f} GB per parameter sample (parameters {:.1f} GB, "
+      "Fisher/Gram matrix {:.1f} GB, Jacobian row blocks {:.1f} GB), more than {}; use fewer --inputs, "
+      "--fisher sampled or a smaller --memory-budget (see --plan)",
+      net.path(), net.num_params(), n, need.total() / 1e9, need.theta / 1e9, need.matrix / 1e9, need.temporaries / 1e9,
+      limit.what);
+}
+
+// The graph's operations, most frequent first, and its skip connections.
+std::string graph_lines(const ImportedGraphSummary& g) {
+  auto ops = g.ops;
+  std::stable_sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::string list;
+  for (const auto& [kind, count] : ops) list += fmt::format("{}{} x{}", list.empty() ? "" : ", ", kind, count);
+  std::string out = fmt::format("graph     {} operations: {}\n", g.nodes, list);
+  out += fmt::format("skips     {}\n", g.skips.empty() ? "none (a chain)" : fmt::format("{}", g.skips.size()));
+  for (const auto& s : g.skips) out += fmt::format("  {}\n", s);
+  return out;
+}
+
+std::string plan_torchscript(const MeasureOptions& opts) {
+  const TorchScriptNetwork net(opts.model);
+  if (opts.markov) refuse_torchscript_markov(net);
+  const auto shape = torchscript_input_shape(opts);
+  std::vector<int64_t> probe{1};
+  probe.insert(probe.end(), shape.begin(), shape.end());
+  const int64_t k = net.forward(net.file_theta(), torch::zeros(probe, torch::kFloat64)).size(1);
+  const int64_t n = opts.num_inputs, d = net.num_params(), r = rows_per_example(k, opts.fisher);
+  std::string out = fmt::format("TorchScript model {}: input {}, k = {} outputs, d = {} parameters\n", net.path(),
+                                fmt::join(shape, "x"), k, d);
+  out += graph_lines(summarize_graph(net));
+  out += fmt::format("  {:<28} {:<14} {:>12}  {}\n", "layer", "type", "parameters", "Gram form");
+  for (const auto& l : imported_layers(net))
+    out += fmt::format("  {:<28} {:<14} {:>12}  {}\n", l.name, l.type, l.params, gram_form(l, opts));
+  const bool samples = linalg::choose_side(opts.fisher.side, n * r, d) == GramSide::Samples;
+  const auto need = estimate_torchscript_memory(d, n, k, opts);
+  out += fmt::format("\nper parameter sample, N = {} inputs ({} rows of the Fisher factor each):\n", n, r);
+  out += fmt::format("  matrix    {} x {} ({})\n", samples ? n * r : d, samples ? n * r : d,
+                     samples ? "Gram, sample side" : "Fisher, parameter side");
+  out += fmt::format(
+      "  memory    about {:.3f} GB: parameters {:.3f}, matrix {:.3f}, Jacobian row blocks {:.3f} (autograd's own "
+      "graph of one example not counted)\n",
+      need.total() / 1e9, need.theta / 1e9, need.matrix / 1e9, need.temporaries / 1e9);
+  out += machine_line(need.total());
+  return out;
+}
+
+}  // namespace
+
+void check_torchscript_memory(const TorchScriptNetwork& net, int64_t k, int64_t n, const MeasureOptions& opts) {
+  const auto need = estimate_torchscript_memory(net.num_params(), n, k, opts);
+  const MemoryLimit limit = memory_limit();
+  if (limit.bytes > 0 && need.total() > 0.9 * limit.bytes) throw UsageError(torchscript_too_big(net, n, need, limit));
+}
+
 std::string plan_measure(const MeasureOptions& opts, const ExecutionContext& ctx) {
   const int threads = ctx.threads > 0 ? ctx.threads : current_threads();
   if (opts.num_inputs < 1)
     throw OptionError("MeasureOptions.num_inputs", fmt::format("must be >= 1, got {}", opts.num_inputs));
+  if (is_torchscript_path(opts.model)) return plan_torchscript(opts);
   const auto spec = parse_model_spec(opts.model, opts.model_options);
   const int64_t n = opts.num_inputs, d = spec.num_params();
   const int64_t rows = n * rows_per_example(spec.num_outputs(), opts.fisher);

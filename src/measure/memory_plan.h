@@ -11,4 +11,8 @@ namespace twosed {
 /// measurement would need more than 90% of the machine's memory.
 void check_memory(const ModelSpec& spec, int64_t n, const MeasureOptions& opts, int threads);
 
+class TorchScriptNetwork;
+/// The same check for a TorchScript model with k outputs on n inputs.
+void check_torchscript_memory(const TorchScriptNetwork& net, int64_t k, int64_t n, const MeasureOptions& opts);
+
 }  // namespace twosed

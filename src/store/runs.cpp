@@ -14,9 +14,11 @@
 #include <nlohmann/json.hpp>
 
 #include "json_fields.h"
+#include "store/sha256.h"
 #include "twosed/error.h"
 #include "twosed/measure/result_json.h"
 #include "twosed/model/network.h"
+#include "twosed/model/torchscript.h"
 
 namespace twosed {
 namespace {
@@ -209,12 +211,24 @@ int64_t delete_stored_run(ResultsStore& store, int64_t run) {
   return static_cast<int64_t>(subtree.size());
 }
 
-std::string measure_config(const MeasureOptions& o) {
+namespace {
+// A TorchScript --model is identified by its path and its bytes' SHA-256 (a changed file is
+// another model); a spec by its canonical text and the options that complete it.
+json model_config(const MeasureOptions& o) {
+  if (is_torchscript_path(o.model))
+    return {{"model", o.model},
+            {"model_sha256", file_sha256(o.model)},
+            {"input_shape", o.input_shape},
+            {"jacobian", o.jacobian}};
   const auto spec = parse_model_spec(o.model, o.model_options);
+  return {{"model", spec.text},
+          {"activation", activation_name(o.model_options.activation)},
+          {"bias", o.model_options.bias}};
+}
+}  // namespace
+
+std::string measure_config(const MeasureOptions& o) {
   json j = {{"kind", "measure"},
-            {"model", spec.text},
-            {"activation", activation_name(o.model_options.activation)},
-            {"bias", o.model_options.bias},
             {"task", task_name(o.fisher.task)},
             {"fisher", o.fisher.kind == FisherKind::Exact ? "exact" : "sampled"},
             {"side", side_name(o.fisher.side)},
@@ -230,10 +244,14 @@ std::string measure_config(const MeasureOptions& o) {
             {"bootstrap", o.estimator.bootstrap},
             {"markov", o.markov}};
   if (o.fisher.task == Task::Regress) j["out_noise"] = o.fisher.out_noise;
+  j.update(model_config(o));
   if (!o.inputs_file.empty())
     j["inputs_file"] = o.inputs_file;
+  else if (is_torchscript_path(o.model))
+    j["data"] = o.data, j["inputs"] = o.num_inputs;  // empty: the default for the file's input shape and k
   else
-    j["data"] = o.data.empty() ? default_data_source(spec) : o.data, j["inputs"] = o.num_inputs;
+    j["data"] = o.data.empty() ? default_data_source(parse_model_spec(o.model, o.model_options)) : o.data,
+    j["inputs"] = o.num_inputs;
   if (!o.thetas_file.empty())
     j["thetas"] = o.thetas_file;
   else
@@ -246,6 +264,24 @@ std::string measure_config(const MeasureOptions& o) {
   return j.dump();
 }
 
+namespace {
+// A run of the same TorchScript file path whose configuration differs only in the file's
+// SHA-256 (or extends to more samples) measured other bytes: refused, saying so.
+void refuse_changed_model_file(const std::string& where, const RunInfo& r, const std::string& config) {
+  auto was = json::parse(r.config);
+  const auto now = json::parse(config);
+  if (!was.contains("model_sha256") || !now.contains("model_sha256") || was["model"] != now["model"] ||
+      was["model_sha256"] == now["model_sha256"])
+    return;
+  const auto stored_hash = was["model_sha256"].get<std::string>();
+  was["model_sha256"] = now["model_sha256"];
+  if (was != now && !extends(was.dump(), config)) return;
+  throw DataError(fmt::format("{}: run {} measured {} with SHA-256 {}, but the file has changed since (SHA-256 {} now)",
+                              where, r.id, now["model"].get<std::string>(), stored_hash.substr(0, 16),
+                              now["model_sha256"].get<std::string>().substr(0, 16)));
+}
+}  // namespace
+
 RunInfo find_resumable(const ResultsStore& store, const std::string& kind, const std::string& config,
                        const RecordOptions& ropts) {
   const auto where = fmt::format("{}: cannot resume", store.path());
@@ -255,9 +291,11 @@ RunInfo find_resumable(const ResultsStore& store, const std::string& kind, const
     const auto marker = store.get_text(r.id, "process");
     if (r.status == "running" && marker && other_live_process(*marker))
       throw DataError(live_message(where, r.id, *marker));
-    if (r.config != config && !extends(r.config, config))
+    if (r.config != config && !extends(r.config, config)) {
+      refuse_changed_model_file(where, r, config);
       throw DataError(fmt::format("{}: run {} has a different configuration: {}", where, r.id,
                                   config_differences(r.config, config)));
+    }
     if (r.status == "done" && r.config == config)
       throw DataError(fmt::format("{}: run {} is already finished (see 'twosed show {}')", where, r.id, r.id));
     return r;
@@ -274,6 +312,8 @@ RunInfo find_resumable(const ResultsStore& store, const std::string& kind, const
     if (same && !done) done = *it;
     if (!same && it->status != "done" && !other) other = *it;
   }
+  for (auto it = runs.rbegin(); it != runs.rend(); ++it)
+    if (it->parent == ropts.parent) refuse_changed_model_file(where, *it, config);
   if (done)
     throw DataError(fmt::format("{}: run {} with this configuration is already finished (see 'twosed show {}')", where,
                                 done->id, done->id));

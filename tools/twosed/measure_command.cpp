@@ -153,12 +153,6 @@ MeasureOptions build_options(const MeasureParams& p, bool sigma_given, bool brea
   o.model = p.model;
   o.input_shape = p.input_shape;
   o.jacobian = p.jacobian;
-  // The store and --plan read model specs; a TorchScript file is not one (yet).
-  if (is_torchscript_path(o.model) && p.plan)
-    throw UsageError(fmt::format("--model {}: --plan is not implemented yet for TorchScript models", o.model));
-  if (is_torchscript_path(o.model) && !p.no_db && p.spectra_in.empty())
-    throw UsageError(fmt::format(
-        "--model {}: recording TorchScript runs in the results database is not implemented yet; add --no-db", o.model));
   o.model_options.activation = parse_activation(p.act, "--act");
   o.model_options.bias = !p.no_bias;
   o.fisher.task = pick<Task>("--task", p.task, {{"classify", Task::Classify}, {"regress", Task::Regress}});

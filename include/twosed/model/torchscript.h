@@ -26,6 +26,10 @@
 #include "twosed/fisher/fisher.h"
 #include "twosed/measure/engine.h"
 
+namespace torch::jit {
+struct Graph;
+}
+
 namespace twosed {
 
 /// One named parameter of a TorchScript module and where it sits in theta.
@@ -91,6 +95,9 @@ class TorchScriptNetwork {
   /// to out (q.size(0) * R, d): one forward and R backward passes per example. q (n, R, k).
   void jacobian_rows(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& q, int64_t i0,
                      torch::Tensor& out) const;
+
+  /// A copy of the forward graph with every method and submodule call inlined.
+  std::shared_ptr<torch::jit::Graph> inlined_graph() const;
 
   // ---- the structured path (src/model/torchscript/structured.cpp) ----
   // The inlined forward graph is interpreted node by node (prim::If and prim::Loop by their
@@ -204,11 +211,42 @@ class ImportedParameters : public ParameterSource {
 
 /// prepare_measurement() for a TorchScript --model: the inputs (opts.input_shape, else the
 /// data's shape: an .npy's trailing dimensions, a data source's features flat), the model, the
-/// parameter source (thetas_file or the space). Throws UsageError for the Markov chain model
-/// and OptionError ("MeasureOptions.jacobian") for structured on a graph with an unknown op.
+/// parameter source (thetas_file or the space), after the memory pre-flight check. Throws
+/// UsageError for the Markov chain model (refuse_torchscript_markov) and OptionError
+/// ("MeasureOptions.jacobian") for structured on a graph with an unknown op.
 PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, const MeasureInputs* inputs = nullptr);
 
 /// "CxHxW" or "F" -> {C, H, W} or {F}. Throws OptionError ("MeasureOptions.input_shape").
 std::vector<int64_t> parse_input_shape(const std::string& text);
+
+/// One example's shape for a TorchScript --model: opts.input_shape, else the data's (an .npy's
+/// trailing dimensions, a data source's sample shape).
+std::vector<int64_t> torchscript_input_shape(const MeasureOptions& opts);
+
+/// Throws the UsageError of --markov on an imported model: a graph with a skip connection
+/// (named, with its source line) has no Markov chain structure; for a chain the model is not
+/// implemented yet.
+[[noreturn]] void refuse_torchscript_markov(const TorchScriptNetwork& net);
+
+}  // namespace twosed
+
+namespace twosed {
+
+/// What --plan and the Markov chain model need to know of an imported model's inlined
+/// forward graph (docs/math.md section 9).
+struct ImportedGraphSummary {
+  /// aten operations of the inlined graph that make a tensor, nested blocks included (shape
+  /// queries, checks, constants and list handling are not counted).
+  int64_t nodes = 0;
+  /// Operation kind ("aten::conv2d") -> how often it occurs.
+  std::vector<std::pair<std::string, int64_t>> ops;
+  /// Each join of two different paths from the input (a residual aten::add, a cat of two
+  /// branches), as "aten::add at FILE:LINE: SOURCE" (the model's own source where the file
+  /// records it): a graph with one has no Markov chain structure.
+  std::vector<std::string> skips;
+};
+
+/// Reads the inlined forward graph of `net`.
+ImportedGraphSummary summarize_graph(const TorchScriptNetwork& net);
 
 }  // namespace twosed

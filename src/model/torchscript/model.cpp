@@ -7,6 +7,7 @@
 
 #include "linalg/linalg.h"
 #include "measure/loaders.h"
+#include "measure/memory_plan.h"
 #include "twosed/data/data.h"
 #include "twosed/data/npy.h"
 #include "twosed/error.h"
@@ -358,15 +359,31 @@ std::unique_ptr<ParameterSource> torchscript_parameters(const MeasureOptions& op
 
 }  // namespace
 
+std::vector<int64_t> torchscript_input_shape(const MeasureOptions& opts) {
+  return opts.input_shape.empty() ? data_shape(opts) : parse_input_shape(opts.input_shape);
+}
+
+void refuse_torchscript_markov(const TorchScriptNetwork& net) {
+  const auto graph = summarize_graph(net);
+  if (!graph.skips.empty())
+    throw UsageError(fmt::format(
+        "{}: the Markov chain model needs a chain of layers, but the graph has a skip connection: {} joins two paths "
+        "from the input",
+        net.path(), graph.skips.front()));
+  throw UsageError(
+      fmt::format("{}: the Markov chain model for imported chains is not implemented yet; measure the chain as a "
+                  "model spec (mlp:... or cnn:...) for --markov",
+                  net.path()));
+}
+
 PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, const MeasureInputs* given_inputs) {
-  if (opts.markov)
-    throw UsageError(
-        fmt::format("{}: the Markov chain model is not implemented yet for TorchScript models", opts.model));
-  if (!opts.noise_file.empty()) throw UsageError("noise_file needs the Markov chain model (noise is only added there)");
+  if (!opts.markov && !opts.noise_file.empty())
+    throw UsageError("noise_file needs the Markov chain model (noise is only added there)");
   if (opts.jacobian != "auto" && opts.jacobian != "autograd" && opts.jacobian != "structured")
     throw OptionError("MeasureOptions.jacobian",
                       fmt::format("'{}': expected auto, autograd or structured", opts.jacobian));
   auto net = std::make_shared<const TorchScriptNetwork>(opts.model);
+  if (opts.markov) refuse_torchscript_markov(*net);
   FisherOptions fisher = opts.fisher;
   fisher.label_seed = opts.seed;  // sampled labels: Rng(seed, Labels, j)
   std::vector<int64_t> shape;
@@ -375,7 +392,7 @@ PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, 
     inputs = *given_inputs;
     if (!opts.input_shape.empty()) shape = parse_input_shape(opts.input_shape);
   } else {
-    shape = opts.input_shape.empty() ? data_shape(opts) : parse_input_shape(opts.input_shape);
+    shape = torchscript_input_shape(opts);
     std::vector<int64_t> probe{1};
     probe.insert(probe.end(), shape.begin(), shape.end());
     const int64_t k = net->forward(net->file_theta(), torch::zeros(probe, torch::kFloat64)).size(1);
@@ -383,6 +400,8 @@ PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, 
   }
   PreparedMeasurement out;
   out.model = std::make_unique<TorchScriptModel>(net, std::move(inputs), fisher, shape, opts.jacobian);
+  check_torchscript_memory(*net, static_cast<const TorchScriptModel&>(*out.model).num_outputs(),
+                           out.model->header().num_inputs, opts);
   out.thetas = torchscript_parameters(opts, *net);
   return out;
 }

@@ -196,4 +196,11 @@ void TorchScriptNetwork::jacobian_rows(const torch::Tensor& theta, const torch::
   }
 }
 
+std::shared_ptr<torch::jit::Graph> TorchScriptNetwork::inlined_graph() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto graph = impl_->module.get_method("forward").graph()->copy();
+  torch::jit::Inline(*graph);
+  return graph;
+}
+
 }  // namespace twosed
