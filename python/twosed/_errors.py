@@ -44,6 +44,12 @@ KEYWORDS = {
 }
 
 
+def not_found(message, path):
+    """A FileNotFoundError whose text is the library's one line naming ``path`` (OSError's own
+    errno/filename form would print the path twice)."""
+    return FileNotFoundError(message)
+
+
 def _missing_file(message):
     """The path of a "PATH: no such file" / "PATH: cannot open file" message when PATH is absent."""
     for marker in (": no such file", ": cannot open file", ": cannot open results database"):
@@ -73,7 +79,7 @@ def translated(hidden_path=None):
         message = str(e)
         path = _missing_file(message)
         if path is not None:
-            raise FileNotFoundError(2, text(message), path) from None
+            raise not_found(text(message), path) from None
         if hidden_path and hidden_path in message:
             raise _twosed.DataError(text(message)) from None
         raise

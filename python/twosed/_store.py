@@ -4,7 +4,7 @@ import json
 import os
 
 from . import _twosed
-from ._errors import translated
+from ._errors import not_found, translated
 from ._measure import _floats, _integer
 from ._result import Result, null_standard_errors
 
@@ -24,7 +24,7 @@ class Store:
     def __init__(self, path):
         path = os.fspath(path)
         if not os.path.exists(path):
-            raise FileNotFoundError(2, f"{path}: no such results database", path)
+            raise not_found(f"{path}: no such results database", path)
         self.path = path
         with translated():
             _twosed.store_runs(path)  # a file that is not a results database is refused here
