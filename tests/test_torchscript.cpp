@@ -297,8 +297,15 @@ TEST(TorchScript, MeasureOptionsRefusals) {
   o.jacobian = "autograd";
   o.markov = true;
   o.sigma = 0.1;
-  EXPECT_NE(error_of([&] { prepare_measurement(o); }).find("Markov chain model is not implemented yet"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { prepare_measurement(o); }).find("Markov chain model for imported chains is not implemented yet"),
+      std::string::npos);
+  {
+    MeasureOptions skip = o;  // a residual add: refused, naming it
+    skip.model = model("resnet_scripted.pt");
+    skip.input_shape = "1x4x4";
+    EXPECT_NE(error_of([&] { prepare_measurement(skip); }).find("skip connection: aten::add at "), std::string::npos);
+  }
   o.markov = false;
   const auto prepared = prepare_measurement(o);  // the data's features give the (flat) input shape
   EXPECT_TRUE(prepared.network == nullptr);
@@ -446,4 +453,23 @@ TEST(TorchScriptStructured, UnknownOpIsRefusedOrFallsBack) {
     TorchScriptModel asked(net, {x, "x"}, FisherOptions{}, {}, "autograd");
     EXPECT_EQ(asked.jacobian_description(), "autograd (as asked)");
   }
+}
+
+// The graph summary: the tiny ResNet block (scripted and traced) has one join of two paths from
+// the input, the residual add, located in the Python source that wrote it; the MLP has none.
+TEST(TorchScript, GraphSummaryFindsTheSkip) {
+  REQUIRE_MODELS();
+  for (const char* name : {"resnet_scripted.pt", "resnet_traced.pt"}) {
+    const auto g = summarize_graph(TorchScriptNetwork(model(name)));
+    ASSERT_EQ(g.skips.size(), 1u) << name;
+    EXPECT_EQ(g.skips[0].rfind("aten::add at ", 0), 0u) << g.skips[0];
+    EXPECT_NE(g.skips[0].find("make_torchscript_models.py:"), std::string::npos) << g.skips[0];
+    EXPECT_GE(g.nodes, 6) << name;  // 2 conv, batch_norm, 2 tanh, add, flatten, linear
+  }
+  const auto mlp = summarize_graph(TorchScriptNetwork(model("mlp_traced.pt")));
+  EXPECT_TRUE(mlp.skips.empty());
+  int64_t linear = 0;
+  for (const auto& [kind, count] : mlp.ops)
+    if (kind == "aten::linear") linear = count;
+  EXPECT_EQ(linear, 2);
 }
