@@ -44,13 +44,14 @@ const char* eigen_routine_name(EigenRoutine routine) {
 
 // Where the two-stage reduction starts to pay, by BLAS thread count: bench/bench_eigen on a
 // 2-core Xeon, OpenBLAS 0.3.21 SkylakeX kernels (docs/benchmarks.md, "Throughput", eigen routine
-// table; random PSD matrices, process CPU seconds). On one thread dsyevd_2stage is slower up to ~600 (1.3x at 600: its
-// bulge chasing has a fixed cost per band), even at 900 (0.92x and 1.08x in two runs), then faster:
-// 1.24x at 1,200 (1.19x at 1,153 in the Markov benchmark), 1.5x at 1,600, 1.9x at 2,000, 2.7x
-// at 3,000, where dsytrd's matrix-vector half no longer runs from cache. On more threads
-// OpenBLAS threads dsytrd's matrix-vector products but not the bulge chasing (Debian's pthread
-// build has no OpenMP tasks); from 2,000 on, the two-stage routine on one thread already takes
-// at most half of dsyevd's one-thread time, so dsyevd cannot win on two threads there.
+// table; random PSD matrices, process CPU seconds). On one thread dsyevd_2stage is slower up to
+// ~600 (1.3x at 600: its bulge chasing has a fixed cost per band), even at 900 (0.92x and 1.08x
+// in two runs), then faster: 1.24x at 1,200 (1.19x at 1,153 in the Markov benchmark), 1.5x at
+// 1,600, 1.9x at 2,000, 2.7x at 3,000, where dsytrd's matrix-vector half no longer runs from
+// cache. On more threads OpenBLAS threads dsytrd's matrix-vector products but not the bulge
+// chasing (Debian's pthread build has no OpenMP tasks); from 2,000 on, the two-stage routine on
+// one thread already takes at most half of dsyevd's one-thread time, so dsyevd cannot win on two
+// threads there.
 constexpr int64_t kTwoStageFromOneThread = 1000;
 constexpr int64_t kTwoStageFromMoreThreads = 2000;
 
