@@ -106,6 +106,7 @@ TEST(MeasureTest, ReproducibleAcrossRunsAndThreadCounts) {
   o.estimator.zetas = {0.0, 0.5};
   o.estimator.bootstrap = 200;
   o.seed = 42;
+  o.parallel_samples = 1;  // all threads on each sample: the thread count reaches the BLAS calls
   const int saved = current_threads();
   ExecutionContext two, one;
   two.threads = 2;
@@ -127,6 +128,53 @@ TEST(MeasureTest, ReproducibleAcrossRunsAndThreadCounts) {
   o.seed = 43;
   const auto d = run_measure(o);
   EXPECT_NE(a.estimate.curves[0].value, d.estimate.curves[0].value);
+}
+
+// Samples in parallel (MeasureOptions::parallel_samples): the curves of a sequential run on one
+// thread, bit for bit, for 2 and 3 samples at once (M = 5 is not a multiple of either); the
+// result says how many ran at once; the automatic choice runs in sequence on one thread and in
+// parallel when the eigen-solve dominates (--plan says so), not when the products do.
+TEST(MeasureTest, ParallelSamplesEqualSequentialOnOneThread) {
+  MeasureOptions o;
+  o.model = "mlp:16-24-5";
+  o.data = "synthetic:blobs:5:16:300";
+  o.num_inputs = 40;
+  o.num_param_samples = 5;
+  o.estimator.zetas = {0.0, 0.5};
+  o.estimator.bootstrap = 100;
+  o.seed = 3;
+  ExecutionContext one, two;
+  one.threads = 1;
+  two.threads = 2;
+  o.parallel_samples = 1;
+  const auto sequential = run_measure(o, one);
+  EXPECT_EQ(sequential.parallel_samples, 1);
+  for (int k : {2, 3}) {
+    o.parallel_samples = k;
+    const auto parallel = run_measure(o, two);
+    EXPECT_EQ(parallel.parallel_samples, k);
+    EXPECT_EQ(parallel.parallel_reason, "requested");
+    ASSERT_EQ(parallel.estimate.curves.size(), sequential.estimate.curves.size());
+    for (size_t z = 0; z < parallel.estimate.curves.size(); ++z) {
+      EXPECT_EQ(parallel.estimate.curves[z].value, sequential.estimate.curves[z].value);
+      EXPECT_EQ(parallel.estimate.curves[z].std_error, sequential.estimate.curves[z].std_error);
+    }
+    for (size_t j = 0; j < parallel.samples.size(); ++j)
+      EXPECT_EQ(parallel.samples[j].largest, sequential.samples[j].largest);
+  }
+  o.parallel_samples = 0;
+  EXPECT_EQ(run_measure(o, one).parallel_samples, 1);  // one thread: nothing to share
+  o.parallel_samples = -1;
+  EXPECT_THROW(run_measure(o, two), OptionError);
+  // The cost model: a 900 x 900 eigen-solve per sample with small products -> 2 at once; the
+  // products of d = 13M (16 GFLOP per sample) scale with threads -> in sequence.
+  MeasureOptions plan;
+  plan.model = "mlp:784-64-10";
+  EXPECT_NE(plan_measure(plan, two).find("samples   2 at once on 2 thread(s)"), std::string::npos)
+      << plan_measure(plan, two);
+  plan.model = "mlp:784-16384-10";
+  EXPECT_NE(plan_measure(plan, two).find("samples   1 at once on 2 thread(s)"), std::string::npos)
+      << plan_measure(plan, two);
 }
 
 TEST(MeasureTest, BadInputsAreClearErrors) {

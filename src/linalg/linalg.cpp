@@ -13,6 +13,12 @@
 extern "C" {
 void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w, double* work,
              const int* lwork, int* iwork, const int* liwork, int* info);
+void dsyevd_2stage_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w,
+                    double* work, const int* lwork, int* iwork, const int* liwork, int* info);
+void dsyevr_(const char* jobz, const char* range, const char* uplo, const int* n, double* a, const int* lda,
+             const double* vl, const double* vu, const int* il, const int* iu, const double* abstol, int* m, double* w,
+             double* z, const int* ldz, int* isuppz, double* work, const int* lwork, int* iwork, const int* liwork,
+             int* info);
 void openblas_set_num_threads(int);
 int openblas_get_num_threads();
 }
@@ -24,26 +30,85 @@ GramSide choose_side(GramSide requested, int64_t sample_rows, int64_t params) {
   return sample_rows <= params ? GramSide::Samples : GramSide::Parameters;
 }
 
+const char* eigen_routine_name(EigenRoutine routine) {
+  switch (routine) {
+    case EigenRoutine::Dsyevd:
+      return "dsyevd";
+    case EigenRoutine::DsyevdTwoStage:
+      return "dsyevd_2stage";
+    case EigenRoutine::Dsyevr:
+      return "dsyevr";
+  }
+  return "?";
+}
+
+// Where the two-stage reduction starts to pay, by BLAS thread count: bench/bench_eigen on a
+// 2-core Xeon, OpenBLAS 0.3.21 SkylakeX kernels (docs/benchmarks.md, "Throughput", eigen routine
+// table; random PSD matrices, process CPU seconds). On one thread dsyevd_2stage is slower up to
+// ~600 (1.3x at 600: its bulge chasing has a fixed cost per band), even at 900 (0.92x and 1.08x
+// in two runs), then faster: 1.24x at 1,200 (1.19x at 1,153 in the Markov benchmark), 1.5x at
+// 1,600, 1.9x at 2,000, 2.7x at 3,000, where dsytrd's matrix-vector half no longer runs from
+// cache. On more threads OpenBLAS threads dsytrd's matrix-vector products but not the bulge
+// chasing (Debian's pthread build has no OpenMP tasks); from 2,000 on, the two-stage routine on
+// one thread already takes at most half of dsyevd's one-thread time, so dsyevd cannot win on two
+// threads there.
+constexpr int64_t kTwoStageFromOneThread = 1000;
+constexpr int64_t kTwoStageFromMoreThreads = 2000;
+
+EigenRoutine eigen_routine(int64_t m, int threads) {
+  const int64_t from = threads <= 1 ? kTwoStageFromOneThread : kTwoStageFromMoreThreads;
+  return m >= from ? EigenRoutine::DsyevdTwoStage : EigenRoutine::Dsyevd;
+}
+
+namespace {
+
+// One LAPACK call with its workspace queried first: with the minimal one (2n + 1) dsytrd runs
+// its unblocked level-2 code, several times slower on the 900 x 900 Gram matrices of N = 100.
+int lapack_eigenvalues(EigenRoutine routine, const char* uplo, int n, double* a, double* w) {
+  int lwork = -1, liwork = -1, iwork_size = 0, info = 0, found = 0, il = 1, iu = n, one = 1;
+  double work_size = 0, vl = 0, vu = 0, abstol = 0, z = 0;
+  std::vector<int> isuppz(routine == EigenRoutine::Dsyevr ? 2 * static_cast<size_t>(n) : 0);
+  auto call = [&](double* work, int* iwork) {
+    switch (routine) {
+      case EigenRoutine::Dsyevd:
+        dsyevd_("N", uplo, &n, a, &n, w, work, &lwork, iwork, &liwork, &info);
+        break;
+      case EigenRoutine::DsyevdTwoStage:
+        dsyevd_2stage_("N", uplo, &n, a, &n, w, work, &lwork, iwork, &liwork, &info);
+        break;
+      case EigenRoutine::Dsyevr:
+        dsyevr_("N", "A", uplo, &n, a, &n, &vl, &vu, &il, &iu, &abstol, &found, w, &z, &one, isuppz.data(), work,
+                &lwork, iwork, &liwork, &info);
+        break;
+    }
+  };
+  call(&work_size, &iwork_size);
+  if (info != 0) return info;
+  lwork = std::max(routine == EigenRoutine::Dsyevr ? 26 * n : 2 * n + 1, static_cast<int>(work_size));
+  liwork = std::max(routine == EigenRoutine::Dsyevr ? 10 * n : 1, iwork_size);
+  std::vector<double> work(static_cast<size_t>(lwork));
+  std::vector<int> iwork(static_cast<size_t>(liwork));
+  call(work.data(), iwork.data());
+  return info;
+}
+
+}  // namespace
+
 std::vector<double> symmetric_eigenvalues(double* a, int64_t m, char uplo) {
+  return symmetric_eigenvalues(a, m, uplo, eigen_routine(m, blas_threads()));
+}
+
+std::vector<double> symmetric_eigenvalues(double* a, int64_t m, char uplo, EigenRoutine routine) {
   std::vector<double> w(static_cast<size_t>(m));
   if (m == 0) return w;
   if (m > std::numeric_limits<int>::max()) throw DataError(fmt::format("a {}x{} matrix is too large for LAPACK", m, m));
-  const int n = static_cast<int>(m);
-  // Eigenvalues only. The workspace is queried: with the minimal one (2n + 1) dsytrd runs its
-  // unblocked level-2 code, several times slower on the 900 x 900 Gram matrices of N = 100.
-  int lwork = -1, liwork = -1, iwork_size = 0, info = 0;
-  double work_size = 0;
-  dsyevd_("N", &uplo, &n, a, &n, w.data(), &work_size, &lwork, &iwork_size, &liwork, &info);
-  lwork = std::max(2 * n + 1, static_cast<int>(work_size));
-  liwork = std::max(1, iwork_size);
-  std::vector<double> work(static_cast<size_t>(lwork));
-  std::vector<int> iwork(static_cast<size_t>(liwork));
-  if (info == 0) dsyevd_("N", &uplo, &n, a, &n, w.data(), work.data(), &lwork, iwork.data(), &liwork, &info);
+  const char uplo_arg[2] = {uplo, '\0'};
+  const int info = lapack_eigenvalues(routine, uplo_arg, static_cast<int>(m), a, w.data());
   if (info != 0)
     throw DataError(fmt::format(
-        "the eigen-solver (LAPACK dsyevd) did not converge on a {}x{} matrix (info = {}): its entries are too large or "
+        "the eigen-solver (LAPACK {}) did not converge on a {}x{} matrix (info = {}): its entries are too large or "
         "too small for float64 (inputs or parameters far outside the usual range?)",
-        m, m, info));
+        eigen_routine_name(routine), m, m, info));
   return w;
 }
 

@@ -27,18 +27,40 @@ struct CutSpectrum {
   double most_negative = 0.0;  ///< most negative raw eigenvalue, 0 if none
 };
 
+/// The LAPACK drivers for the eigenvalues (only) of a symmetric matrix. All reduce the matrix to
+/// tridiagonal form and finish with dsterf; they differ in the reduction: one stage (dsytrd,
+/// half of it matrix-vector products) or two (dsytrd_2stage: a level-3 band reduction, then
+/// bulge chasing on the band).
+enum class EigenRoutine {
+  Dsyevd,          ///< dsytrd + dsterf
+  DsyevdTwoStage,  ///< dsytrd_2stage + dsterf
+  Dsyevr,          ///< dsytrd + dsterf, RANGE = 'A' (benchmarked; not chosen)
+};
+
+/// "dsyevd", "dsyevd_2stage", "dsyevr".
+const char* eigen_routine_name(EigenRoutine routine);
+
+/// The routine symmetric_eigenvalues() uses for an m x m matrix on `threads` BLAS threads: the
+/// fastest measured by bench/bench_eigen (thresholds in linalg.cpp). It depends only on (m,
+/// threads), so equal inputs on equal thread counts give bit-identical eigenvalues on every path.
+EigenRoutine eigen_routine(int64_t m, int threads);
+
 /// Eigenvalues (ascending) of the symmetric m x m matrix held column-major in `a` (destroyed),
 /// reading its lower (uplo 'L') or upper ('U') triangle; a row-major lower triangle is a
-/// column-major upper one. Throws DataError if LAPACK does not converge (values far outside the
-/// float64 range do that).
+/// column-major upper one. Uses eigen_routine(m, blas_threads()). Throws DataError if LAPACK
+/// does not converge (values far outside the float64 range do that).
 std::vector<double> symmetric_eigenvalues(double* a, int64_t m, char uplo);
+
+/// The same with a given routine (benchmarks, and the test that all agree).
+std::vector<double> symmetric_eigenvalues(double* a, int64_t m, char uplo, EigenRoutine routine);
 
 /// The zero cutoff: eigenvalues <= cutoff * max(largest, 0), and negative ones, are exact zeros.
 CutSpectrum zero_cutoff(const std::vector<double>& ascending, double cutoff);
 
 /// Both at once on a (m, m) float64 tensor's lower triangle (copied, the tensor is unchanged).
-/// The copy is column-major and the lower triangle is read, as torch::linalg_eigvalsh does, so
-/// results are bit-identical to it.
+/// The copy is column-major and the lower triangle is read, as torch::linalg_eigvalsh does: where
+/// eigen_routine() picks dsyevd (eigvalsh's routine) results are bit-identical to it, else they
+/// agree to round-off (~1e-14 x the largest eigenvalue).
 CutSpectrum symmetric_spectrum(const torch::Tensor& lower, double cutoff);
 
 /// C = alpha * A A^T + beta * C on the lower triangle of C (dsyrk: half the flops of A A^T).

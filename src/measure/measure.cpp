@@ -34,6 +34,9 @@ void validate(const MeasureOptions& opts) {
     throw OptionError("FisherOptions.out_noise",
                       fmt::format("must be a finite number > 0, got {}", opts.fisher.out_noise));
   validate_estimator_options(opts.estimator);
+  if (opts.parallel_samples < 0)
+    throw OptionError("MeasureOptions.parallel_samples",
+                      fmt::format("must be >= 0 (0: automatic), got {}", opts.parallel_samples));
 }
 
 // Curves from a spectra file written by an earlier (possibly stopped) run.
@@ -128,7 +131,20 @@ MeasureResult run_measure(const MeasureOptions& opts, const ExecutionContext& ct
   run.hooks = hooks_of(opts, writer);
   run.completed = opts.completed;
   run.execution.executor = ctx.executor;
+  // Samples at once in this process, unless another executor (MPI ranks) already spreads them.
+  SampleParallelism parallel{1, "the samples are spread by the given executor (MPI ranks)"};
+  if (!ctx.executor)
+    parallel =
+        choose_parallel_samples(prepared.network ? &prepared.network->spec() : nullptr,
+                                prepared.model->header().num_inputs, prepared.thetas->count(), opts, current_threads());
+  std::unique_ptr<ParallelExecutor> executor;
+  if (!ctx.executor && parallel.workers > 1) {
+    executor = std::make_unique<ParallelExecutor>(parallel.workers);
+    run.execution.executor = executor.get();
+  }
   auto result = measure(*prepared.model, *prepared.thetas, opts.estimator, opts.seed, run);
+  result.parallel_samples = executor ? parallel.workers : 1;
+  result.parallel_reason = parallel.reason;
   if (prepared.network) result.spec = prepared.network->spec();  // a TorchScript model has none
   result.activation = activation_name(opts.model_options.activation);
   result.seconds_total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -172,6 +173,74 @@ void check_memory(const ModelSpec& spec, int64_t n, const MeasureOptions& opts, 
 }
 
 namespace {
+
+// The cost model of choose_parallel_samples, used only as ratios. dgemm runs at ~45 GFLOP/s per
+// thread (a 2-core EPYC, 88-101 GFLOP/s on two) and scales with threads; the eigen-solve's
+// tridiagonal reduction (4/3 m^3 flops) runs at ~15 GFLOP/s on one thread (bench/bench_eigen,
+// m = 900, a 2-core Xeon with SkylakeX kernels) and gains only 1.6x from a second thread
+// (docs/benchmarks.md, run A: dsyevd 900 x 900 in 96-99 ms on one thread, 60-64 ms on two),
+// because half of it is matrix-vector products.
+constexpr double kGemmFlopsPerThread = 45e9;
+constexpr double kEigenFlopsOneThread = 15e9;
+constexpr double kEigenSpeedupPerDoubling = 1.6;
+// Below this predicted gain the extra memory of K samples at once is not worth it.
+constexpr double kParallelMinGain = 1.1;
+
+// Flops of one sample outside the eigen-solve: the forward pass, the backpropagated rows and
+// the Gram (or Fisher) products, all GEMM-like (they scale with threads).
+double gemm_flops_per_sample(const ModelSpec& spec, int64_t n, int64_t rows, bool samples_side) {
+  const double nn = static_cast<double>(n), r = static_cast<double>(rows), d = static_cast<double>(spec.num_params());
+  double flops = 0;
+  bool first = true;
+  for (const auto& l : spec.layers) {
+    if (!l.is_parametric()) continue;
+    double positions = 1;  // Conv2d: the weight is applied at every output position
+    for (size_t i = 1; i < l.out_shape.size(); ++i) positions *= static_cast<double>(l.out_shape[i]);
+    const double w = static_cast<double>(l.weight_count()) * positions;
+    flops += 2 * nn * w + (first ? 0 : 2 * r * w);  // forward; rows backpropagated below the layer
+    first = false;
+    if (samples_side)  // Linear: rows^2 x out (B B^T) and N^2 x in (A A^T); Conv2d: per parameter
+      flops += l.kind == LayerKind::Linear
+                   ? r * r * static_cast<double>(l.out) + nn * nn * static_cast<double>(l.fan_in())
+                   : r * r * static_cast<double>(l.num_params());
+  }
+  if (!samples_side) flops += d * d * r;  // the d x d Fisher: syrk of the rows x d Jacobian
+  return flops;
+}
+
+}  // namespace
+
+SampleParallelism choose_parallel_samples(const ModelSpec* spec, int64_t n, int64_t samples, const MeasureOptions& opts,
+                                          int threads) {
+  if (opts.parallel_samples < 0)
+    throw OptionError("MeasureOptions.parallel_samples",
+                      fmt::format("must be >= 0 (0: automatic), got {}", opts.parallel_samples));
+  if (opts.parallel_samples > 0) return {opts.parallel_samples, "requested"};
+  if (!spec) return {1, "a TorchScript model's forward passes are serialised"};
+  if (opts.markov) return {1, "the Markov chain model runs its unit blocks on all threads"};
+  const int k = static_cast<int>(std::min<int64_t>(threads, samples));
+  if (k < 2) return {1, threads < 2 ? "one thread" : "one sample"};
+  const int64_t rows = n * rows_per_example(spec->num_outputs(), opts.fisher);
+  const bool samples_side = linalg::choose_side(opts.fisher.side, rows, spec->num_params()) == GramSide::Samples;
+  const double m = static_cast<double>(samples_side ? rows : spec->num_params());
+  const double gemm = gemm_flops_per_sample(*spec, n, rows, samples_side) / kGemmFlopsPerThread;
+  const double eigen = 4.0 / 3.0 * m * m * m / kEigenFlopsOneThread;
+  const double t = static_cast<double>(threads), mm = static_cast<double>(samples);
+  const double sequential = mm * (gemm / t + eigen / std::pow(kEigenSpeedupPerDoubling, std::log2(t)));
+  const double parallel = std::ceil(mm / k) * (gemm + eigen);
+  const double gain = sequential / parallel;
+  const double memory = estimate_memory(*spec, n, opts).total(), have = memory_limit().bytes;
+  const std::string figures = fmt::format(
+      "predicted {:.2f}x faster than in sequence (per sample: eigen-solve {:.0f} ms, products {:.0f} ms on one "
+      "thread)",
+      gain, 1e3 * eigen, 1e3 * gemm);
+  if (gain < kParallelMinGain) return {1, figures};
+  if (have > 0 && k * memory > 0.9 * have)
+    return {1, fmt::format("{}, but {} samples at once need {:.1f} GB", figures, k, k * memory / 1e9)};
+  return {k, figures};
+}
+
+namespace {
 // "  machine   ...: fits" with the limit that applies (physical memory, cgroup or ulimit -v).
 std::string machine_line(double need) {
   const MemoryLimit limit = memory_limit();
@@ -330,6 +399,12 @@ std::string plan_measure(const MeasureOptions& opts, const ExecutionContext& ctx
       "  memory    about {:.3f} GB: parameters {:.3f}, matrix {:.3f}, activations {:.3f}, temporaries {:.3f}\n",
       need.total() / 1e9, need.theta / 1e9, need.matrix / 1e9, need.activations / 1e9, need.temporaries / 1e9);
   out += machine_line(need.total());
+  const auto parallel = choose_parallel_samples(&spec, n, opts.num_param_samples, opts, threads);
+  out += fmt::format("  samples   {} at once on {} thread(s): {}\n", parallel.workers, threads, parallel.reason);
+  out += fmt::format("  eigen     LAPACK {} (on {} thread(s) per sample)\n",
+                     linalg::eigen_routine_name(linalg::eigen_routine(static_cast<int64_t>(samples ? rows : d),
+                                                                      parallel.workers > 1 ? 1 : threads)),
+                     parallel.workers > 1 ? 1 : threads);
   return out;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "twosed/measure/measure.h"
 
@@ -14,5 +15,18 @@ void check_memory(const ModelSpec& spec, int64_t n, const MeasureOptions& opts, 
 class TorchScriptNetwork;
 /// The same check for a TorchScript model with k outputs on n inputs.
 void check_torchscript_memory(const TorchScriptNetwork& net, int64_t k, int64_t n, const MeasureOptions& opts);
+
+/// How many parameter samples run at once (MeasureOptions::parallel_samples) and why.
+struct SampleParallelism {
+  int workers = 1;
+  std::string reason;
+};
+
+/// opts.parallel_samples if set, else the cost model's choice for `samples` samples of `spec`
+/// (null: a TorchScript model, whose forward passes are serialised) with N = n on `threads`
+/// threads: K = threads samples at once when the predicted time of the whole run is at least
+/// 10% lower and K samples' memory fits. Throws OptionError for a negative request.
+SampleParallelism choose_parallel_samples(const ModelSpec* spec, int64_t n, int64_t samples, const MeasureOptions& opts,
+                                          int threads);
 
 }  // namespace twosed

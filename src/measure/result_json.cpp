@@ -147,6 +147,9 @@ nlohmann::json result_json(const MeasureResult& r) {
       {"seconds", r.seconds_total},
   };
   if (!r.jacobian_description.empty()) j["jacobian"] = r.jacobian_description;
+
+  // Samples computed at once (each on one BLAS thread when more than one) and why.
+  j["context"]["parallel_samples"] = {{"samples", r.parallel_samples}, {"reason", r.parallel_reason}};
   if (r.markov.enabled) add_markov_json(j, r);
   return j;
 }

@@ -53,6 +53,7 @@ struct MeasureParams {
   int64_t bootstrap = 1000;
   std::string seed = "0";  // checked as text: CLI11 wraps -1 into a uint64
   int threads = 0;
+  int parallel_samples = 0;
   int64_t memory_mb = 256;
   std::string format = "table";
   std::string out;
@@ -170,6 +171,7 @@ MeasureOptions build_options(const MeasureParams& p, bool sigma_given, bool brea
   o.standardize = p.standardize;
   o.num_inputs = p.inputs;
   o.num_param_samples = p.samples;
+  o.parallel_samples = p.parallel_samples;
   o.space = p.space;
   o.thetas_file = p.thetas;
   o.spectra_out = p.spectra_out;
@@ -333,6 +335,10 @@ Runner add_measure_command(CLI::App& app) {
   cmd->add_option("--bootstrap", p->bootstrap, "Bootstrap resamples B for standard errors " + def(kDefaults.bootstrap));
   cmd->add_option("--seed", p->seed, "Seed for parameter draws, input subset, bootstrap " + def(kDefaults.seed));
   cmd->add_option("--threads", p->threads, "Threads for LibTorch and OpenBLAS (default: the number of cores)");
+  cmd->add_option("--parallel-samples", p->parallel_samples,
+                  "Parameter samples computed at once, each on one thread; 0: chosen from a cost model, 1: one after "
+                  "the other on all threads (results equal a --threads 1 run) " +
+                      def(kDefaults.parallel_samples));
   cmd->add_option("--memory-budget", p->memory_mb,
                   "MiB for any one temporary (conv chunks) " + def(kDefaults.memory_mb));
   cmd->add_option("--format", p->format, "table | json | csv " + def(kDefaults.format));

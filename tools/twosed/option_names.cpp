@@ -71,6 +71,7 @@ const std::vector<std::pair<std::string, std::string>>& table() {
       {"EstimatorOptions.at_n", "--n"},
       {"EstimatorOptions.bootstrap", "--bootstrap"},
       {"ExecutionContext.threads", "--threads"},
+      {"MeasureOptions.parallel_samples", "--parallel-samples"},
   };
   return rows;
 }

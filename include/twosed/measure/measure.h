@@ -87,6 +87,10 @@ struct MeasureOptions {
   /// Samples finished by an earlier run of the same configuration (a resumed run): these
   /// indices are taken as they are, not recomputed. Each index must be < M.
   std::vector<SampleRecord> completed;
+  /// Parameter samples computed at once in this process, each on one BLAS thread (engine.h,
+  /// ParallelExecutor); 0: chosen from a cost model (measure/memory_plan.cpp), 1: one after the
+  /// other on all threads. Records equal a sequential run on one thread, bit for bit.
+  int parallel_samples = 0;
 };
 
 /// One Markov layer over all parameter samples (markov.h).
@@ -138,6 +142,8 @@ struct MeasureResult {
   MarkovReport markov;      ///< markov only
   double seconds_total = 0;
   int64_t resumed_samples = 0;  ///< samples taken from MeasureOptions::completed, not computed
+  int parallel_samples = 1;     ///< samples computed at once (1: in sequence on all threads)
+  std::string parallel_reason;  ///< why that many (the cost model's figures, or "requested")
 };
 
 /// Runs the measurement: loads what the options name, then the engine (engine.h). Throws
