@@ -134,3 +134,13 @@ def test_logspace_and_help():
     assert len(grid) == 25 and grid[0] == 1e-6 and grid[-1] == 1e-1
     assert grid == _twosed.default_eps_grid()
     assert "Returns a Result" in twosed.measure.__doc__
+
+
+def test_plot_draws_the_curves(tmp_path):
+    pytest.importorskip("matplotlib")
+    _, x = model_and_inputs()
+    r = twosed.measure("mlp:6-5-3", x, **FAST)
+    ax = r.plot(path=tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    [line] = ax.get_lines()
+    assert np.array_equal(line.get_ydata(), r.curve(0.5).value)
