@@ -25,6 +25,10 @@ PACKAGES=(
   python3-torchvision   # TorchScript models of standard architectures
   clang                 # the sanitizer and libFuzzer build (scripts/sanitize.sh)
   libclang-rt-14-dev    # clang's ASan/UBSan runtimes and libFuzzer
+  pybind11-dev          # the Python module (python/)
+  python3-dev           # its Python headers (for /usr/bin/python3)
+  python3-pytest        # the Python module's tests
+  python3-matplotlib    # Result.plot() and the Python examples' figures
 )
 
 missing=()
