@@ -189,7 +189,9 @@ PY
 # --- --resume of a run another live process works on is refused up front, and of two
 # concurrent resumes of a stopped run exactly one proceeds; the other never writes the run.
 LIVE=(--model mlp:784-64-10 -N 60 -M 60 --eps 1e-4,1e-2 --bootstrap 100 -q --format json)
-"$TWOSED" measure "${LIVE[@]}" --db live.db > /dev/null 2>&1 &
+# In sequence (--parallel-samples is not part of the configuration): the run must outlast the
+# refused resume's start-up, and two samples at once could finish it first on a quiet machine.
+"$TWOSED" measure "${LIVE[@]}" --parallel-samples 1 --db live.db > /dev/null 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
   [ "$(sqlite3 live.db "select count(*) from samples" 2> /dev/null || echo 0)" -ge 1 ] && break
