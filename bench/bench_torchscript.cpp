@@ -3,7 +3,7 @@
 // and FLOPs of each parametric op with its time against a plain GEMM of the same FLOPs (same
 // run), peak memory, and the autograd path's time estimated from a few of its rows.
 //
-//   bench_torchscript MODEL.pt --input-shape 3x32x32 [-N 100] [--autograd-examples 2]
+//   bench_torchscript MODEL.pt --input-shape 3x32x32 [-N 100] [--autograd-examples 2] [--threads 2]
 #include <fmt/format.h>
 #include <sys/resource.h>
 #include <CLI/CLI.hpp>
@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "twosed/execution.h"
 #include "twosed/fisher/fisher.h"
 #include "twosed/model/torchscript.h"
 
@@ -45,11 +46,14 @@ int main(int argc, char** argv) {
   CLI::App app("bench_torchscript: structured Jacobian path timings");
   std::string path, shape_text;
   int64_t n = 100, autograd_examples = 2;
+  int threads = 2;
   app.add_option("model", path, "TorchScript file")->required();
   app.add_option("--input-shape", shape_text, "CxHxW")->required();
   app.add_option("-N", n, "inputs");
   app.add_option("--autograd-examples", autograd_examples, "examples whose autograd rows are timed (0: none)");
+  app.add_option("--threads", threads, "BLAS and LibTorch threads");
   CLI11_PARSE(app, argc, argv);
+  ScopedThreads scoped(threads);
   try {
     TorchScriptNetwork net(path);
     auto shape = parse_input_shape(shape_text);

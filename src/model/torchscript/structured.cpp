@@ -551,19 +551,27 @@ Backprop backprop(TorchScriptNetwork::Impl& m, const torch::Tensor& x, const tor
   std::vector<torch::Tensor> ys;
   for (const auto& op : out.ops) ys.push_back(op.output);
   const int64_t r = q.size(1);
-  std::vector<std::vector<torch::Tensor>> per_row(ys.size());
+  for (const auto& y : ys) {
+    auto shape = y.sizes().vec();
+    shape.insert(shape.begin() + 1, r);
+    out.b.push_back(torch::empty(shape, y.options()));  // (N, R, out...), filled row by row
+  }
   for (int64_t c = 0; c < r; ++c) {
     const auto s = (q.select(1, c) * f).sum();
     const auto grads = torch::autograd::grad({s}, ys, {}, /*retain_graph=*/c + 1 < r, /*create_graph=*/false,
                                              /*allow_unused=*/true);
-    for (size_t l = 0; l < ys.size(); ++l)
-      per_row[l].push_back(grads[l].defined() ? grads[l] : torch::zeros_like(ys[l]));
+    torch::NoGradGuard no_grad;
+    for (size_t l = 0; l < ys.size(); ++l) {
+      auto dst = out.b[l].select(1, c);
+      if (grads[l].defined())
+        dst.copy_(grads[l]);
+      else
+        dst.zero_();  // an op the output does not depend on
+    }
   }
-  for (size_t l = 0; l < ys.size(); ++l) {
-    out.b.push_back(torch::stack(per_row[l], 1).detach());
-    out.ops[l].output = out.ops[l].output.detach();
-    out.ops[l].input = out.ops[l].input.detach();
-    per_row[l].clear();
+  for (auto& op : out.ops) {
+    op.output = op.output.detach();
+    op.input = op.input.detach();
   }
   return out;
 }
