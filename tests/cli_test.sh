@@ -27,6 +27,33 @@ expect 0 "Examples:" measure --help
 expect 0 "twosed measure" --help
 expect 0 "twosed [0-9]" --version
 
+# --- The front binary loads no LibTorch (its load alone takes ~0.5 s): no NEEDED entry names
+# libtorch/libc10, nor does the loader pull one in indirectly; the store commands run there, the
+# others in the twosed-torch it executes (the same process: exit codes come back unchanged).
+needed=$(readelf -d "$TWOSED" 2> /dev/null | grep NEEDED)
+if [ -n "$needed" ] && ! grep -Eq "libtorch|libc10" <<< "$needed"; then ok; else
+  bad "$TWOSED NEEDED entries name LibTorch (or readelf failed): $(tr '\n' ' ' <<< "$needed")"
+fi
+if ldd "$TWOSED" > "$WORK/ldd" 2>&1 && ! grep -Eq "libtorch|libc10|not found" "$WORK/ldd"; then ok; else
+  bad "ldd $TWOSED: $(grep -E "libtorch|libc10|not found" "$WORK/ldd" | head -3)"
+fi
+torch_exe="$(dirname "$TWOSED")/twosed-torch"
+if [ -x "$torch_exe" ] && readelf -d "$torch_exe" | grep NEEDED | grep -Eq "libtorch|libc10"; then ok; else
+  bad "$torch_exe is missing or does not link LibTorch"
+fi
+expect 0 "runs \[OPTIONS\]|Usage:.*runs" runs --help
+expect 2 "--format xml: expected table or json" runs --format xml
+expect 0 "measure" --help
+# A copy of the front binary without its sibling names what is missing (exit 3), and only for
+# the commands that need it.
+mkdir -p "$WORK/lonely" && cp "$TWOSED" "$WORK/lonely/twosed"
+TWOSED_SAVED="$TWOSED"
+TWOSED="$WORK/lonely/twosed"
+expect 3 "cannot run .*lonely/twosed-torch \(measure, train and study need it" measure --plan
+expect 0 "twosed [0-9]" --version
+expect 1 "no-such.db" runs --db no-such.db
+TWOSED="$TWOSED_SAVED"
+
 # --- Plan: layers, matrix size and memory, without computing anything
 expect 0 "f256 +2304 -> 256 +590080 params" measure --plan --model cnn:3x32x32-c32k3-relu-p2-c64k3-relu-p2-f256-relu-f10
 expect 0 "matrix +900 x 900 \(Gram, sample side\)" measure --plan --model mlp:784-64-10
@@ -80,6 +107,34 @@ write_npy "$WORK/thetas32.npy" "<f4" 3 53 1
 write_npy "$WORK/x.npy" "<f8" 10 6 2
 expect 0 '"M": 3' measure -q --model mlp:6-5-3 --thetas "$WORK/thetas.npy" --inputs-file "$WORK/x.npy" --format json --bootstrap 50
 expect 0 '"N": 10' measure -q --model mlp:6-5-3 --thetas "$WORK/thetas32.npy" --inputs-file "$WORK/x.npy" --format json --bootstrap 50
+# --thetas is read a row at a time: sample 2 of the 3-row file must be what a file holding only
+# that row gives, and a non-finite value fails before any sample, naming the sample and parameter.
+python3 - "$WORK" <<'PY'
+import struct, sys
+w = sys.argv[1]
+raw = open(f"{w}/thetas.npy", "rb").read()
+hl = struct.unpack("<H", raw[8:10])[0]
+data = raw[10 + hl:]
+def write(path, rows, body):
+    h = "{'descr': '<f8', 'fortran_order': False, 'shape': (%d, 53), }" % rows
+    h += " " * ((64 - (10 + len(h) + 1) % 64) % 64) + "\n"
+    open(path, "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h.encode() + body)
+write(f"{w}/row2.npy", 1, data[2 * 53 * 8:3 * 53 * 8])
+k = 1 * 53 + 7  # sample 1, parameter 7
+write(f"{w}/nan.npy", 3, data[:k * 8] + struct.pack("<d", float("nan")) + data[(k + 1) * 8:])
+PY
+G=(measure -q --no-db --model mlp:6-5-3 --inputs-file "$WORK/x.npy" --format json --bootstrap 50)
+"$TWOSED" "${G[@]}" --thetas "$WORK/thetas.npy" > "$WORK/all.out" 2>&1
+"$TWOSED" "${G[@]}" --thetas "$WORK/row2.npy" > "$WORK/row2.out" 2>&1
+python3 -c "
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+assert len(a['samples']) == 3 and len(b['samples']) == 1, (len(a['samples']), len(b['samples']))
+assert a['samples'][2] == b['samples'][0], (a['samples'][2], b['samples'][0])
+" "$WORK/all.out" "$WORK/row2.out" && ok ||
+  bad "--thetas: row 2 read alone differs from row 2 of the file: $(head -c 300 "$WORK/all.out") / $(head -c 300 "$WORK/row2.out")"
+expect 1 "nan.npy: value nan at sample 1, parameter 7 is out of range: parameters must be finite" \
+  "${G[@]}" --thetas "$WORK/nan.npy"
 write_npy "$WORK/ckpt.npy" "<f8" 0 53 3
 expect 0 "local box" measure -q --model mlp:6-5-3 --space "local:$WORK/ckpt.npy:0.01" --data synthetic:blobs:3:6 --samples 3 --bootstrap 50
 expect 0 "zeta = 0" measure -q --model cnn:1x6x6-c2k3-relu-p2-f3 --data synthetic:teacher:cnn:1x6x6-c2k3-tanh-f3:300 --inputs 10 --samples 2 --bootstrap 50

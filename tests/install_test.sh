@@ -29,7 +29,7 @@ fi
 
 for f in include/twosed/twosed.h include/twosed/fisher/markov.h include/twosed/estimate/estimator.h \
   lib/libtwosed.a lib/libtwosed_core.a lib/cmake/twosed/twosedConfig.cmake \
-  lib/cmake/twosed/twosedConfigVersion.cmake lib/cmake/twosed/twosedTargets.cmake; do
+  lib/cmake/twosed/twosedConfigVersion.cmake lib/cmake/twosed/twosedTargets.cmake bin/twosed bin/twosed-torch; do
   if [ -f "$P/$f" ]; then ok; else bad "not installed: $f (installed: $(cd "$P" && find . -type f | head -20 | tr '\n' ' '))"; fi
 done
 # The exported targets must not point back into the source or build tree (relocatable).
@@ -38,6 +38,10 @@ if grep -q -e "$SRC" -e "$BUILD" "$P"/lib/cmake/twosed/*.cmake; then
 else ok; fi
 if version=$("$P/bin/twosed" --version 2>&1) && grep -Eq '^twosed [0-9]+\.[0-9]+\.[0-9]+' <<< "$version"; then ok; else
   bad "installed CLI: '$P/bin/twosed --version' printed '$version'"
+fi
+# The installed front binary finds the installed twosed-torch for the commands that need LibTorch.
+if plan=$("$P/bin/twosed" measure --plan --model mlp:6-5-3 2>&1) && grep -q "matrix" <<< "$plan"; then ok; else
+  bad "installed CLI: '$P/bin/twosed measure --plan' printed '$(head -c 300 <<< "$plan")'"
 fi
 
 # The example, as a separate project against the installed package only.

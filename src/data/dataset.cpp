@@ -9,7 +9,9 @@
 #include <fmt/format.h>
 
 #include "twosed/data/data.h"
+#include "twosed/data/training_data.h"
 #include "twosed/error.h"
+#include "twosed/measure/measure.h"
 #include "twosed/random.h"
 
 namespace twosed {
@@ -381,6 +383,29 @@ void check_finite(const Dataset& data) {
                                   f > 0 ? static_cast<int64_t>(k) / f : 0, f > 0 ? static_cast<int64_t>(k) % f : 0,
                                   std::isnan(v) ? "NaN" : "Inf"));
   }
+}
+
+// Declared in measure.h; here because the store (twosed_core) writes it into configurations.
+std::string default_data_source(const ModelSpec& spec) {
+  auto is_file = [](const std::string& name) {
+    std::error_code ec;  // an unreadable directory is "not installed", not an error
+    return std::filesystem::is_regular_file(std::string(kFashionMnistDir) + "/" + name, ec);
+  };
+  if (spec.num_inputs() == 784 && (is_file("train-images-idx3-ubyte.gz") || is_file("train-images-idx3-ubyte")))
+    return std::string("idx:") + kFashionMnistDir;
+  return fmt::format("synthetic:blobs:{}:{}", spec.num_outputs(), spec.num_inputs());
+}
+
+// Declared in training_data.h; here because a study file's data options are checked where it is
+// read (twosed_core).
+void validate(const TrainingDataOptions& opts) {
+  if (!(opts.test_fraction >= 0 && opts.test_fraction < 1))
+    throw OptionError("TrainingDataOptions.test_fraction",
+                      fmt::format("must be in [0, 1), got {}", opts.test_fraction));
+  if (opts.train_size < 0)
+    throw OptionError("TrainingDataOptions.train_size", fmt::format("must be >= 0, got {}", opts.train_size));
+  if (opts.test_size < 0)
+    throw OptionError("TrainingDataOptions.test_size", fmt::format("must be >= 0, got {}", opts.test_size));
 }
 
 }  // namespace twosed

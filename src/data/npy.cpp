@@ -249,10 +249,18 @@ using detail::ByteSource;
 // told otherwise (max_header_size); a longer length field is a corrupt file.
 constexpr size_t kMaxHeaderLen = 65536;
 
-// Reads a .npy stream piece by piece: magic, version, header length, header, then exactly the
-// data the header declares, checked against the size where it is known before anything is
-// allocated, and decoded a chunk at a time.
-NpyArray read_stream(ByteSource& src, const std::string& name) {
+// A checked header: what read_stream knows before it reads the first value.
+struct Layout {
+  Header h;
+  size_t item = 0;               // bytes per value
+  uint64_t count = 0;            // values
+  std::optional<uint64_t> left;  // bytes after the header, where known (== count * item)
+  uint64_t data_offset = 0;      // bytes before the first value
+};
+
+// Reads and checks a .npy stream's magic, version, header length and header, and the data size
+// the header declares against the stream's size where it is known.
+Layout read_layout(ByteSource& src, const std::string& name) {
   char prefix[kMagicLen + 2 + 4];
   if (src.read(prefix, kMagicLen) < kMagicLen || std::memcmp(prefix, kMagic, kMagicLen) != 0)
     throw DataError(fmt::format("{}: not a .npy file (bad magic; expected \\x93NUMPY)", name));
@@ -323,6 +331,20 @@ NpyArray read_stream(ByteSource& src, const std::string& name) {
       throw DataError(fmt::format("{}: {} unexpected bytes after the data (header says {} values of {} bytes)", name,
                                   extra, count, item));
   }
+  return {h, item, count, left, kMagicLen + 2 + len_width + header_len};
+}
+
+// Reads a .npy stream piece by piece: the checked header (read_layout), then exactly the data
+// it declares, decoded a chunk at a time.
+NpyArray read_stream(ByteSource& src, const std::string& name) {
+  const Layout layout = read_layout(src, name);
+  const Header& h = layout.h;
+  const size_t item = layout.item;
+  const uint64_t count = layout.count;
+  const std::optional<uint64_t>& left = layout.left;
+  const auto truncated = [&](uint64_t available) {
+    return DataError(fmt::format("{}: truncated: header says {} values, file holds {}", name, count, available));
+  };
 
   NpyArray out;
   out.shape = h.shape;
@@ -393,6 +415,29 @@ NpyArray read_npy(const std::string& path) {
     throw DataError(fmt::format("{}: is a directory (expected a .npy file)", path));
   FileSource src(path);
   return read_stream(src, path);
+}
+
+NpyFileLayout read_npy_layout(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw DataError(fmt::format("{}: is a directory (expected a .npy file)", path));
+  FileSource src(path);
+  const Layout layout = read_layout(src, path);
+  if (!layout.left) throw DataError(fmt::format("{}: not a regular file (its rows are read in place)", path));
+  NpyFileLayout out;
+  out.shape = layout.h.shape;
+  out.dtype = layout.h.descr;
+  out.item_size = layout.item;
+  out.data_offset = layout.data_offset;
+  return out;
+}
+
+void decode_npy_values(const char* bytes, size_t count, size_t item_size, double* out) {
+  // Front to back, so that float64 values may be decoded in place (bytes == out).
+  if (item_size == 8)
+    for (size_t i = 0; i < count; ++i) out[i] = decode_f8(bytes + i * 8);
+  else
+    for (size_t i = 0; i < count; ++i) out[i] = decode_f4(bytes + i * 4);
 }
 
 void write_npy(const std::string& path, const std::vector<int64_t>& shape, const std::vector<double>& data) {

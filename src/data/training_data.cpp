@@ -81,16 +81,6 @@ std::string idx_test_file(const std::string& dir, const std::string& stem) {
 
 }  // namespace
 
-void validate(const TrainingDataOptions& opts) {
-  if (!(opts.test_fraction >= 0 && opts.test_fraction < 1))
-    throw OptionError("TrainingDataOptions.test_fraction",
-                      fmt::format("must be in [0, 1), got {}", opts.test_fraction));
-  if (opts.train_size < 0)
-    throw OptionError("TrainingDataOptions.train_size", fmt::format("must be >= 0, got {}", opts.train_size));
-  if (opts.test_size < 0)
-    throw OptionError("TrainingDataOptions.test_size", fmt::format("must be >= 0, got {}", opts.test_size));
-}
-
 TrainingData load_training_data(const TrainingDataOptions& opts, const ModelSpec& spec,
                                 const ModelOptions& model_options) {
   validate(opts);

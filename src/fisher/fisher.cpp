@@ -20,11 +20,6 @@ double seconds_since(Clock::time_point t0) {
 
 }  // namespace
 
-int64_t rows_per_example(int64_t num_outputs, const FisherOptions& opts) {
-  if (opts.kind == FisherKind::Sampled) return 1;
-  return opts.task == Task::Classify ? num_outputs - 1 : num_outputs;
-}
-
 torch::Tensor output_covectors(const torch::Tensor& f, const FisherOptions& opts, uint64_t rng_index) {
   const int64_t n = f.size(0), k = f.size(1);
   if (opts.task == Task::Regress && !(opts.out_noise > 0))

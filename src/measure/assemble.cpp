@@ -4,7 +4,7 @@
 #include <algorithm>
 
 #include "twosed/error.h"
-#include "twosed/fisher/fisher.h"
+#include "twosed/fisher/statistical_model.h"
 #include "twosed/measure/measure.h"
 
 namespace twosed {

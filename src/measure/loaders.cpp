@@ -2,8 +2,16 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <new>
+#include <string>
+#include <vector>
 
 #include "twosed/data/data.h"
 #include "twosed/data/npy.h"
@@ -44,6 +52,86 @@ MeasureInputs inputs_from_file(const MeasureOptions& opts, const ModelSpec& spec
   return {to_tensor(std::move(data.x), batch_shape(n, spec)),
           fmt::format("{} ({} inputs, all rows in file order)", opts.inputs_file, n)};
 }
+
+// Given samples read from an (M, d) .npy file a row at a time, so that a large file costs its
+// read time and one sample's memory, not its size. Every value is checked once up front, a
+// chunk at a time (an out-of-range value fails before any sample is computed), and each row
+// again as it is read.
+class FileParameters final : public ParameterSource {
+ public:
+  FileParameters(std::string path, const NpyFileLayout& layout)
+      : path_(std::move(path)), layout_(layout), m_(layout.shape[0]), d_(layout.shape[1]) {
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) throw DataError(fmt::format("{}: cannot open file: {}", path_, std::strerror(errno)));
+    try {
+      check_all_values();
+    } catch (...) {
+      ::close(fd_);
+      throw;
+    }
+  }
+  ~FileParameters() override { ::close(fd_); }
+  FileParameters(const FileParameters&) = delete;
+  FileParameters& operator=(const FileParameters&) = delete;
+
+  int64_t count() const override { return m_; }
+  int64_t num_params() const override { return d_; }
+  void fill(int64_t j, double* out) const override {
+    const size_t d = static_cast<size_t>(d_);
+    if (layout_.item_size == 8) {
+      read_values(static_cast<uint64_t>(j) * d, d, reinterpret_cast<char*>(out));
+      decode_npy_values(reinterpret_cast<const char*>(out), d, 8, out);
+    } else {
+      std::vector<char> bytes(d * layout_.item_size);
+      read_values(static_cast<uint64_t>(j) * d, d, bytes.data());
+      decode_npy_values(bytes.data(), d, layout_.item_size, out);
+    }
+    check_values(static_cast<uint64_t>(j) * d, out, d);
+  }
+  std::string description() const override { return fmt::format("{} given samples from {}", m_, path_); }
+
+ private:
+  // `count` values from value index `first` on (pread: safe from several threads at once).
+  void read_values(uint64_t first, size_t count, char* buf) const {
+    const size_t want = count * layout_.item_size;
+    size_t got = 0;
+    while (got < want) {
+      const auto offset = static_cast<off_t>(layout_.data_offset + first * layout_.item_size + got);
+      const ssize_t n = ::pread(fd_, buf + got, want - got, offset);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw DataError(fmt::format("{}: read error: {}", path_, std::strerror(errno)));
+      if (n == 0) throw DataError(fmt::format("{}: truncated while it was being read (the file changed)", path_));
+      got += static_cast<size_t>(n);
+    }
+  }
+  // The checkpoint's rule for parameters (train.h), naming the sample and parameter.
+  void check_values(uint64_t first, const double* v, size_t count) const {
+    for (size_t i = 0; i < count; ++i)
+      if (!std::isfinite(v[i]) || std::abs(v[i]) > kMaxParameterMagnitude) {
+        const uint64_t k = first + i, d = static_cast<uint64_t>(d_);
+        throw DataError(fmt::format(
+            "{}: value {} at sample {}, parameter {} is out of range: parameters must be finite with |theta| <= {:g} "
+            "(larger ones overflow float64 in the network's products and the Fisher)",
+            path_, v[i], k / d, k % d, kMaxParameterMagnitude));
+      }
+  }
+  void check_all_values() const {
+    const uint64_t total = static_cast<uint64_t>(m_) * static_cast<uint64_t>(d_);
+    constexpr size_t kChunk = size_t{1} << 19;  // values: 4 MiB of float64
+    std::vector<double> chunk(static_cast<size_t>(std::min<uint64_t>(total, kChunk)));
+    for (uint64_t first = 0; first < total; first += kChunk) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, total - first));
+      read_values(first, n, reinterpret_cast<char*>(chunk.data()));
+      decode_npy_values(reinterpret_cast<const char*>(chunk.data()), n, layout_.item_size, chunk.data());
+      check_values(first, chunk.data(), n);
+    }
+  }
+
+  std::string path_;
+  NpyFileLayout layout_;
+  int64_t m_, d_;
+  int fd_ = -1;
+};
 
 }  // namespace
 
@@ -104,16 +192,12 @@ std::unique_ptr<ParameterSource> load_parameters(const MeasureOptions& opts, con
   CheckpointInfo info;
   if (read_checkpoint_info(opts.thetas_file, info))
     check_checkpoint_matches(opts.thetas_file, info, net.spec(), opts.model_options, opts.fisher.task);
-  auto arr = read_npy(opts.thetas_file);
-  if (arr.shape.size() == 1 && arr.shape[0] == d) arr.shape = {1, d};
-  if (arr.shape.size() != 2 || arr.shape[1] != d || arr.shape[0] < 1)
+  auto layout = read_npy_layout(opts.thetas_file);
+  if (layout.shape.size() == 1 && layout.shape[0] == d) layout.shape = {1, d};
+  if (layout.shape.size() != 2 || layout.shape[1] != d || layout.shape[0] < 1)
     throw DataError(fmt::format("{}: expected shape (M, {}) for model '{}' (d = {}), got ({})", opts.thetas_file, d,
-                                opts.model, d, fmt::join(arr.shape, ", ")));
-  const int64_t m = arr.shape[0];
-  check_checkpoint_values(opts.thetas_file, arr.data);
-  auto thetas = to_tensor(std::move(arr.data), {m, d});
-  return std::make_unique<GivenParameters>(thetas, d, fmt::format("{} given samples from {}", m, opts.thetas_file),
-                                           opts.thetas_file);
+                                opts.model, d, fmt::join(layout.shape, ", ")));
+  return std::make_unique<FileParameters>(opts.thetas_file, layout);
 }
 
 MarkovNoise load_noise(const MeasureOptions& opts, int64_t m, int64_t n, int64_t r, int64_t h) {

@@ -2,7 +2,6 @@
 #include "twosed/measure/measure.h"
 
 #include <fmt/format.h>
-#include <sys/stat.h>
 
 #include <chrono>
 #include <cmath>
@@ -17,11 +16,6 @@
 
 namespace twosed {
 namespace {
-
-bool is_file(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
 
 // What can be checked before anything is loaded.
 void validate(const MeasureOptions& opts) {
@@ -83,13 +77,6 @@ MeasureHooks hooks_of(const MeasureOptions& opts, std::unique_ptr<SpectraWriter>
 }
 
 }  // namespace
-
-std::string default_data_source(const ModelSpec& spec) {
-  if (spec.num_inputs() == 784 && (is_file(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz") ||
-                                   is_file(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte")))
-    return std::string("idx:") + kFashionMnistDir;
-  return fmt::format("synthetic:blobs:{}:{}", spec.num_outputs(), spec.num_inputs());
-}
 
 PreparedMeasurement prepare_measurement(const MeasureOptions& opts, const MeasureInputs* given_inputs) {
   validate(opts);

@@ -2,6 +2,7 @@
 #include "twosed/model/model_spec.h"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include <cctype>
 #include <limits>
@@ -239,6 +240,14 @@ std::string ModelSpec::describe() const {
 
 ModelSpec parse_model_spec(const std::string& text, const ModelOptions& opts) {
   return SpecParser(text, opts).parse();
+}
+
+bool is_torchscript_path(const std::string& model) {
+  auto ends_with = [&](const std::string& suffix) {
+    return model.size() >= suffix.size() && model.compare(model.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  struct stat st {};
+  return ends_with(".pt") || ends_with(".pth") || (::stat(model.c_str(), &st) == 0 && S_ISREG(st.st_mode));
 }
 
 }  // namespace twosed

@@ -1,4 +1,5 @@
-// Measurements and training runs recorded in the results store.
+// Measurements and training runs in the results store: configurations, claims, stored runs read
+// back (twosed_core). Recording a run as it is computed is in record.cpp (LibTorch side).
 #include "twosed/store/runs.h"
 
 #include <fmt/format.h>
@@ -14,11 +15,11 @@
 #include <nlohmann/json.hpp>
 
 #include "json_fields.h"
+#include "runs_detail.h"
 #include "store/sha256.h"
 #include "twosed/error.h"
 #include "twosed/measure/result_json.h"
-#include "twosed/model/network.h"
-#include "twosed/model/torchscript.h"
+#include "twosed/model/model_spec.h"
 
 namespace twosed {
 namespace {
@@ -43,25 +44,6 @@ const char* side_name(GramSide s) {
 
 GramSide side_from(const std::string& s) {
   return s == "parameters" ? GramSide::Parameters : s == "auto" ? GramSide::Auto : GramSide::Samples;
-}
-
-// One sample's summary and costs as the store's stats text (its spectra go in blocks).
-std::string stats_json(const SampleRecord& r) {
-  const auto& s = r.summary;
-  json costs = json::array();
-  for (const auto& c : r.costs)
-    costs.push_back({c.blocks_samples_side, c.blocks_parameter_side, c.largest_block, c.seconds, c.cpu_seconds_products,
-                     c.cpu_seconds_eigen});
-  return json{{"matrix_size", s.matrix_size},
-              {"kept", s.kept},
-              {"cut", s.cut},
-              {"trace", s.trace},
-              {"largest", s.largest},
-              {"most_negative", s.most_negative},
-              {"seconds", {s.seconds_forward_backward, s.seconds_gram, s.seconds_eigen}},
-              {"side", side_name(r.side)},
-              {"costs", costs}}
-      .dump();
 }
 
 SampleRecord record_from(const StoredSample& st, const std::string& where) {
@@ -168,12 +150,31 @@ std::string live_message(const std::string& where, int64_t run, const std::strin
   return fmt::format("{}: run {} is still running in process {}; wait for it or stop it", where, run, marker);
 }
 
-// Whether this process is the one that last claimed the run (only the owner records failure).
-bool owns(const ResultsStore& store, int64_t run) {
-  return store.get_text(run, "process").value_or("") == this_process();
+}  // namespace
+
+// One sample's summary and costs as the store's stats text (its spectra go in blocks).
+std::string sample_stats_json(const SampleRecord& r) {
+  const auto& s = r.summary;
+  json costs = json::array();
+  for (const auto& c : r.costs)
+    costs.push_back({c.blocks_samples_side, c.blocks_parameter_side, c.largest_block, c.seconds, c.cpu_seconds_products,
+                     c.cpu_seconds_eigen});
+  return json{{"matrix_size", s.matrix_size},
+              {"kept", s.kept},
+              {"cut", s.cut},
+              {"trace", s.trace},
+              {"largest", s.largest},
+              {"most_negative", s.most_negative},
+              {"seconds", {s.seconds_forward_backward, s.seconds_gram, s.seconds_eigen}},
+              {"side", side_name(r.side)},
+              {"costs", costs}}
+      .dump();
 }
 
-}  // namespace
+// Whether this process is the one that last claimed the run (only the owner records failure).
+bool owns_run(const ResultsStore& store, int64_t run) {
+  return store.get_text(run, "process").value_or("") == this_process();
+}
 
 void mark_process(ResultsStore& store, int64_t run) {
   store.put_text(run, "process", this_process());
@@ -335,57 +336,6 @@ std::vector<SampleRecord> stored_samples(const ResultsStore& store, int64_t run,
   return out;
 }
 
-RecordedMeasurement record_measure(ResultsStore& store, MeasureOptions opts, const RecordOptions& ropts,
-                                   const ExecutionContext& ctx) {
-  const auto config = measure_config(opts);
-  RecordedMeasurement out;
-  std::string stored_header;
-  if (ropts.resume) {
-    const auto info = find_resumable(store, "measure", config, ropts);
-    // Extending a run to more samples reopens it (even finished) under the new configuration.
-    const bool extend = info.config != config;
-    claim_run(store, info.id, extend, extend ? config : "");
-    out.run = info.id;  // ours from here on
-    stored_header = store.get_text(out.run, "header").value_or("");
-    opts.completed = stored_samples(store, out.run);
-    if (ropts.on_run) ropts.on_run(out.run, static_cast<int64_t>(opts.completed.size()));
-  }
-  auto user_start = opts.on_start;
-  opts.on_start = [&](const SpectraHeader& h) {
-    const auto text = spectra_header_json(h);
-    if (out.run == 0) {
-      out.run = store.create_run("measure", ropts.label.empty() ? h.model : ropts.label, config, ropts.parent);
-      mark_process(store, out.run);
-      store.put_text(out.run, "header", text);
-      if (ropts.on_run) ropts.on_run(out.run, 0);
-    } else if (stored_header.empty()) {
-      store.put_text(out.run, "header", text);
-    } else if (stored_header != text) {
-      throw DataError(fmt::format(
-          "cannot resume run {}: it was computed with another model or other inputs (its header differs: stored {}, "
-          "now {})",
-          out.run, stored_header, text));
-    }
-    if (user_start) user_start(h);
-  };
-  auto user_sample = opts.on_sample;
-  opts.on_sample = [&](const SampleRecord& r) {
-    store.add_sample(out.run, StoredSample{r.index, stats_json(r), r.blocks});
-    if (user_sample) user_sample(r);
-  };
-  try {
-    out.result = run_measure(opts, ctx);
-  } catch (const std::exception& e) {
-    if (out.run != 0 && owns(store, out.run)) {
-      std::string msg = e.what();
-      store.fail_run(out.run, msg.substr(0, msg.find('\n')));
-    }
-    throw;
-  }
-  store.finish_run(out.run, result_json(out.result).dump());
-  return out;
-}
-
 MeasureResult stored_measure(const ResultsStore& store, int64_t run, const EstimatorOptions& eopts) {
   SpectraHeader header;
   const auto records = stored_samples(store, run, &header);
@@ -454,64 +404,6 @@ std::string train_config(const TrainConfig& c) {
     j["train"]["initial_theta"] = fmt::format("{} values, fnv1a {:016x}", t.initial_theta.size(),
                                               fnv1a(t.initial_theta.data(), t.initial_theta.size() * sizeof(double)));
   return j.dump();
-}
-
-RecordedTraining run_training(const TrainConfig& cfg) {
-  validate(cfg.train);  // before loading data
-  const auto spec = parse_model_spec(cfg.model, cfg.model_options);
-  Network net(spec);
-  const auto data = load_training_data(cfg.data, spec, cfg.model_options);
-  RecordedTraining out;
-  out.data_description = data.description;
-  out.result = train_network(net, data.train, data.test.size() > 0 ? &data.test : nullptr, cfg.train);
-  return out;
-}
-
-RecordedTraining record_training(ResultsStore& store, const TrainConfig& cfg, const RecordOptions& ropts) {
-  validate(cfg.train);  // before loading data and creating a run
-  const auto config = train_config(cfg);
-  const auto spec = parse_model_spec(cfg.model, cfg.model_options);
-  Network net(spec);
-  auto data = load_training_data(cfg.data, spec, cfg.model_options);
-  RecordedTraining out;
-  out.data_description = data.description;
-  out.run = store.create_run("train", ropts.label.empty() ? spec.text : ropts.label, config, ropts.parent);
-  mark_process(store, out.run);
-  store.put_text(out.run, "data", data.description);
-  TrainOptions topts = cfg.train;
-  auto user_record = topts.on_record;
-  // Step records are committed with their epoch's record: one transaction (and fsync) per
-  // epoch, not per optimiser step.
-  std::vector<TrainingRecord> pending;
-  topts.on_record = [&](const TrainingRecord& r) {
-    pending.push_back(r);
-    if (r.step < 0) {
-      store.add_training_records(out.run, pending);
-      pending.clear();
-    }
-    if (user_record) user_record(r);
-  };
-  try {
-    out.result = train_network(net, data.train, data.test.size() > 0 ? &data.test : nullptr, topts);
-  } catch (const std::exception& e) {
-    std::string msg = e.what();
-    store.fail_run(out.run, msg.substr(0, msg.find('\n')));
-    throw;
-  }
-  store.put_array(out.run, "theta", out.result.theta);
-  const auto& f = out.result.final_record;
-  auto num = [](double v) { return std::isnan(v) ? json(nullptr) : json(v); };
-  store.finish_run(out.run, json{{"train_loss", num(f.train_loss)},
-                                 {"train_accuracy", num(f.train_accuracy)},
-                                 {"test_loss", num(f.test_loss)},
-                                 {"test_accuracy", num(f.test_accuracy)},
-                                 {"epochs", f.epoch},
-                                 {"steps", out.result.steps},
-                                 {"seconds", out.result.seconds},
-                                 {"d", net.num_params()},
-                                 {"diverged", out.result.diverged.empty() ? json(nullptr) : json(out.result.diverged)}}
-                                .dump());
-  return out;
 }
 
 }  // namespace twosed

@@ -26,6 +26,24 @@ struct NpyArray {
 /// and no more is read or allocated than the header declares (checked against the file size).
 NpyArray read_npy(const std::string& path);
 
+/// Where a .npy file's values are: its header checked as read_npy checks it (magic, version,
+/// dtype, order, the declared size against the file's size, no trailing bytes), its values
+/// not read. For reading a large array a row at a time (--thetas).
+struct NpyFileLayout {
+  std::vector<int64_t> shape;
+  std::string dtype;         ///< "<f4" or "<f8"
+  size_t item_size = 0;      ///< 4 or 8 bytes per value
+  uint64_t data_offset = 0;  ///< bytes before the first value
+};
+
+/// The layout of the regular file `path`; DataError as read_npy (and for a file that is not a
+/// regular file, whose size is not known).
+NpyFileLayout read_npy_layout(const std::string& path);
+
+/// Decodes `count` little-endian values of `item_size` bytes (4: float32, 8: float64) into
+/// float64. For float64, `out` may be `bytes` itself (decoded in place).
+void decode_npy_values(const char* bytes, size_t count, size_t item_size, double* out);
+
 /// Parses .npy bytes already in memory; `name` is used in error messages.
 NpyArray parse_npy(const std::string& bytes, const std::string& name);
 

@@ -36,4 +36,11 @@ struct FisherOptions {
   uint64_t label_seed = 0;              ///< FisherKind::Sampled: labels from Rng(label_seed, Labels, sample)
 };
 
+/// Rows R per example of the factor of Lambda: k-1 (exact softmax), k (exact Gaussian), 1 (sampled).
+/// Here, not in fisher.cpp, because results read back from the store (twosed_core) need it too.
+inline int64_t rows_per_example(int64_t num_outputs, const FisherOptions& opts) {
+  if (opts.kind == FisherKind::Sampled) return 1;
+  return opts.task == Task::Classify ? num_outputs - 1 : num_outputs;
+}
+
 }  // namespace twosed

@@ -77,6 +77,10 @@ struct ModelSpec {
   std::string describe() const;
 };
 
+/// True for a model value (MeasureOptions.model) that names a TorchScript file: ends in .pt or .pth, or is an
+/// existing regular file.
+bool is_torchscript_path(const std::string& model);
+
 /// Parses and shape-checks a spec. Throws UsageError that quotes the spec, names the offending
 /// token and its position, and says what was expected.
 ModelSpec parse_model_spec(const std::string& text, const ModelOptions& opts = {});

@@ -25,6 +25,7 @@
 
 #include "twosed/fisher/fisher.h"
 #include "twosed/measure/engine.h"
+#include "twosed/model/model_spec.h"  // is_torchscript_path
 
 namespace torch::jit {
 struct Graph;
@@ -129,9 +130,6 @@ class TorchScriptNetwork {
   std::unique_ptr<Impl> impl_;
 };
 
-/// True for a --model value that names a TorchScript file: ends in .pt or .pth, or is an
-/// existing regular file.
-bool is_torchscript_path(const std::string& model);
 
 /// The spectrum of F_N(theta) of the standard model on a TorchScript network, in float64:
 /// K = (1/N) G G^T (samples side) or F = (1/N) G^T G (parameters side, GramSide::Auto picks

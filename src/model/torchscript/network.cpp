@@ -109,13 +109,6 @@ int64_t ImportedParameter::numel() const {
   return n;
 }
 
-bool is_torchscript_path(const std::string& model) {
-  auto ends_with = [&](const std::string& suffix) {
-    return model.size() >= suffix.size() && model.compare(model.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  return ends_with(".pt") || ends_with(".pth") || is_regular_file(model);
-}
-
 TorchScriptNetwork::TorchScriptNetwork(const std::string& path) : impl_(std::make_unique<Impl>()) {
   auto& m = *impl_;
   m.path = path;
