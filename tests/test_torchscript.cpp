@@ -423,8 +423,9 @@ TEST(TorchScriptStructured, PlanShowsTheFormOfEachOp) {
     EXPECT_EQ(form["fc1.weight, fc1.bias"], "kronecker");
     for (const auto choice : {ConvFormChoice::PerExample, ConvFormChoice::Patch})
       for (const auto& op : net.structured_plan(x, 6, 2, choice).ops) {
-        if (op.params.rfind("conv", 0) == 0)
+        if (op.params.rfind("conv", 0) == 0) {
           EXPECT_EQ(op.form, choice == ConvFormChoice::Patch ? "patch" : "per-example") << op.params;
+        }
       }
     TorchScriptModel m(std::make_shared<const TorchScriptNetwork>(model(file)), {x, "x"}, FisherOptions{});
     EXPECT_TRUE(m.jacobian().structured);

@@ -130,7 +130,6 @@ class TorchScriptNetwork {
   std::unique_ptr<Impl> impl_;
 };
 
-
 /// The spectrum of F_N(theta) of the standard model on a TorchScript network, in float64:
 /// K = (1/N) G G^T (samples side) or F = (1/N) G^T G (parameters side, GramSide::Auto picks
 /// the smaller), G the N R x d autograd rows, never held whole: rows are made in blocks of
