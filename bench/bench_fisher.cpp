@@ -1,4 +1,4 @@
-// bench_fisher: what one parameter sample of an exact Fisher spectrum costs (spec section 7).
+// bench_fisher: what one parameter sample of an exact Fisher spectrum costs (docs/math.md section 7).
 //
 // For each model (MLP classifiers on N real inputs, exact softmax Fisher, default Gram side) it
 // times twosed::fisher_spectrum per parameter sample, split into the stages FisherSpectrum

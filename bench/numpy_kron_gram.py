@@ -2,11 +2,11 @@
 """Our own straightforward numpy implementation of the exact Kronecker Gram, for comparison.
 
 The exact Fisher of a softmax MLP classifier (ReLU) at one parameter sample theta and N inputs,
-in float64, the textbook way (spec section 7):
+in float64, the textbook way (docs/math.md section 7):
   forward pass; p = softmax(f); R_i = diag(sqrt p_i) - sqrt(p_i) p_i^T (k rows, R^T R = Lambda);
   backpropagate the k rows of R_i through the network; per Linear layer
   K += (B B^T) * (A A^T + 1) (x) 1 1^T, B the (N k) x out backpropagated rows, A the N x in inputs;
-  K /= N; numpy.linalg.eigvalsh(K); eigenvalues <= 1e-12 * max are zeros (spec section 5).
+  K /= N; numpy.linalg.eigvalsh(K); eigenvalues <= 1e-12 * max are zeros (docs/math.md section 5).
 K is N k square (twosed uses a rank-(k-1) factor of Lambda, N (k-1) square); the non-zero
 spectra are the same.
 
