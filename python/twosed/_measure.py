@@ -278,8 +278,10 @@ def measure(model, inputs=None, *, samples=100, zetas=(0.0, 0.5), eps=None, spac
             example = given
         if _is_module(model):
             if db is not None:
-                raise ValueError("db: recording nn.Module and ScriptModule runs in a results database is not "
-                                 "implemented yet; measure without db")
+                # The store names a model file by path and content hash; a module saved afresh per
+                # call has neither a stable path nor (across PyTorch versions) stable bytes.
+                raise ValueError("db: an nn.Module or ScriptModule is not recorded in a results database; save it "
+                                 "with torch.jit.save(...) and pass the file's path as model")
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="twosed-"))
             model_text = os.path.join(folder, "model.pt")
             _save_torchscript(model, example, model_text)

@@ -87,3 +87,18 @@ def test_store_recompute_and_bound(tmp_path, x):
     assert rows[1]["gap"] < rows[0]["gap"]  # more data, a smaller estimate
     with pytest.raises(ValueError, match="^delta "):
         store.bound(r.run, n=[1e4], delta=2.0)
+
+
+def test_a_torchscript_file_is_recorded_and_a_module_is_refused(tmp_path, x):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double().eval()
+    path = str(tmp_path / "net.pt")
+    torch.jit.script(net).save(path)
+    db = str(tmp_path / "ts.db")
+    recorded = twosed.measure(path, x, samples=3, db=db, progress=False, **OPTIONS)
+    [run] = twosed.Store(db).runs()
+    assert run["status"] == "done" and run["num_samples"] == 3 and recorded.run == run["id"]
+    fresh = twosed.measure(path, x, samples=3, progress=False, **OPTIONS)
+    assert numbers(recorded.to_dict()) == numbers(fresh.to_dict())
+    with pytest.raises(ValueError, match="torch.jit.save"):
+        twosed.measure(net, x, samples=3, db=db, progress=False, **OPTIONS)
