@@ -155,9 +155,7 @@ MeasureCall measure_in_memory(const MeasureOptions& o, const std::optional<Doubl
   MeasureRun run;
   run.hooks = python;
   run.hooks.on_record = [&out](const SampleRecord& r) { out.records.push_back(r); };
-  out.result = measure(*prepared.model, *prepared.thetas, o.estimator, o.seed, run);
-  if (prepared.network) out.result.spec = prepared.network->spec();
-  out.result.activation = activation_name(o.model_options.activation);
+  out.result = measure_prepared(prepared, o, std::move(run));  // as the CLI: same choices, same numbers
   out.result.seconds_total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }

@@ -48,12 +48,13 @@ const char* eigen_routine_name(EigenRoutine routine) {
 // ~600 (1.3x at 600: its bulge chasing has a fixed cost per band), even at 900 (0.92x and 1.08x
 // in two runs), then faster: 1.24x at 1,200 (1.19x at 1,153 in the Markov benchmark), 1.5x at
 // 1,600, 1.9x at 2,000, 2.7x at 3,000, where dsytrd's matrix-vector half no longer runs from
-// cache. On more threads OpenBLAS threads dsytrd's matrix-vector products but not the bulge
-// chasing (Debian's pthread build has no OpenMP tasks); from 2,000 on, the two-stage routine on
-// one thread already takes at most half of dsyevd's one-thread time, so dsyevd cannot win on two
-// threads there.
+// cache. On two threads the picture turns: OpenBLAS threads dsytrd's matrix-vector products,
+// which dsyevd gains from (1.6x at 900), but the two-stage routine runs slower on two threads
+// than on one (bulge chasing is not threaded, and its threads wait). Measured on a quiet
+// machine: dsyevd ahead by 2.6x at 900, 1.4x at 2,000, 1.1x at 3,000, and level at 4,000
+// (2.6 s against 2.8 s), so the two-stage reduction starts at 4,000 there.
 constexpr int64_t kTwoStageFromOneThread = 1000;
-constexpr int64_t kTwoStageFromMoreThreads = 2000;
+constexpr int64_t kTwoStageFromMoreThreads = 4000;
 
 EigenRoutine eigen_routine(int64_t m, int threads) {
   const int64_t from = threads <= 1 ? kTwoStageFromOneThread : kTwoStageFromMoreThreads;

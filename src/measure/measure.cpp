@@ -103,6 +103,26 @@ PreparedMeasurement prepare_measurement(const MeasureOptions& opts, const Measur
   return out;
 }
 
+MeasureResult measure_prepared(const PreparedMeasurement& prepared, const MeasureOptions& opts, MeasureRun run) {
+  // Samples at once in this process, unless another executor (MPI ranks) already spreads them.
+  SampleParallelism parallel{1, "the samples are spread by the given executor (MPI ranks)"};
+  if (!run.execution.executor)
+    parallel =
+        choose_parallel_samples(prepared.network ? &prepared.network->spec() : nullptr,
+                                prepared.model->header().num_inputs, prepared.thetas->count(), opts, current_threads());
+  std::unique_ptr<ParallelExecutor> executor;
+  if (!run.execution.executor && parallel.workers > 1) {
+    executor = std::make_unique<ParallelExecutor>(parallel.workers);
+    run.execution.executor = executor.get();
+  }
+  auto result = measure(*prepared.model, *prepared.thetas, opts.estimator, opts.seed, run);
+  result.parallel_samples = executor ? parallel.workers : 1;
+  result.parallel_reason = parallel.reason;
+  if (prepared.network) result.spec = prepared.network->spec();  // a TorchScript model has none
+  result.activation = activation_name(opts.model_options.activation);
+  return result;
+}
+
 MeasureResult run_measure(const MeasureOptions& opts, const ExecutionContext& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   if (!opts.spectra_in.empty()) {
@@ -118,22 +138,7 @@ MeasureResult run_measure(const MeasureOptions& opts, const ExecutionContext& ct
   run.hooks = hooks_of(opts, writer);
   run.completed = opts.completed;
   run.execution.executor = ctx.executor;
-  // Samples at once in this process, unless another executor (MPI ranks) already spreads them.
-  SampleParallelism parallel{1, "the samples are spread by the given executor (MPI ranks)"};
-  if (!ctx.executor)
-    parallel =
-        choose_parallel_samples(prepared.network ? &prepared.network->spec() : nullptr,
-                                prepared.model->header().num_inputs, prepared.thetas->count(), opts, current_threads());
-  std::unique_ptr<ParallelExecutor> executor;
-  if (!ctx.executor && parallel.workers > 1) {
-    executor = std::make_unique<ParallelExecutor>(parallel.workers);
-    run.execution.executor = executor.get();
-  }
-  auto result = measure(*prepared.model, *prepared.thetas, opts.estimator, opts.seed, run);
-  result.parallel_samples = executor ? parallel.workers : 1;
-  result.parallel_reason = parallel.reason;
-  if (prepared.network) result.spec = prepared.network->spec();  // a TorchScript model has none
-  result.activation = activation_name(opts.model_options.activation);
+  auto result = measure_prepared(prepared, opts, std::move(run));
   result.seconds_total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
 }

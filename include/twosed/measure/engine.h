@@ -264,4 +264,11 @@ struct PreparedMeasurement {
 /// as run_measure does.
 PreparedMeasurement prepare_measurement(const MeasureOptions& opts, const MeasureInputs* inputs = nullptr);
 
+/// Measures a prepared measurement as run_measure() does (every front end goes through here, so
+/// that the same options give the same numbers): samples in parallel in this process when
+/// opts.parallel_samples or the cost model says so, unless run.execution.executor already spreads
+/// them (MPI ranks); the result carries that choice, the spec and the activation. Call it inside
+/// the ScopedThreads of the run's ExecutionContext; seconds_total is left to the caller.
+MeasureResult measure_prepared(const PreparedMeasurement& prepared, const MeasureOptions& opts, MeasureRun run);
+
 }  // namespace twosed
