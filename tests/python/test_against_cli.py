@@ -89,3 +89,16 @@ def test_one_sample_has_no_standard_errors(cli, files):
     r = twosed.measure("mlp:8-6-3", x, thetas=thetas[0], **OPTIONS)
     assert numbers(r.to_dict()) == numbers(expected)
     assert r.curve(0.5).stderr.size == 7 and np.isnan(r.curve(0.5).stderr).all()
+
+
+def test_two_threads_make_the_same_choices_and_numbers_as_the_cli(cli, files):
+    # On more than one thread the engine may run samples in parallel (one BLAS thread each):
+    # the Python call must choose as the CLI does, or the curves differ in the last bits.
+    folder, x, thetas = files
+    args = ["--model", "mlp:8-6-3", "--inputs-file", str(folder / "x.npy"), "--thetas", str(folder / "thetas.npy")]
+    out = subprocess.run([cli, "measure", "--format", "json", "--no-db", "-q", "--threads", "2"] + args + CLI_OPTIONS,
+                         check=True, capture_output=True, text=True)
+    expected = json.loads(out.stdout)
+    got = twosed.measure("mlp:8-6-3", x, thetas=thetas, **dict(OPTIONS, threads=2)).to_dict()
+    assert got["context"]["parallel_samples"] == expected["context"]["parallel_samples"]
+    assert numbers(got) == numbers(expected)
