@@ -32,6 +32,7 @@ Files (all float64 unless said):
   markov_conv_bn.pt                Conv2d (dilation 2, groups 2) + BatchNorm2d + leaky_relu +
                                    avg pool, Conv2d + silu, flatten, Linear; input 2x6x6
   markov_mlp_bn.pt                 Linear + BatchNorm1d + tanh, Linear; input 5
+  markov_mlp_nobias.pt             Linear(5,4), tanh, Linear(4,3, no bias): matmul_*.pt as modules
   bad_markov_bn_late.pt            Linear, tanh, BatchNorm1d, Linear (BN not right after Linear)
   bad_markov_layernorm.pt          Linear, LayerNorm, tanh, Linear (LayerNorm in a hidden layer)
 """
@@ -189,6 +190,8 @@ def write_markov_models(out):
     torch.jit.script(randomise_norms(conv_bn)).save(f"{out}/markov_conv_bn.pt")
     mlp_bn = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double()
     torch.jit.script(randomise_norms(mlp_bn)).save(f"{out}/markov_mlp_bn.pt")
+    torch.jit.script(nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3, bias=False)).double().eval()).save(
+        f"{out}/markov_mlp_nobias.pt")
     late = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.BatchNorm1d(6), nn.Linear(6, 3)).double()
     torch.jit.script(randomise_norms(late)).save(f"{out}/bad_markov_bn_late.pt")
     ln = nn.Sequential(nn.Linear(5, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 3)).double().eval()

@@ -534,6 +534,36 @@ TEST(TorchScriptMarkov, ChainMatchesSpecModel) {
     expect_chain_matches_spec("cnn:1x6x6-c3k3-relu-p2-f6-relu-f3", f, xc);
 }
 
+// addmm and matmul with parameter operands (matmul_*.pt) are the chain Linear(5,4), tanh,
+// Linear(4,3, no bias) with transposed weights: the same block spectra at the corresponding theta.
+TEST(TorchScriptMarkov, MatmulChainMatchesLinearChain) {
+  REQUIRE_MODELS();
+  const TorchScriptNetwork linear(model("markov_mlp_nobias.pt"));
+  torch::manual_seed(8);
+  const auto x = torch::randn({7, 5}, torch::kFloat64);
+  const auto mo = markov_options(0.25, 2);
+  const auto theta = torch::rand({linear.num_params()}, torch::kFloat64) * 2 - 1;
+  const auto w0 = theta.narrow(0, 0, 20).view({4, 5}), b0 = theta.narrow(0, 20, 4),
+             w2 = theta.narrow(0, 24, 12).view({3, 4});
+  const auto theta_mm = torch::cat({w0.t().reshape(-1), b0, w2.t().reshape(-1)});
+  const auto noise = draw_noise(1, 0, linear.num_params(), 7 * 2, 4);
+  const auto want = linear.markov_spectrum(theta, x, noise, mo);
+  for (const char* f : {"matmul_scripted.pt", "matmul_traced.pt"}) {
+    SCOPED_TRACE(f);
+    const TorchScriptNetwork mm(model(f));
+    ASSERT_EQ(mm.markov_layers(x, mo).size(), 2u);
+    const auto got = mm.markov_spectrum(theta_mm, x, noise, mo);
+    ASSERT_EQ(got.layers.size(), want.layers.size());
+    for (size_t l = 0; l < want.layers.size(); ++l) {
+      const auto a = descending(got.layers[l].spectrum.eigenvalues),
+                 b = descending(want.layers[l].spectrum.eigenvalues);
+      ASSERT_FALSE(b.empty());
+      EXPECT_LE(max_abs_diff(a, b), 1e-12 * b.front()) << "layer " << l;
+      EXPECT_EQ(got.layers[l].spectrum.num_cut, want.layers[l].spectrum.num_cut);
+    }
+  }
+}
+
 namespace {
 
 // Brute-force oracle: each Markov layer's dense block from LibTorch autograd through the file's
