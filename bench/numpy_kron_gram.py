@@ -14,9 +14,15 @@ Times M parameter samples (theta uniform in PyTorch's init box) after warm-up sa
 into forward/backprop, Gram and eigen, and with --theta/--inputs checks the kept eigenvalues at
 a given theta against twosed's (bench_fisher --export-dir).
 
+With --thetas (an M x d .npy) it is instead a whole-process stand-in for `twosed measure
+--thetas`: the spectrum at every row, then the effective dimension of Abbas et al. at --ed-n
+(docs/math.md section 4: Fhat = (d/t) F with t the mean trace over the rows), printed as one
+JSON line; bench/vs_numpy.sh times the two processes against each other.
+
 Run with Debian's python3 (python3-numpy):
   /usr/bin/python3 bench/numpy_kron_gram.py --threads 2 --samples 5 \
       --theta DIR/theta.npy --inputs DIR/inputs.npy --reference DIR/twosed_eigs.npy
+  /usr/bin/python3 bench/numpy_kron_gram.py --sizes 784,4096,10 --inputs x.npy --thetas thetas.npy --ed-n 1e5
 """
 import argparse
 import json
@@ -36,6 +42,8 @@ def parse_args():
     ap.add_argument("--theta", help=".npy with one parameter vector (PyTorch named_parameters order)")
     ap.add_argument("--inputs", help=".npy of N x IN inputs (used for timing too)")
     ap.add_argument("--reference", help=".npy of twosed's kept eigenvalues at --theta/--inputs (ascending)")
+    ap.add_argument("--thetas", help=".npy of M x d parameter samples: compute ED(--ed-n) over them and exit")
+    ap.add_argument("--ed-n", type=float, default=1e5, help="n of the effective dimension with --thetas (default 1e5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the results as JSON to this file")
     return ap.parse_args()
@@ -133,6 +141,28 @@ def kept(ev):
     return ev[(ev > CUTOFF * max(top, 0.0)) & (ev > 0)]
 
 
+def effective_dimension(spectra, d, n):
+    """Abbas et al.'s ED(n) (gamma = 1) from each sample's kept eigenvalues, in log space."""
+    t = np.mean([ev.sum() for ev in spectra])
+    kappa = n / (2.0 * np.pi * np.log(n))
+    logs = np.array([0.5 * np.log1p(kappa * (d / t) * ev).sum() for ev in spectra])
+    top = logs.max()
+    return 2.0 * (top + np.log(np.mean(np.exp(logs - top)))) / np.log(kappa)
+
+
+def whole_process(sizes, x):
+    t0 = time.perf_counter()
+    thetas = np.load(args.thetas, mmap_mode="r")
+    d = num_params(sizes)
+    if thetas.ndim != 2 or thetas.shape[1] != d:
+        sys.exit(f"{args.thetas}: shape {thetas.shape}, sizes {sizes} need (M, {d})")
+    spectra = [kept(fisher_spectrum(np.asarray(row, dtype=np.float64), x, sizes)[0]) for row in thetas]
+    ed = effective_dimension(spectra, d, args.ed_n)
+    print(json.dumps({"d": d, "M": len(spectra), "N": x.shape[0], "ed_n": args.ed_n, "ed": ed,
+                      "seconds": time.perf_counter() - t0,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+
+
 def main():
     sizes = [int(v) for v in args.sizes.split(",")]
     d = num_params(sizes)
@@ -142,6 +172,8 @@ def main():
     else:
         x = np.random.default_rng(args.seed + 1).random((args.inputs_n, sizes[0]))
     out["N"] = x.shape[0]
+    if args.thetas:
+        return whole_process(sizes, x)
 
     # Agreement with twosed at a fixed theta.
     if args.theta:

@@ -78,9 +78,13 @@ class ActivationLayer final : public Layer {
     return torch::ones_like(x);
   }
 
+  // In place (Layer::backward_input allows it): the rows are the largest tensor of a wide
+  // layer's backward sweep, and a fresh one costs an allocation and its page faults per sample.
   torch::Tensor backward_input(const torch::Tensor& g_out, const torch::Tensor& x, const torch::Tensor& y,
                                const torch::Tensor&) const override {
-    return g_out * derivative(x, y).unsqueeze(1);
+    auto g = g_out;
+    if (spec_.activation == Activation::ReLU) return g.mul_((x > 0).unsqueeze(1));
+    return g.mul_(derivative(x, y).unsqueeze(1));
   }
 
   // Elementwise: each output position scales its own row by phi'(x).

@@ -45,7 +45,9 @@ class Layer {
   virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& params) const = 0;
 
   /// g_in = g_out * dy/dx for every row: g_out (N, R, out...), returns (N, R, in...).
-  /// `x` and `y` are this layer's input and output from forward().
+  /// `x` and `y` are this layer's input and output from forward(). It may overwrite g_out's
+  /// values and return them (elementwise layers do: one pass over the rows instead of a new
+  /// (N, R, ...) tensor); callers pass a g_out they do not read again.
   virtual torch::Tensor backward_input(const torch::Tensor& g_out, const torch::Tensor& x, const torch::Tensor& y,
                                        const torch::Tensor& params) const = 0;
 
