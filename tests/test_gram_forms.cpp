@@ -1,5 +1,5 @@
-// The convolution Gram forms (src/model/layers/gram_forms.h): the patch form over blocks of
-// example pairs gives the per-example form's Gram (G G^T) on the lower triangle, for every block
+// The convolution Gram forms (src/model/layers/gram_forms.h): the patch form in chunks of
+// examples gives the per-example form's Gram (G G^T) on the lower triangle, for every block
 // size, with groups and a bias, and leaves the upper triangle as it was.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -45,13 +45,9 @@ TEST(ConvGramForms, PatchBlocksMatchPerExampleGradients) {
     want += torch::mm(bias, bias.t());
     const double scale = (want - start).abs().max().item<double>();
     const int64_t og = s.out / groups;
-    // Budgets for blocks of 1 example, of 3 (13 = 3 + 3 + 3 + 3 + 1: a ragged last block) and of
-    // the cap ceil(13 / 4) = 4.
-    const int64_t pair_bytes = (l * l + 2 * r * og * l + 2 * r * r) * 8;
-    ASSERT_EQ(patch_block_examples(n, r, og, l, 1), 1);
-    ASSERT_EQ(patch_block_examples(n, r, og, l, 9 * pair_bytes + 5), 3);
-    ASSERT_EQ(patch_block_examples(n, r, og, l, int64_t{1} << 30), 4);
-    for (const int64_t budget : {int64_t{1}, 9 * pair_bytes + 5, int64_t{1} << 30})
+    // Budgets for chunks of 1 example j, of 3 (ragged: 13 = 4 x 3 + 1) and of all examples.
+    const int64_t chunk3 = 3 * (l + r * og) * l * 8 + 5;
+    for (const int64_t budget : {int64_t{1}, chunk3, int64_t{1} << 30})
       for (const auto form : {ConvGramForm::Patch, ConvGramForm::PerExample}) {
         SCOPED_TRACE("groups " + std::to_string(groups) + " budget " + std::to_string(budget) + " " +
                      conv_form_name(form));

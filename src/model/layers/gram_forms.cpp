@@ -2,7 +2,6 @@
 #include "model/layers/gram_forms.h"
 
 #include <algorithm>
-#include <cmath>
 
 #include "linalg/linalg.h"
 
@@ -37,27 +36,13 @@ const char* conv_form_name(ConvGramForm form) {
   return form == ConvGramForm::Patch ? "patch" : "per-example";
 }
 
-int64_t patch_block_examples(int64_t n, int64_t r, int64_t og, int64_t l, int64_t memory_budget) {
-  // Per pair of examples: the patch Gram (L^2), b_i applied and its transposed copy (2 R og L),
-  // the contraction (2 R^2), in doubles.
-  const int64_t per_pair = (l * l + 2 * r * og * l + 2 * r * r) * static_cast<int64_t>(sizeof(double));
-  const auto fit = static_cast<int64_t>(std::sqrt(static_cast<double>(memory_budget) / std::max<int64_t>(per_pair, 1)));
-  // At most a quarter of the examples: whole blocks compute both triangles, and four blocks a
-  // side keep the pairs computed at 10/16 of N^2 against 1/2 for j <= i exactly.
-  return std::clamp<int64_t>(fit, 1, std::max<int64_t>(1, (n + 3) / 4));
-}
-
 double conv_gram_flops(const ConvShape& s, int64_t n, int64_t r, ConvGramForm form) {
   const double nn = static_cast<double>(n), rr = static_cast<double>(r), o = static_cast<double>(s.out);
   const double p = static_cast<double>(s.patch), l = static_cast<double>(s.positions);
   const double g = static_cast<double>(s.groups);
   if (form == ConvGramForm::PerExample) return 2 * nn * rr * o * p * l + nn * nn * rr * rr * o * p;
-  // Pairs in the lower block triangle (blocks of patch_block_examples at an ample budget): patch
-  // Grams (L x L from P), their product with b_i, the contraction with b_j; 2 flops a multiply-add.
-  const double block = static_cast<double>(std::max<int64_t>(1, (n + 3) / 4));
-  const double blocks = std::ceil(nn / block);
-  const double pairs = std::min(nn * nn, block * block * blocks * (blocks + 1) / 2);
-  return 2 * pairs * (l * l * (g * p + rr * o) + rr * rr * o * l);
+  // Pairs j <= i: patch Grams (L x L from P), their product with b_i, the contraction with b_j.
+  return nn * nn * l * l * (g * p + rr * o) + nn * nn * rr * rr * o * l;
 }
 
 ConvGramForm cheapest_conv_form(const ConvShape& s, int64_t n, int64_t r) {
@@ -94,34 +79,32 @@ void add_per_example_gram(const torch::Tensor& u, const torch::Tensor& b, const 
     }
 }
 
-// K[(i,c),(j,c')] += sum_o sum_{p,p'} b_{ic o p} (U_i^T U_j)_{p p'} b_{jc' o p'} for j <= i, over
-// square blocks of examples (I, J), J <= I: the patch Grams of all pairs in one GEMM, b_i applied
-// in one bmm over i, the contraction with b_j in one bmm over j. Small per-pair mm's ran 10-27x
-// below GEMM speed (L = 1..16 positions); whole blocks keep every product large.
+// K[(i,c),(j,c')] += sum_o sum_{p,p'} b_{ic o p} (U_i^T U_j)_{p p'} b_{jc' o p'} for j <= i, with
+// examples j in chunks so that the patch Grams and their products stay within the budget.
 void add_patch_gram(const torch::Tensor& u, const torch::Tensor& b, const ConvShape& s, int64_t memory_budget,
                     torch::Tensor& gram) {
   const int64_t n = b.size(0), r = b.size(1), l = b.size(3), og = s.out / s.groups;
-  const int64_t block = patch_block_examples(n, r, og, l, memory_budget);
+  const int64_t per_example = (l + r * og) * l * static_cast<int64_t>(sizeof(double));
+  const int64_t chunk = std::max<int64_t>(1, memory_budget / std::max<int64_t>(per_example, 1));
   for (int64_t g = 0; g < s.groups; ++g) {
     auto ug = u.narrow(1, g * s.patch, s.patch);                               // (N, P, L)
     auto bg = b.narrow(2, g * og, og).reshape({n, r * og, l});                 // (N, R og, L)
     auto cols = ug.permute({1, 0, 2}).reshape({s.patch, n * l}).contiguous();  // (P, N L)
     auto bflat = bg.reshape({n, r, og * l});
-    for (int64_t i0 = 0; i0 < n; i0 += block) {
-      const int64_t ni = std::min(block, n - i0);
-      auto ui = cols.narrow(1, i0 * l, ni * l).t();  // (ni L, P)
-      for (int64_t j0 = 0; j0 <= i0; j0 += block) {
-        const int64_t nj = std::min(block, n - j0);
-        auto m = torch::mm(ui, cols.narrow(1, j0 * l, nj * l)).view({ni, l, nj * l});  // (ni, L, nj L)
-        auto t = torch::bmm(bg.narrow(0, i0, ni), m)                                   // (ni, R og, nj L)
-                     .view({ni, r, og, nj, l})
-                     .permute({3, 0, 1, 2, 4})
-                     .reshape({nj, ni * r, og * l});
-        auto kij = torch::bmm(t, bflat.narrow(0, j0, nj).transpose(1, 2));  // (nj, ni R, R)
-        auto k = kij.permute({1, 0, 2}).reshape({ni * r, nj * r});
-        // Diagonal blocks: the upper triangle of `gram` is left as is (layer.h add_gram).
-        if (j0 == i0) k.tril_();
-        gram.narrow(0, i0 * r, ni * r).narrow(1, j0 * r, nj * r).add_(k);
+    for (int64_t i = 0; i < n; ++i) {
+      auto uit = ug[i].t();
+      for (int64_t j0 = 0; j0 <= i; j0 += chunk) {
+        const int64_t nj = std::min(chunk, i + 1 - j0);
+        auto m = torch::mm(uit, cols.narrow(1, j0 * l, nj * l));                                     // (L, nj L)
+        auto t = torch::mm(bg[i], m).view({r, og, nj, l}).permute({2, 0, 1, 3});                     // (nj, R, og, L)
+        auto kij = torch::bmm(t.reshape({nj, r, og * l}), bflat.narrow(0, j0, nj).transpose(1, 2));  // (nj, R, R)
+        auto k = kij.permute({1, 0, 2}).reshape({r, nj * r});
+        // The block (i, i) on the diagonal: the upper triangle of `gram` is left as is (layer.h).
+        if (j0 + nj == i + 1) {
+          auto kii = k.narrow(1, (nj - 1) * r, r);
+          kii.copy_(kii.tril());
+        }
+        gram.narrow(0, i * r, r).narrow(1, j0 * r, nj * r).add_(k);
       }
     }
   }

@@ -28,10 +28,6 @@ struct ConvShape {
 enum class ConvGramForm { PerExample, Patch };
 const char* conv_form_name(ConvGramForm form);
 
-/// Examples per block of the patch form: blocks of pairs whose temporaries fit `memory_budget`
-/// bytes, at most a quarter of the N examples (og filters per group, L positions, R rows).
-int64_t patch_block_examples(int64_t n, int64_t r, int64_t og, int64_t l, int64_t memory_budget);
-
 /// Floating-point operations of each form for N examples and R rows each (the cost model).
 double conv_gram_flops(const ConvShape& s, int64_t n, int64_t r, ConvGramForm form);
 /// The form with fewer FLOPs.
