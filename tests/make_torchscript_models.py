@@ -28,6 +28,13 @@ Files (all float64 unless said):
   bad_corrupt.pt                   mlp_scripted.pt's archive with its data.pkl overwritten
   bad_version.pt                   mlp_scripted.pt's archive claiming file format version 99
   mlp_thetas_short.npy             2 x 65 thetas for the MLP (d = 66)
+  markov_cnn_{scripted,traced}.pt  the chain of cnn:1x6x6-c3k3-relu-p2-f6-relu-f3 (--markov)
+  markov_conv_bn.pt                Conv2d (dilation 2, groups 2) + BatchNorm2d + leaky_relu +
+                                   avg pool, Conv2d + silu, flatten, Linear; input 2x6x6
+  markov_mlp_bn.pt                 Linear + BatchNorm1d + tanh, Linear; input 5
+  markov_mlp_nobias.pt             Linear(5,4), tanh, Linear(4,3, no bias): matmul_*.pt as modules
+  bad_markov_bn_late.pt            Linear, tanh, BatchNorm1d, Linear (BN not right after Linear)
+  bad_markov_layernorm.pt          Linear, LayerNorm, tanh, Linear (LayerNorm in a hidden layer)
 """
 import os
 import sys
@@ -158,6 +165,39 @@ def rewrite_archive(src, dst, member, data):
             zout.writestr(item, body)
 
 
+def randomise_norms(module):
+    """Running statistics and affine parameters away from their defaults, then eval mode."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return module.eval()
+
+
+def write_markov_models(out):
+    """Chains for the Markov chain model (docs/math.md section 9)."""
+    torch.manual_seed(11)
+    cnn = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 6), nn.ReLU(),
+                        nn.Linear(6, 3)).double().eval()
+    torch.jit.script(cnn).save(f"{out}/markov_cnn_scripted.pt")
+    torch.jit.trace(cnn, torch.zeros(2, 1, 6, 6, dtype=torch.float64)).save(f"{out}/markov_cnn_traced.pt")
+    conv_bn = nn.Sequential(nn.Conv2d(2, 4, 3, padding=2, dilation=2, groups=2), nn.BatchNorm2d(4),
+                            nn.LeakyReLU(0.1), nn.AvgPool2d(2), nn.Conv2d(4, 3, 2), nn.SiLU(), nn.Flatten(),
+                            nn.Linear(12, 3)).double()
+    torch.jit.script(randomise_norms(conv_bn)).save(f"{out}/markov_conv_bn.pt")
+    mlp_bn = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double()
+    torch.jit.script(randomise_norms(mlp_bn)).save(f"{out}/markov_mlp_bn.pt")
+    torch.jit.script(nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3, bias=False)).double().eval()).save(
+        f"{out}/markov_mlp_nobias.pt")
+    late = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.BatchNorm1d(6), nn.Linear(6, 3)).double()
+    torch.jit.script(randomise_norms(late)).save(f"{out}/bad_markov_bn_late.pt")
+    ln = nn.Sequential(nn.Linear(5, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 3)).double().eval()
+    torch.jit.script(ln).save(f"{out}/bad_markov_layernorm.pt")
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
@@ -226,6 +266,7 @@ def main(out):
     rewrite_archive(f"{out}/mlp_scripted.pt", f"{out}/bad_corrupt.pt", "data.pkl", b"\x80\x02garbage" * 8)
     rewrite_archive(f"{out}/mlp_scripted.pt", f"{out}/bad_version.pt", "version", b"99\n")
     np.save(f"{out}/mlp_thetas_short.npy", np.zeros((2, 65)))
+    write_markov_models(out)
     print(f"wrote TorchScript models to {out}")
 
 

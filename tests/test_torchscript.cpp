@@ -11,6 +11,8 @@
 #include <fstream>
 #include <map>
 
+#include <torch/script.h>
+
 #include "twosed/data/npy.h"
 #include "twosed/error.h"
 #include "twosed/measure/engine.h"
@@ -297,9 +299,7 @@ TEST(TorchScript, MeasureOptionsRefusals) {
   o.jacobian = "autograd";
   o.markov = true;
   o.sigma = 0.1;
-  EXPECT_NE(
-      error_of([&] { prepare_measurement(o); }).find("Markov chain model for imported chains is not implemented yet"),
-      std::string::npos);
+  EXPECT_EQ(prepare_measurement(o).model->header().layers.size(), 2u);  // a chain: two Markov layers
   {
     MeasureOptions skip = o;  // a residual add: refused, naming it
     skip.model = model("resnet_scripted.pt");
@@ -473,4 +473,248 @@ TEST(TorchScript, GraphSummaryFindsTheSkip) {
   for (const auto& [kind, count] : mlp.ops)
     if (kind == "aten::linear") linear = count;
   EXPECT_EQ(linear, 2);
+}
+
+// ---- the Markov chain model on imported chains (docs/math.md section 9) ----
+
+namespace {
+
+MarkovOptions markov_options(double sigma, int64_t draws) {
+  MarkovOptions mo;
+  mo.sigma = sigma;
+  mo.noise_draws = draws;
+  return mo;
+}
+
+std::vector<double> descending(std::vector<double> v) {
+  std::sort(v.begin(), v.end(), std::greater<double>());
+  return v;
+}
+
+// The same chain as a spec string and as a file, same theta, same noise (drawn by the models
+// from the same seed): the same block spectra, layer by layer, to 1e-12 of each block's largest
+// eigenvalue (the sums run in the same order except the output block's Gram).
+void expect_chain_matches_spec(const std::string& spec, const std::string& file, const torch::Tensor& x) {
+  SCOPED_TRACE(file);
+  const Network spec_net(parse_model_spec(spec));
+  auto net = std::make_shared<const TorchScriptNetwork>(model(file));
+  ASSERT_EQ(net->num_params(), spec_net.num_params());
+  const auto mo = markov_options(0.3, 2);
+  const MarkovModel want_model(spec_net, {x, "x"}, mo, MarkovNoise{5, {}, ""});
+  const TorchScriptMarkovModel got_model(net, {x, "x"}, mo, MarkovNoise{5, {}, ""});
+  ASSERT_EQ(got_model.noise_width(), want_model.chain().noise_width());
+  ASSERT_EQ(got_model.layers().size(), want_model.chain().layers().size());
+  for (size_t l = 0; l < got_model.layers().size(); ++l) {
+    EXPECT_EQ(got_model.layers()[l].params, want_model.chain().layers()[l].params);
+    EXPECT_EQ(got_model.layers()[l].units, want_model.chain().layers()[l].units);
+  }
+  const DrawnParameters thetas(ParameterSpace::parse("init", spec_net), 3, 3);
+  const auto got = run_samples(got_model, thetas, {0, 1, 2});
+  const auto want = run_samples(want_model, thetas, {0, 1, 2});
+  for (size_t j = 0; j < got.size(); ++j)
+    for (size_t l = 0; l < want[j].blocks.size(); ++l) {
+      SCOPED_TRACE("sample " + std::to_string(j) + " layer " + std::to_string(l));
+      const auto a = descending(got[j].blocks[l].eigenvalues), b = descending(want[j].blocks[l].eigenvalues);
+      ASSERT_FALSE(b.empty());
+      EXPECT_LE(max_abs_diff(a, b), 1e-12 * b.front());
+      EXPECT_EQ(got[j].blocks[l].num_cut, want[j].blocks[l].num_cut);
+      EXPECT_NEAR(got[j].blocks[l].trace, want[j].blocks[l].trace, 1e-12 * want[j].blocks[l].trace);
+    }
+}
+
+}  // namespace
+
+TEST(TorchScriptMarkov, ChainMatchesSpecModel) {
+  REQUIRE_MODELS();
+  torch::manual_seed(3);
+  const auto xm = torch::randn({9, 5}, torch::kFloat64);
+  for (const char* f : {"mlp_scripted.pt", "mlp_traced.pt"}) expect_chain_matches_spec("mlp:5-7-3", f, xm);
+  const auto xc = torch::randn({6, 1, 6, 6}, torch::kFloat64);
+  for (const char* f : {"markov_cnn_scripted.pt", "markov_cnn_traced.pt"})
+    expect_chain_matches_spec("cnn:1x6x6-c3k3-relu-p2-f6-relu-f3", f, xc);
+}
+
+// addmm and matmul with parameter operands (matmul_*.pt) are the chain Linear(5,4), tanh,
+// Linear(4,3, no bias) with transposed weights: the same block spectra at the corresponding theta.
+TEST(TorchScriptMarkov, MatmulChainMatchesLinearChain) {
+  REQUIRE_MODELS();
+  const TorchScriptNetwork linear(model("markov_mlp_nobias.pt"));
+  torch::manual_seed(8);
+  const auto x = torch::randn({7, 5}, torch::kFloat64);
+  const auto mo = markov_options(0.25, 2);
+  const auto theta = torch::rand({linear.num_params()}, torch::kFloat64) * 2 - 1;
+  const auto w0 = theta.narrow(0, 0, 20).view({4, 5}), b0 = theta.narrow(0, 20, 4),
+             w2 = theta.narrow(0, 24, 12).view({3, 4});
+  const auto theta_mm = torch::cat({w0.t().reshape(-1), b0, w2.t().reshape(-1)});
+  const auto noise = draw_noise(1, 0, linear.num_params(), 7 * 2, 4);
+  const auto want = linear.markov_spectrum(theta, x, noise, mo);
+  for (const char* f : {"matmul_scripted.pt", "matmul_traced.pt"}) {
+    SCOPED_TRACE(f);
+    const TorchScriptNetwork mm(model(f));
+    ASSERT_EQ(mm.markov_layers(x, mo).size(), 2u);
+    const auto got = mm.markov_spectrum(theta_mm, x, noise, mo);
+    ASSERT_EQ(got.layers.size(), want.layers.size());
+    for (size_t l = 0; l < want.layers.size(); ++l) {
+      const auto a = descending(got.layers[l].spectrum.eigenvalues),
+                 b = descending(want.layers[l].spectrum.eigenvalues);
+      ASSERT_FALSE(b.empty());
+      EXPECT_LE(max_abs_diff(a, b), 1e-12 * b.front()) << "layer " << l;
+      EXPECT_EQ(got.layers[l].spectrum.num_cut, want.layers[l].spectrum.num_cut);
+    }
+  }
+}
+
+namespace {
+
+// Brute-force oracle: each Markov layer's dense block from LibTorch autograd through the file's
+// own submodules (children [first, last) of the Sequential), at the same noisy inputs:
+// hidden F_l = (1/(rows sigma^2)) sum_i C_i^T C_i with C_i the Jacobian of the layer's output
+// wrt its parameters; output F_L = (1/rows) sum_i J_i^T (diag p - p p^T) J_i (softmax).
+std::vector<torch::Tensor> dense_chain_blocks(const std::string& file, const std::vector<std::pair<int, int>>& groups,
+                                              const TorchScriptNetwork& net, const torch::Tensor& theta,
+                                              const torch::Tensor& x, const torch::Tensor& noise,
+                                              const MarkovOptions& mo) {
+  auto mod = torch::jit::load(file);
+  mod.eval();
+  std::vector<std::pair<std::string, torch::jit::Module>> kids;
+  for (const auto& c : mod.named_children()) kids.emplace_back(c.name, c.value);
+  std::map<std::string, const ImportedParameter*> slices;
+  for (const auto& p : net.parameters()) slices[p.name] = &p;
+  std::vector<torch::Tensor> blocks;
+  torch::Tensor cur = x;
+  int64_t offset = 0;
+  for (size_t l = 0; l < groups.size(); ++l) {
+    std::vector<torch::Tensor> leaves;
+    for (int k = groups[l].first; k < groups[l].second; ++k)
+      for (const auto& p : kids[static_cast<size_t>(k)].second.named_parameters(/*recurse=*/false)) {
+        const auto* s = slices.at(kids[static_cast<size_t>(k)].first + "." + p.name);
+        auto leaf = theta.narrow(0, s->offset, s->numel()).view(s->shape).clone().requires_grad_(true);
+        kids[static_cast<size_t>(k)].second.setattr(p.name, leaf);
+        leaves.push_back(leaf);
+      }
+    torch::Tensor y = cur;
+    for (int k = groups[l].first; k < groups[l].second; ++k)
+      y = kids[static_cast<size_t>(k)].second.forward({y}).toTensor();
+    const int64_t rows = y.size(0);
+    int64_t p = 0;
+    for (const auto& leaf : leaves) p += leaf.numel();
+    auto flat = y.reshape({rows, -1});
+    auto jac = [&](const torch::Tensor& out) {
+      auto g = torch::autograd::grad({out}, leaves, {}, /*retain_graph=*/true, false, /*allow_unused=*/true);
+      std::vector<torch::Tensor> parts;
+      for (size_t q = 0; q < g.size(); ++q)
+        parts.push_back(g[q].defined() ? g[q].reshape(-1) : torch::zeros({leaves[q].numel()}, x.options()));
+      return torch::cat(parts);
+    };
+    auto fisher = torch::zeros({p, p}, x.options());
+    const bool hidden = l + 1 < groups.size();
+    for (int64_t i = 0; i < rows; ++i) {
+      std::vector<torch::Tensor> j_rows;
+      for (int64_t e = 0; e < flat.size(1); ++e) j_rows.push_back(jac(flat[i][e]));
+      auto j = torch::stack(j_rows);  // (m, p)
+      if (hidden) {
+        fisher += j.t().matmul(j);
+      } else {
+        auto pr = torch::softmax(flat[i].detach(), 0);
+        fisher += j.t().matmul(torch::diag(pr) - torch::outer(pr, pr)).matmul(j);
+      }
+    }
+    blocks.push_back(fisher / (static_cast<double>(rows) * (hidden ? mo.sigma * mo.sigma : 1.0)));
+    if (!hidden) break;
+    auto next = y.detach();
+    if (next.size(0) != noise.size(0)) next = next.repeat_interleave(mo.noise_draws, 0);
+    const int64_t width = next.numel() / next.size(0);
+    cur = next + mo.sigma * noise.narrow(1, offset, width).reshape(next.sizes());
+    offset += width;
+  }
+  return blocks;
+}
+
+// Each block's kept eigenvalues (descending) against the dense block's above 1e-9 of its largest.
+void expect_blocks_match(const MarkovSpectrum& ms, const std::vector<torch::Tensor>& dense) {
+  ASSERT_EQ(ms.layers.size(), dense.size());
+  for (size_t l = 0; l < dense.size(); ++l) {
+    SCOPED_TRACE("layer " + std::to_string(l));
+    auto eig = torch::linalg::eigvalsh(dense[l], "L");
+    std::vector<double> want(eig.data_ptr<double>(), eig.data_ptr<double>() + eig.numel());
+    want = descending(want);
+    const double top = want.front();
+    auto above = [&](std::vector<double> v) {
+      v = descending(v);
+      v.erase(std::find_if(v.begin(), v.end(), [&](double e) { return e <= 1e-9 * top; }), v.end());
+      return v;
+    };
+    const auto got = above(ms.layers[l].spectrum.eigenvalues);
+    want = above(want);
+    EXPECT_EQ(got.size(), want.size());
+    EXPECT_LE(max_abs_diff(got, want), 1e-12 * top);
+    EXPECT_NEAR(ms.layers[l].spectrum.trace, torch::trace(dense[l]).item<double>(),
+                1e-12 * ms.layers[l].spectrum.trace);
+  }
+}
+
+}  // namespace
+
+// Conv2d (dilation 2, groups 2) + BatchNorm2d + leaky_relu + avg pool; Conv2d + silu + flatten;
+// Linear. And Linear + BatchNorm1d + tanh; Linear. Every block against the autograd oracle, R = 2;
+// the BatchNorm layers' expected degeneracy (conv or linear bias and BN bias are the same shift;
+// the BN weight's xhat is linear in the filter and bias columns): 2 null directions per channel,
+// all cut (their blocks are on the parameter side: N * positions rows > parameters per unit).
+TEST(TorchScriptMarkov, NormalisedBlocksMatchAutogradOracle) {
+  REQUIRE_MODELS();
+  struct Case {
+    std::string file, shape;
+    std::vector<std::pair<int, int>> groups;
+    int64_t bn_units;
+  };
+  const std::vector<Case> cases = {{"markov_conv_bn.pt", "2x6x6", {{0, 4}, {4, 7}, {7, 8}}, 4},
+                                   {"markov_mlp_bn.pt", "5", {{0, 3}, {3, 4}}, 6}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.file);
+    auto net = std::make_shared<const TorchScriptNetwork>(model(c.file));
+    std::vector<int64_t> shape{12};
+    for (int64_t v : parse_input_shape(c.shape)) shape.push_back(v);
+    torch::manual_seed(5);
+    const auto x = torch::randn(shape, torch::kFloat64);
+    const auto mo = markov_options(0.4, 2);
+    const auto layers = net->markov_layers(x, mo);
+    ASSERT_EQ(layers.size(), c.groups.size());
+    int64_t h = 0;
+    for (const auto& l : layers) h += l.noise_width;
+    const ImportedParameters thetas(*net, "box:0.8", 4, 2);
+    auto theta = torch::empty({net->num_params()}, torch::kFloat64);
+    for (int64_t j = 0; j < 2; ++j) {
+      thetas.fill(j, theta.data_ptr<double>());
+      const auto noise = draw_noise(4, static_cast<uint64_t>(j), net->num_params(), 12 * mo.noise_draws, h);
+      const auto ms = net->markov_spectrum(theta, x, noise, mo, static_cast<uint64_t>(j));
+      expect_blocks_match(ms, dense_chain_blocks(model(c.file), c.groups, *net, theta, x, noise, mo));
+      EXPECT_EQ(ms.layers[0].spectrum.num_cut, 2 * c.bn_units);
+      EXPECT_EQ(ms.layers[0].blocks_parameter_side, c.bn_units);
+    }
+  }
+}
+
+// What does not fit a chain of Markov layers is refused in one line naming the op and its source.
+TEST(TorchScriptMarkov, RefusesWhatIsNotAChain) {
+  REQUIRE_MODELS();
+  const auto mo = markov_options(0.1, 1);
+  const auto x = torch::randn({3, 5}, torch::kFloat64);
+  const auto late = error_of([&] { TorchScriptNetwork(model("bad_markov_bn_late.pt")).markov_layers(x, mo); });
+  EXPECT_NE(late.find("cannot take aten::batch_norm (a normalisation must directly follow a Linear or Conv2d op) at "),
+            std::string::npos)
+      << late;
+  const auto ln = error_of([&] { TorchScriptNetwork(model("bad_markov_layernorm.pt")).markov_layers(x, mo); });
+  EXPECT_NE(ln.find("cannot take aten::layer_norm inside a hidden Markov layer"), std::string::npos) << ln;
+  EXPECT_NE(ln.find("functional.py:"), std::string::npos) << ln;  // the op's source line
+  const auto sigma =
+      error_of([&] { TorchScriptNetwork(model("mlp_scripted.pt")).markov_layers(x, markov_options(0, 1)); });
+  EXPECT_NE(sigma.find("--sigma must be a finite number > 0"), std::string::npos) << sigma;
+  MeasureOptions o;
+  o.model = model("resnet_traced.pt");
+  o.input_shape = "1x4x4";
+  o.data = "synthetic:blobs:3:16";
+  o.num_inputs = 4;
+  o.markov = true;
+  o.sigma = 0.1;
+  EXPECT_NE(error_of([&] { prepare_measurement(o); }).find("skip connection: aten::add at "), std::string::npos);
 }

@@ -60,14 +60,23 @@ expect 1 "bad_version.pt: not a readable TorchScript file: .*version 99" "${RUN[
 expect 1 "mlp_thetas_short.npy: expected shape \(M, 66\) \(d = 66\), got \(2, 65\)" measure -q --no-db \
   --model "$M/mlp_scripted.pt" --data synthetic:blobs:3:5 --inputs 10 --thetas "$M/mlp_thetas_short.npy"
 # --markov: a graph with a skip is refused naming the residual add and its source line (scripted:
-# the module's Python source; traced: where the add was recorded); a chain is not implemented.
+# the module's Python source; traced: where the add was recorded).
 for f in resnet_scripted resnet_traced; do
   expect 2 "$f.pt: the Markov chain model needs a chain of layers, but the graph has a skip connection: aten::add at \
 [^ ]*:[0-9]+: .*conv2\(y\) \+ y.* joins two paths from the input" "${RUN[@]}" --model "$M/$f.pt" \
     --data synthetic:blobs:3:16 --input-shape 1x4x4 --markov --sigma 0.1
 done
-expect 2 "mlp_scripted.pt: the Markov chain model for imported chains is not implemented yet" "${RUN[@]}" \
-  --model "$M/mlp_scripted.pt" --data synthetic:blobs:3:5 --markov --sigma 0.1
+# A chain: conv+relu+maxpool, linear+relu, linear; the layer table names each Markov layer.
+expect 0 "layer breakdown of the lower 2sED" "${RUN[@]}" --model "$M/markov_cnn_traced.pt" \
+  --data synthetic:blobs:3:36 --input-shape 1x6x6 --inputs 6 --markov --sigma 0.1
+expect 0 " 4 +78 " "${RUN[@]}" --model "$M/markov_cnn_scripted.pt" --data synthetic:blobs:3:36 --input-shape 1x6x6 \
+  --inputs 6 --markov --sigma 0.1
+expect 2 "bad_markov_layernorm.pt: the Markov chain model cannot take aten::layer_norm inside a hidden Markov layer" \
+  "${RUN[@]}" --model "$M/bad_markov_layernorm.pt" --data synthetic:blobs:3:5 --markov --sigma 0.1
+expect 0 "Markov chain model, sigma = 0.1, R = 2 noise draws, N = 10 inputs" measure --plan \
+  --model "$M/markov_conv_bn.pt" --input-shape 2x6x6 --inputs 10 --markov --sigma 0.1 --noise-draws 2
+expect 0 "1 +0 +48 +4 +90 x 12 +36 +conv2d, batch_norm, leaky_relu, avg_pool2d" measure --plan \
+  --model "$M/markov_conv_bn.pt" --input-shape 2x6x6 --inputs 10 --markov --sigma 0.1 --noise-draws 2
 # The memory pre-flight check: the samples-side Gram of N = 100000 examples (k - 1 = 2 rows each) is 1 TB.
 expect 2 "mlp_scripted.pt \(d = 66\) with N = 100000 inputs needs about [0-9.]+ GB per parameter sample" \
   "${RUN[@]}" --model "$M/mlp_scripted.pt" --data synthetic:blobs:3:5:100000 --inputs 100000 --side samples

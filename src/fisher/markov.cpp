@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "fisher/unit_blocks.h"
 #include "linalg/linalg.h"
 #include "model/layers/layer.h"
 #include "twosed/error.h"
@@ -39,21 +40,28 @@ struct UnitResult {
 // P_c[(i,p), :] = sum_k w[i,c,p,k] * design[i, idx[i,c,p,k], :], and A_c = scale * P_c^T P_c.
 class UnitBlocks {
  public:
-  UnitBlocks(const layers::ChannelMap& map, const torch::Tensor& design, double scale, const FisherOptions& opts)
-      : idx_(map.index.contiguous()),
-        w_(map.weight.contiguous()),
-        design_(design.contiguous()),
-        scale_(scale),
-        opts_(opts) {
+  UnitBlocks(const layers::ChannelMap& map, const torch::Tensor& design, double scale, const FisherOptions& opts,
+             const UnitColumns& columns)
+      : idx_(map.index.contiguous()), w_(map.weight.contiguous()), scale_(scale), opts_(opts) {
     rows_ = idx_.size(0);
     units_ = idx_.size(1);
     positions_ = idx_.size(2);
     terms_ = idx_.size(3);
-    q_ = design_.size(1);
-    dim_ = design_.size(2);
+    // (N, Q, D) shared by all units, or (N, G, Q, D): one design per group of units.
+    design_ = (design.dim() == 3 ? design.unsqueeze(1) : design).contiguous();
+    groups_ = design_.size(1);
+    q_ = design_.size(2);
+    dim_ = design_.size(3);
+    if (columns.unit_scale.defined()) unit_scale_ = columns.unit_scale.to(torch::kFloat64).contiguous();
+    if (columns.extra.defined()) {
+      extra_ = columns.extra.to(torch::kFloat64).contiguous();
+      extras_ = extra_.size(3);
+    }
+    width_ = dim_ + extras_;
     // A Linear layer's units share the inputs' Gram matrix (docs/math.md section 7): the sample-side
     // block of unit c is then diag(w_c) G diag(w_c), no product per unit.
-    if (q_ == 1 && positions_ == 1 && terms_ == 1 && opts.side != GramSide::Parameters) {
+    if (q_ == 1 && positions_ == 1 && terms_ == 1 && groups_ == 1 && extras_ == 0 && !unit_scale_.defined() &&
+        opts.side != GramSide::Parameters) {
       gram_ = torch::empty({rows_, rows_}, design_.options());
       linalg::syrk_lower(design_.view({rows_, dim_}), gram_, 1.0, 0.0);
     }
@@ -74,19 +82,26 @@ class UnitBlocks {
       }
     const int64_t n_act = static_cast<int64_t>(active.size());
     if (n_act == 0) return out;
-    const bool samples = linalg::choose_side(opts_.side, n_act, dim_) == GramSide::Samples;
-    const int64_t m = samples ? n_act : dim_;
+    const bool samples = linalg::choose_side(opts_.side, n_act, width_) == GramSide::Samples;
+    const int64_t m = samples ? n_act : width_;
     std::vector<double> a(static_cast<size_t>(m * m), 0.0);
     const double* design = design_.data_ptr<double>();
+    const int64_t group = c / (units_ / groups_);
+    // A normalisation after the layer scales the unit's filter and bias columns by a_c.
+    const double a_c = unit_scale_.defined() ? unit_scale_.data_ptr<double>()[c] : 1.0;
+    const double* extra = extras_ ? extra_.data_ptr<double>() : nullptr;
     auto build_row = [&](int64_t flat, double* dst) {
       const int64_t i = flat / positions_, p = flat % positions_;
       const int64_t base = ((i * units_ + c) * positions_ + p) * terms_;
-      std::fill(dst, dst + dim_, 0.0);
+      std::fill(dst, dst + width_, 0.0);
       for (int64_t k = 0; k < terms_; ++k) {
         const double wk = w[base + k];
         if (wk == 0.0) continue;
-        const double* src = design + (i * q_ + idx[base + k]) * dim_;
-        for (int64_t e = 0; e < dim_; ++e) dst[e] += wk * src[e];
+        const double* src = design + ((i * groups_ + group) * q_ + idx[base + k]) * dim_;
+        for (int64_t e = 0; e < dim_; ++e) dst[e] += wk * a_c * src[e];
+        if (!extra) continue;
+        const double* ex = extra + ((i * units_ + c) * q_ + idx[base + k]) * extras_;
+        for (int64_t e = 0; e < extras_; ++e) dst[dim_ + e] += wk * ex[e];
       }
     };
     if (samples && gram_.defined()) {
@@ -99,12 +114,12 @@ class UnitBlocks {
     } else {
       // Rows of P_c in chunks within the memory budget; samples side needs them all at once.
       const int64_t chunk =
-          samples ? n_act : std::clamp<int64_t>(opts_.memory_budget / std::max<int64_t>(dim_ * 8, 1), 1, n_act);
-      std::vector<double> x(static_cast<size_t>(chunk * dim_));
+          samples ? n_act : std::clamp<int64_t>(opts_.memory_budget / std::max<int64_t>(width_ * 8, 1), 1, n_act);
+      std::vector<double> x(static_cast<size_t>(chunk * width_));
       for (int64_t r0 = 0; r0 < n_act; r0 += chunk) {
         const int64_t cnt = std::min(chunk, n_act - r0);
-        for (int64_t r = 0; r < cnt; ++r) build_row(active[r0 + r], &x[r * dim_]);
-        linalg::syrk_lower(x.data(), m, samples ? dim_ : cnt, /*trans=*/!samples, scale_, 1.0, a.data());
+        for (int64_t r = 0; r < cnt; ++r) build_row(active[r0 + r], &x[r * width_]);
+        linalg::syrk_lower(x.data(), m, samples ? width_ : cnt, /*trans=*/!samples, scale_, 1.0, a.data());
       }
     }
     for (int64_t r = 0; r < m; ++r) out.trace += a[r * m + r];
@@ -124,13 +139,17 @@ class UnitBlocks {
   int64_t units() const { return units_; }
 
  private:
-  torch::Tensor idx_, w_, design_, gram_;
+  torch::Tensor idx_, w_, design_, gram_, unit_scale_, extra_;
   double scale_;
   FisherOptions opts_;
-  int64_t rows_ = 0, units_ = 0, positions_ = 0, terms_ = 0, q_ = 0, dim_ = 0;
+  int64_t rows_ = 0, units_ = 0, positions_ = 0, terms_ = 0, groups_ = 1, q_ = 0, dim_ = 0, extras_ = 0, width_ = 0;
 };
 
-LayerBlockSpectrum solve_units(const UnitBlocks& blocks) {
+}  // namespace
+
+LayerBlockSpectrum unit_block_spectrum(const layers::ChannelMap& map, const torch::Tensor& design, double scale,
+                                       const FisherOptions& opts, const UnitColumns& columns) {
+  const UnitBlocks blocks(map, design, scale, opts, columns);
   const int64_t units = blocks.units();
   std::vector<UnitResult> results(static_cast<size_t>(units));
   {
@@ -168,6 +187,8 @@ LayerBlockSpectrum solve_units(const UnitBlocks& blocks) {
   }
   return out;
 }
+
+namespace {
 
 std::string describe_layers(const ModelSpec& spec, int64_t first, int64_t last) {
   std::vector<std::string> parts;
@@ -289,9 +310,8 @@ MarkovSpectrum MarkovChainModel::spectrum(const torch::Tensor& theta, const torc
       y = acts.back();
       acts.clear();
       const double scale = 1.0 / (static_cast<double>(in.size(0)) * opts_.sigma * opts_.sigma);
-      UnitBlocks blocks(map, param_layer.design_rows(in), scale, opts_.fisher);
+      block = unit_block_spectrum(map, param_layer.design_rows(in), scale, opts_.fisher);
       map = {};
-      block = solve_units(blocks);
     } else {
       auto fs = fisher_spectrum(*output_net_, params, in, opts_.fisher, rng_index);
       block.spectrum = std::move(fs.spectrum);

@@ -206,6 +206,10 @@ SampleRecord MarkovModel::sample_with_noise(int64_t j, const torch::Tensor& thet
   auto ms = chain_.spectrum(theta, inputs_.x, noise, static_cast<uint64_t>(j), [&](size_t l) {
     if (after_layer) after_layer(static_cast<int64_t>(l) + 1, layers);
   });
+  return markov_record(j, std::move(ms));
+}
+
+SampleRecord markov_record(int64_t j, MarkovSpectrum ms) {
   SampleRecord record;
   record.index = j;
   for (auto& b : ms.layers) {

@@ -344,13 +344,38 @@ std::string graph_lines(const ImportedGraphSummary& g) {
   return out;
 }
 
+// --plan --markov on an imported chain: its Markov layers, their unit blocks and noise.
+std::string plan_torchscript_markov(const MeasureOptions& opts, const TorchScriptNetwork& net, const torch::Tensor& x,
+                                    int64_t k) {
+  const int64_t n = opts.num_inputs, r = opts.noise_draws;
+  const auto layers = net.markov_layers(x, MarkovOptions{opts.sigma, r, opts.fisher});
+  std::string out = fmt::format("TorchScript model {}: input {}, k = {} outputs, d = {} parameters\n", net.path(),
+                                fmt::join(x.sizes().slice(1), "x"), k, net.num_params());
+  out += fmt::format("Markov chain model, sigma = {}, R = {} noise draws, N = {} inputs:\n", opts.sigma, r, n);
+  out += fmt::format("  {:<3} {:<12} {:>10} {:>7} {:>12} {:>8}  {}\n", "l", "name", "parameters", "blocks",
+                     "block (rows x params)", "noise", "layer");
+  int64_t noise = 0;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const auto& ml = layers[l];
+    const int64_t rows = l == 0 ? n : n * r;
+    const int64_t positions = ml.hidden ? ml.noise_width / ml.units : 1;
+    const int64_t block_rows = ml.hidden ? rows * positions : rows * rows_per_example(k, opts.fisher);
+    out += fmt::format("  {:<3} {:<12} {:>10} {:>7} {:>21} {:>8}  {}\n", l + 1, ml.name, ml.params, ml.units,
+                       fmt::format("{} x {}", block_rows, ml.params / ml.units), ml.noise_width, ml.description);
+    noise += ml.noise_width;
+  }
+  out += fmt::format("  noise     H = {} values per row, N*R = {} rows\n", noise, n * r);
+  return out;
+}
+
 std::string plan_torchscript(const MeasureOptions& opts) {
   const TorchScriptNetwork net(opts.model);
-  if (opts.markov) refuse_torchscript_markov(net);
+  if (opts.markov) refuse_torchscript_skips(net);
   const auto shape = torchscript_input_shape(opts);
   std::vector<int64_t> probe{1};
   probe.insert(probe.end(), shape.begin(), shape.end());
   const int64_t k = net.forward(net.file_theta(), torch::zeros(probe, torch::kFloat64)).size(1);
+  if (opts.markov) return plan_torchscript_markov(opts, net, torch::zeros(probe, torch::kFloat64), k);
   const int64_t n = opts.num_inputs, d = net.num_params(), r = rows_per_example(k, opts.fisher);
   std::string out = fmt::format("TorchScript model {}: input {}, k = {} outputs, d = {} parameters\n", net.path(),
                                 fmt::join(shape, "x"), k, d);

@@ -43,8 +43,9 @@ struct MarkovOptions {
 /// One Markov layer of the chain: a parametric layer and the non-parametric layers after it.
 struct MarkovLayer {
   std::string name;         ///< module index of the parametric layer in Network::to_module(), e.g. "0"
+                            ///< (imported chains: its weight's module path, e.g. "conv1")
   std::string description;  ///< e.g. "linear 784->256, relu" or "conv 3->32 k3, relu, maxpool 2"
-  int64_t first = 0;        ///< spec layers [first, last) form this Markov layer
+  int64_t first = 0;        ///< spec layers [first, last) form this Markov layer (imported: parametric ops)
   int64_t last = 0;
   int64_t params = 0;        ///< parameters of the layer
   int64_t param_offset = 0;  ///< index of its first parameter in theta

@@ -147,6 +147,9 @@ struct MarkovNoise {
   std::string description;
 };
 
+/// Sample j's record from its Markov block spectra (one block and one cost per layer).
+SampleRecord markov_record(int64_t j, MarkovSpectrum ms);
+
 /// The Markov chain model M_sigma (docs/math.md sections 1, 2, 4): one block spectrum per layer.
 class MarkovModel : public StatisticalModel {
  public:

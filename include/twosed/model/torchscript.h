@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "twosed/fisher/fisher.h"
+#include "twosed/fisher/markov.h"
 #include "twosed/measure/engine.h"
 #include "twosed/model/model_spec.h"  // is_torchscript_path
 
@@ -124,6 +125,18 @@ class TorchScriptNetwork {
   void structured_gram(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& q, ConvFormChoice conv,
                        int64_t memory_budget, torch::Tensor& gram, std::vector<double>* op_seconds = nullptr) const;
 
+  /// --markov (docs/math.md section 9): the Markov layers of a chain graph, run on x's first (up
+  /// to 2) examples at the file's weights: each starts at a Linear / matmul / addmm / Conv2d op
+  /// (optionally followed at once by an eval-mode batch_norm) and holds the per-example ops up to
+  /// the next one. Throws UsageError naming the op and its source line for anything else.
+  std::vector<MarkovLayer> markov_layers(const torch::Tensor& x, const MarkovOptions& opts) const;
+
+  /// The spectra of the Markov chain's blocks F_l(theta) at inputs x (N, ...) and standard-normal
+  /// noise (N*R, H) in markov_layers' layout, as MarkovChainModel::spectrum does for spec models.
+  MarkovSpectrum markov_spectrum(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& noise,
+                                 const MarkovOptions& opts, uint64_t rng_index = 0,
+                                 const std::function<void(size_t)>& after_layer = {}) const;
+
   struct Impl;  // network_impl.h
 
  private:
@@ -179,6 +192,31 @@ class TorchScriptModel : public StatisticalModel {
   std::string autograd_reason_;
 };
 
+/// The Markov chain model M_sigma on an imported chain (docs/math.md section 9): one block
+/// spectrum per Markov layer, the records and noise layout of MarkovModel.
+class TorchScriptMarkovModel : public StatisticalModel {
+ public:
+  /// Throws UsageError for a graph that is not a chain of Markov layers (markov_layers), a bad
+  /// sigma or R; DataError for given noise of the wrong shape.
+  TorchScriptMarkovModel(std::shared_ptr<const TorchScriptNetwork> net, MeasureInputs inputs, MarkovOptions options,
+                         MarkovNoise noise, std::vector<int64_t> input_shape = {});
+  SpectraHeader header() const override;
+  ResultSources sources() const override;
+  SampleRecord sample(int64_t j, const torch::Tensor& theta,
+                      const std::function<void(int64_t, int64_t)>& after_layer) const override;
+  const FisherOptions& fisher() const override { return options_.fisher; }
+  const std::vector<MarkovLayer>& layers() const { return layers_; }
+  int64_t noise_width() const { return noise_width_; }
+
+ private:
+  std::shared_ptr<const TorchScriptNetwork> net_;
+  MeasureInputs inputs_;
+  MarkovOptions options_;
+  MarkovNoise noise_;
+  std::vector<MarkovLayer> layers_;
+  int64_t noise_width_ = 0, num_outputs_ = 0;
+};
+
 /// Parameter spaces of an imported model (docs/math.md section 9), drawn as ParameterSpace
 /// does: theta^(j) from Rng(seed, Parameters, j), d uniforms in parameter order, coordinate i
 /// = lower_i + (upper_i - lower_i) u_i; a point coordinate still uses up its uniform.
@@ -209,7 +247,7 @@ class ImportedParameters : public ParameterSource {
 /// prepare_measurement() for a TorchScript --model: the inputs (opts.input_shape, else the
 /// data's shape: an .npy's trailing dimensions, a data source's features flat), the model, the
 /// parameter source (thetas_file or the space), after the memory pre-flight check. Throws
-/// UsageError for the Markov chain model (refuse_torchscript_markov) and OptionError
+/// UsageError for --markov on a graph that is not a chain (refuse_torchscript_skips, markov_layers) and OptionError
 /// ("MeasureOptions.jacobian") for structured on a graph with an unknown op.
 PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, const MeasureInputs* inputs = nullptr);
 
@@ -220,10 +258,10 @@ std::vector<int64_t> parse_input_shape(const std::string& text);
 /// trailing dimensions, a data source's sample shape).
 std::vector<int64_t> torchscript_input_shape(const MeasureOptions& opts);
 
-/// Throws the UsageError of --markov on an imported model: a graph with a skip connection
-/// (named, with its source line) has no Markov chain structure; for a chain the model is not
-/// implemented yet.
-[[noreturn]] void refuse_torchscript_markov(const TorchScriptNetwork& net);
+/// Throws the UsageError of --markov on an imported model whose graph has a skip connection
+/// (named, with its source line): it has no Markov chain structure. Other ops that do not fit a
+/// chain are refused by TorchScriptNetwork::markov_layers.
+void refuse_torchscript_skips(const TorchScriptNetwork& net);
 
 }  // namespace twosed
 

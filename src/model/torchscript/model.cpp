@@ -114,14 +114,12 @@ FisherSpectrum torchscript_fisher_spectrum(const TorchScriptNetwork& net, const 
 
 // ---- the model ----
 
-TorchScriptModel::TorchScriptModel(std::shared_ptr<const TorchScriptNetwork> net, MeasureInputs inputs,
-                                   FisherOptions fisher, std::vector<int64_t> input_shape, const std::string& jacobian,
-                                   ConvFormChoice conv_form)
-    : net_(std::move(net)), inputs_(std::move(inputs)), fisher_(fisher) {
-  if (jacobian != "auto" && jacobian != "autograd" && jacobian != "structured")
-    throw OptionError("MeasureOptions.jacobian", fmt::format("'{}': expected auto, autograd or structured", jacobian));
-  const std::string what = inputs_.description.empty() ? "inputs" : inputs_.description;
-  auto& x = inputs_.x;
+namespace {
+
+// The inputs as float64, (N, input_shape...) when the shape is given; DataError naming them.
+void checked_inputs(MeasureInputs& inputs, const std::vector<int64_t>& input_shape) {
+  const std::string what = inputs.description.empty() ? "inputs" : inputs.description;
+  auto& x = inputs.x;
   if (!x.defined() || x.dim() < 1 || x.size(0) < 1)
     throw DataError(fmt::format("{}: expected a tensor of N >= 1 examples", what));
   x = x.to(torch::kFloat64).contiguous();
@@ -135,12 +133,28 @@ TorchScriptModel::TorchScriptModel(std::shared_ptr<const TorchScriptNetwork> net
     x = x.view(shape);
   }
   if (!torch::isfinite(x).all().item<bool>()) throw DataError(fmt::format("{}: NaN or Inf in the inputs", what));
-  num_outputs_ = net_->forward(net_->file_theta(), x).size(1);
-  if (fisher_.task == Task::Regress && !(fisher_.out_noise > 0 && std::isfinite(fisher_.out_noise)))
-    throw OptionError("FisherOptions.out_noise", fmt::format("must be a finite number > 0, got {}", fisher_.out_noise));
-  if (fisher_.task == Task::Classify && num_outputs_ < 2)
+}
+
+void check_output_options(const TorchScriptNetwork& net, int64_t k, const FisherOptions& fisher) {
+  if (fisher.task == Task::Regress && !(fisher.out_noise > 0 && std::isfinite(fisher.out_noise)))
+    throw OptionError("FisherOptions.out_noise", fmt::format("must be a finite number > 0, got {}", fisher.out_noise));
+  if (fisher.task == Task::Classify && k < 2)
     throw OptionError("FisherOptions.task",
-                      fmt::format("classify needs at least 2 outputs, but {} has 1; use regress", net_->path()));
+                      fmt::format("classify needs at least 2 outputs, but {} has 1; use regress", net.path()));
+}
+
+}  // namespace
+
+TorchScriptModel::TorchScriptModel(std::shared_ptr<const TorchScriptNetwork> net, MeasureInputs inputs,
+                                   FisherOptions fisher, std::vector<int64_t> input_shape, const std::string& jacobian,
+                                   ConvFormChoice conv_form)
+    : net_(std::move(net)), inputs_(std::move(inputs)), fisher_(fisher) {
+  if (jacobian != "auto" && jacobian != "autograd" && jacobian != "structured")
+    throw OptionError("MeasureOptions.jacobian", fmt::format("'{}': expected auto, autograd or structured", jacobian));
+  checked_inputs(inputs_, input_shape);
+  const auto& x = inputs_.x;
+  num_outputs_ = net_->forward(net_->file_theta(), x).size(1);
+  check_output_options(*net_, num_outputs_, fisher_);
   jacobian_.conv_form = conv_form;
   if (jacobian == "autograd") {
     autograd_reason_ = "as asked";
@@ -188,6 +202,70 @@ SampleRecord TorchScriptModel::sample(int64_t j, const torch::Tensor& theta,
                                       const std::function<void(int64_t, int64_t)>& /*after_layer*/) const {
   auto fs = torchscript_fisher_spectrum(*net_, theta, inputs_.x, fisher_, static_cast<uint64_t>(j), jacobian_);
   return spectrum_record(j, std::move(fs));
+}
+
+// ---- the Markov chain model on an imported chain ----
+
+TorchScriptMarkovModel::TorchScriptMarkovModel(std::shared_ptr<const TorchScriptNetwork> net, MeasureInputs inputs,
+                                               MarkovOptions options, MarkovNoise noise,
+                                               std::vector<int64_t> input_shape)
+    : net_(std::move(net)), inputs_(std::move(inputs)), options_(std::move(options)), noise_(std::move(noise)) {
+  checked_inputs(inputs_, input_shape);
+  num_outputs_ = net_->forward(net_->file_theta(), inputs_.x).size(1);
+  check_output_options(*net_, num_outputs_, options_.fisher);
+  layers_ = net_->markov_layers(inputs_.x, options_);
+  for (const auto& l : layers_) noise_width_ += l.noise_width;
+  if (noise_.given.defined()) {
+    const int64_t rows = inputs_.x.size(0) * options_.noise_draws;
+    auto& g = noise_.given;
+    if (g.dim() != 3 || g.size(1) != rows || g.size(2) != noise_width_)
+      throw DataError(fmt::format("{}: expected noise of shape (M, N*R, H) = (M, {}, {}), got ({})", noise_.description,
+                                  rows, noise_width_, fmt::join(g.sizes(), ", ")));
+    g = g.to(torch::kFloat64).contiguous();
+  }
+  if (noise_.description.empty())
+    noise_.description = fmt::format("drawn: Rng(seed {}, parameters, j) after theta^(j)", noise_.seed);
+}
+
+SpectraHeader TorchScriptMarkovModel::header() const {
+  SpectraHeader h;
+  h.model = net_->path();
+  h.num_params = net_->num_params();
+  h.num_inputs = inputs_.x.size(0);
+  h.num_outputs = num_outputs_;
+  h.task = options_.fisher.task == Task::Classify ? "classify" : "regress";
+  h.fisher = options_.fisher.kind == FisherKind::Exact ? "exact" : "sampled";
+  h.markov = true;
+  h.sigma = options_.sigma;
+  h.noise_draws = options_.noise_draws;
+  h.noise_width = noise_width_;
+  for (const auto& ml : layers_) h.layers.push_back({ml.name, ml.description, ml.params});
+  return h;
+}
+
+ResultSources TorchScriptMarkovModel::sources() const {
+  ResultSources s;
+  s.data = inputs_.description;
+  s.noise = noise_.description;
+  s.jacobian = "Markov chain: per-unit blocks from the ops' design rows and the tails' autograd channel maps";
+  for (const auto& l : layers_) s.layer_units.push_back(l.units);
+  return s;
+}
+
+SampleRecord TorchScriptMarkovModel::sample(int64_t j, const torch::Tensor& theta,
+                                            const std::function<void(int64_t, int64_t)>& after_layer) const {
+  const int64_t rows = inputs_.x.size(0) * options_.noise_draws;
+  if (noise_.given.defined() && j >= noise_.given.size(0))
+    throw DataError(fmt::format("{}: holds noise for {} samples, sample {} needs more", noise_.description,
+                                noise_.given.size(0), j));
+  const torch::Tensor noise = noise_.given.defined() ? noise_.given[j]
+                                                     : draw_noise(noise_.seed, static_cast<uint64_t>(j),
+                                                                  net_->num_params(), rows, noise_width_);
+  const auto layers = static_cast<int64_t>(layers_.size());
+  auto ms = net_->markov_spectrum(theta, inputs_.x, noise, options_, static_cast<uint64_t>(j), [&](size_t l) {
+    if (after_layer) after_layer(static_cast<int64_t>(l) + 1, layers);
+  });
+  return markov_record(j, std::move(ms));
 }
 
 // ---- parameter spaces ----
@@ -363,17 +441,13 @@ std::vector<int64_t> torchscript_input_shape(const MeasureOptions& opts) {
   return opts.input_shape.empty() ? data_shape(opts) : parse_input_shape(opts.input_shape);
 }
 
-void refuse_torchscript_markov(const TorchScriptNetwork& net) {
+void refuse_torchscript_skips(const TorchScriptNetwork& net) {
   const auto graph = summarize_graph(net);
   if (!graph.skips.empty())
     throw UsageError(fmt::format(
         "{}: the Markov chain model needs a chain of layers, but the graph has a skip connection: {} joins two paths "
         "from the input",
         net.path(), graph.skips.front()));
-  throw UsageError(
-      fmt::format("{}: the Markov chain model for imported chains is not implemented yet; measure the chain as a "
-                  "model spec (mlp:... or cnn:...) for --markov",
-                  net.path()));
 }
 
 PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, const MeasureInputs* given_inputs) {
@@ -383,7 +457,7 @@ PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, 
     throw OptionError("MeasureOptions.jacobian",
                       fmt::format("'{}': expected auto, autograd or structured", opts.jacobian));
   auto net = std::make_shared<const TorchScriptNetwork>(opts.model);
-  if (opts.markov) refuse_torchscript_markov(*net);
+  if (opts.markov) refuse_torchscript_skips(*net);
   FisherOptions fisher = opts.fisher;
   fisher.label_seed = opts.seed;  // sampled labels: Rng(seed, Labels, j)
   std::vector<int64_t> shape;
@@ -399,6 +473,15 @@ PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, 
     inputs = loaders::load_inputs(opts, stand_in_spec(opts.model, shape, k));
   }
   PreparedMeasurement out;
+  if (opts.markov) {
+    out.thetas = torchscript_parameters(opts, *net);
+    const MarkovOptions markov{opts.sigma, opts.noise_draws, fisher};
+    const TorchScriptMarkovModel probe(net, inputs, markov, MarkovNoise{}, shape);  // the noise layout
+    const int64_t n = probe.header().num_inputs;
+    auto noise = loaders::load_noise(opts, out.thetas->count(), n, opts.noise_draws, probe.noise_width());
+    out.model = std::make_unique<TorchScriptMarkovModel>(net, std::move(inputs), markov, std::move(noise), shape);
+    return out;
+  }
   out.model = std::make_unique<TorchScriptModel>(net, std::move(inputs), fisher, shape, opts.jacobian);
   check_torchscript_memory(*net, static_cast<const TorchScriptModel&>(*out.model).num_outputs(),
                            out.model->header().num_inputs, opts);

@@ -10,10 +10,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <functional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
+#include "fisher/unit_blocks.h"
 #include "linalg/linalg.h"
 #include "model/layers/gram_forms.h"
 #include "model/torchscript/network_impl.h"
@@ -39,6 +43,15 @@ struct ParamOp {
   torch::Tensor mean, var;  // batch_norm: the running statistics
   double eps = 0;           // batch_norm, layer_norm
   int64_t norm_dims = 0;    // layer_norm: trailing dimensions normalised
+  const Node* node = nullptr;
+  const Value *in_value = nullptr, *out_value = nullptr;  // its data operand and result in the graph
+};
+
+// A per-example op on data that the interpreter ran, after `after` parametric ops (--markov).
+struct Step {
+  std::string name;
+  const Node* node = nullptr;
+  size_t after = 0;
 };
 
 // "file.py:12: source text" of the model code that produced a node, as the graph records it.
@@ -142,6 +155,10 @@ class Interpreter {
 
   std::vector<ParamOp> ops;
   std::vector<std::string> unknown;
+  std::vector<Step> steps;
+  // --markov: called before each parametric op runs, with its data operand; a defined result
+  // replaces the operand (the noise of the Markov chain before a layer).
+  std::function<torch::Tensor(const ParamOp&, const torch::Tensor&)> before_op;
 
  private:
   void run_block(Block* block) {
@@ -185,10 +202,25 @@ class Interpreter {
     if (touches_data) {
       if (param != parametric_ops().end())
         parametric = check_parametric(node, name, param->second, op);
-      else if (examplewise_ops().count(name))
+      else if (examplewise_ops().count(name)) {
         check_examplewise(node, name);
-      else
+        steps.push_back({name, node, ops.size()});
+      } else {
         refuse(node, "");
+      }
+    }
+    if (parametric) {
+      op.node = node;
+      op.in_value = node->input(name == "aten::addmm" ? 1 : 0);
+      op.out_value = node->output();
+      if (before_op) {
+        auto replaced = before_op(op, op.input);
+        if (replaced.defined()) {
+          env_[op.in_value] = replaced;
+          op.input = replaced;
+          n_ = replaced.size(0);
+        }
+      }
     }
     torch::jit::Stack stack;
     for (auto* v : node->inputs()) stack.push_back(env_.at(v));
@@ -659,6 +691,350 @@ void TorchScriptNetwork::structured_gram(const torch::Tensor& theta, const torch
     bp.b[l] = torch::Tensor();  // free as we go
     bp.ops[l] = ParamOp();
   }
+}
+
+// ---- the Markov chain model on an imported chain (docs/math.md section 9) ----
+
+namespace {
+
+bool starts_layer(const ParamOp& op) {
+  return op.kind != OpKind::BatchNorm && op.kind != OpKind::LayerNorm;
+}
+
+// Ops of a hidden Markov layer's tail, beyond list plumbing: they act on each unit or channel
+// alone (pooling only on a convolution's (N, C, H, W) output before any reshape).
+const std::set<std::string>& tail_reshapes() {
+  static const std::set<std::string> ops = {"aten::flatten", "aten::view", "aten::reshape"};
+  return ops;
+}
+bool is_pooling(const std::string& name) {
+  return name.find("pool") != std::string::npos;
+}
+bool is_plumbing(const std::string& name) {
+  return name.rfind("prim::", 0) == 0 || name == "aten::size" || name == "aten::dim" || name == "aten::__getitem__" ||
+         name == "aten::contiguous" || name == "aten::clone";
+}
+
+// One Markov layer in terms of the recorded ops: ops [op, end), its batch_norm, its tail steps.
+struct ChainLayer {
+  size_t op = 0, end = 0;
+  int norm = -1;
+  std::vector<const Step*> tail;
+};
+
+// The chain's Markov layers from one interpreted run, or the UsageError naming the op that
+// does not fit (docs/math.md section 9).
+std::vector<ChainLayer> chain_layers(const TorchScriptNetwork::Impl& m, const Interpreter& run) {
+  auto refuse = [&](const Node* node, const std::string& what) {
+    throw UsageError(fmt::format("{}: the Markov chain model cannot take {} {} at {}", m.path,
+                                 node->kind().toQualString(), what, where(node)));
+  };
+  std::vector<ChainLayer> layers;
+  for (size_t k = 0; k < run.ops.size(); ++k) {
+    const auto& op = run.ops[k];
+    if (starts_layer(op)) {
+      layers.push_back({k, k + 1, -1, {}});
+      continue;
+    }
+    if (op.kind == OpKind::LayerNorm && layers.empty())
+      refuse(op.node, "(a normalisation before the first Linear or Conv2d layer)");
+    if (op.kind == OpKind::BatchNorm && (layers.empty() || layers.back().end != k || layers.back().norm >= 0 ||
+                                         op.in_value != run.ops[k - 1].out_value))
+      refuse(op.node, "(a normalisation must directly follow a Linear or Conv2d op)");
+    if (op.kind == OpKind::BatchNorm) layers.back().norm = static_cast<int>(k);
+    layers.back().end = k + 1;
+  }
+  if (layers.empty()) throw UsageError(fmt::format("{}: the graph has no Linear or Conv2d layer", m.path));
+  for (const auto& step : run.steps) {
+    if (step.name == "aten::cat") refuse(step.node, "(a concatenation)");
+    if (step.after == 0) continue;  // before the first layer: transforms the inputs only
+    // The layer of the last parametric op that ran before the step.
+    auto owner = std::find_if(layers.rbegin(), layers.rend(), [&](const ChainLayer& l) { return l.op < step.after; });
+    owner->tail.push_back(&step);
+  }
+  for (size_t li = 0; li + 1 < layers.size(); ++li) {
+    const auto& l = layers[li];
+    const auto& op = run.ops[l.op];
+    for (size_t k = l.op + 1; k < l.end; ++k)
+      if (run.ops[k].kind == OpKind::LayerNorm)
+        refuse(run.ops[k].node,
+               "inside a hidden Markov layer (it mixes the layer's units; only an eval-mode "
+               "batch_norm right after the Linear or Conv2d op is split into unit blocks)");
+    if (op.kind != OpKind::Conv && op.input.dim() != 2)
+      refuse(op.node, fmt::format("in a hidden Markov layer on inputs of shape ({}) (expected (N, features))",
+                                  fmt::join(op.input.sizes(), ", ")));
+    bool reshaped = false;
+    for (const auto* step : l.tail) {
+      if (is_pooling(step->name) && (op.kind != OpKind::Conv || reshaped))
+        refuse(step->node,
+               "inside a hidden Markov layer (pooling acts channel by channel only on a Conv2d's "
+               "output before any reshape)");
+      if (tail_reshapes().count(step->name)) reshaped = true;
+    }
+  }
+  return layers;
+}
+
+std::string short_name(const std::string& op) {
+  const auto colon = op.rfind(':');
+  return colon == std::string::npos ? op : op.substr(colon + 1);
+}
+
+// The MarkovLayer descriptions of the chain (names, sizes, noise layout) from a probe run;
+// `y` holds each hidden layer's output (the next layer's data operand, before the noise).
+std::vector<MarkovLayer> describe_chain(const TorchScriptNetwork::Impl& m, const Interpreter& run,
+                                        const std::vector<ChainLayer>& chain, const std::vector<torch::Tensor>& y,
+                                        const torch::Tensor& f) {
+  std::vector<MarkovLayer> out;
+  int64_t offset = 0;
+  for (size_t li = 0; li < chain.size(); ++li) {
+    const auto& l = chain[li];
+    MarkovLayer ml;
+    ml.first = static_cast<int64_t>(l.op);
+    ml.last = static_cast<int64_t>(l.end);
+    ml.hidden = li + 1 < chain.size();
+    std::vector<std::string> parts, params;
+    for (size_t k = l.op; k < l.end; ++k) {
+      const auto& op = run.ops[k];
+      for (int p : {op.weight, op.bias})
+        if (p >= 0) {
+          const auto& slice = m.slices[static_cast<size_t>(p)];
+          if (params.empty()) ml.param_offset = slice.offset;
+          params.push_back(slice.name);
+          ml.params += slice.numel();
+        }
+      parts.push_back(short_name(op.name));
+    }
+    const auto& first = m.slices[static_cast<size_t>(run.ops[l.op].weight)].name;
+    ml.name = first.substr(0, first.rfind('.'));
+    std::string last;
+    for (const auto* step : l.tail) {
+      const auto name = short_name(step->name);
+      if (!is_plumbing(step->name) && name != last) parts.push_back(name);
+      last = name;
+    }
+    const auto& result = ml.hidden ? y[li] : f;
+    const auto shape = result.sizes().slice(1);
+    ml.description =
+        fmt::format("{} ({}) -> {}", fmt::join(parts, ", "), fmt::join(params, ", "), fmt::join(shape, "x"));
+    const auto& z = run.ops[static_cast<size_t>(l.norm >= 0 ? l.norm : static_cast<int>(l.op))].output;
+    ml.units = ml.hidden ? z.size(1) : 1;
+    if (ml.hidden) {
+      ml.noise_width = result.numel() / result.size(0);
+      ml.noise_offset = offset;
+      offset += ml.noise_width;
+    }
+    out.push_back(std::move(ml));
+  }
+  return out;
+}
+
+// The tail's channel map (docs/math.md section 2) from z (rows, C, Q...) to y (rows, C*P...):
+// one backward pass per output position p gives d y[i,c,p] / d z[i,c,:] for every example and
+// channel at once, because the tail acts on each alone. The derivative is LibTorch's own of
+// each op; only its non-zero terms are kept (K per position: 1 for max pooling, the window for
+// average pooling).
+layers::ChannelMap tail_map(const torch::Tensor& z, const torch::Tensor& y) {
+  const int64_t rows = z.size(0), c = z.size(1), q = z.numel() / (rows * c), p = y.numel() / (rows * c);
+  const auto yv = y.reshape({rows, c, p});
+  std::vector<torch::Tensor> index, weight;
+  int64_t terms = 1;
+  for (int64_t pos = 0; pos < p; ++pos) {
+    auto g = torch::autograd::grad({yv.select(2, pos).sum()}, {z}, {}, /*retain_graph=*/true, false,
+                                   /*allow_unused=*/true)[0];
+    torch::NoGradGuard no_grad;
+    g = g.defined() ? g.reshape({rows, c, q}) : torch::zeros({rows, c, q}, z.options());
+    const int64_t k = std::max<int64_t>((g != 0).sum(2).max().item<int64_t>(), 1);
+    auto ind = std::get<1>(g.abs().topk(k, 2));
+    weight.push_back(g.gather(2, ind));
+    index.push_back(ind);
+    terms = std::max(terms, k);
+  }
+  torch::NoGradGuard no_grad;
+  for (int64_t pos = 0; pos < p; ++pos) {
+    const int64_t pad = terms - index[static_cast<size_t>(pos)].size(2);
+    if (pad == 0) continue;
+    auto& i = index[static_cast<size_t>(pos)];
+    auto& w = weight[static_cast<size_t>(pos)];
+    i = torch::cat({i, torch::zeros({rows, c, pad}, i.options())}, 2);
+    w = torch::cat({w, torch::zeros({rows, c, pad}, w.options())}, 2);
+  }
+  return {torch::stack(index, 2), torch::stack(weight, 2)};
+}
+
+// The design rows of a layer's parametric op (layer.h's design_rows): (rows, Q, D) for one
+// design shared by all units, (rows, G, Q, D) for a grouped convolution; a trailing 1 for the bias.
+torch::Tensor chain_design(const ParamOp& op, const std::vector<torch::Tensor>& params) {
+  const int64_t rows = op.input.size(0);
+  torch::Tensor d;
+  if (op.kind != OpKind::Conv) {
+    d = op.input.detach().reshape({rows, 1, 1, -1});
+  } else {
+    const auto& w = params[static_cast<size_t>(op.weight)];
+    const auto u = unfold(op, w.size(2), w.size(3)).detach();  // (rows, C_in k k, L)
+    d = u.view({rows, op.groups, w.size(1) * w.size(2) * w.size(3), u.size(2)}).transpose(2, 3);
+  }
+  if (op.bias >= 0) d = torch::cat({d, torch::ones({rows, d.size(1), d.size(2), 1}, d.options())}, 3);
+  return op.groups == 1 ? d.squeeze(1).contiguous() : d.contiguous();
+}
+
+// A batch_norm's share of each unit's columns: a_c = gamma_c / sqrt(var_c + eps) on the filter
+// and bias, and the columns (xhat_c(q), 1) of its weight and bias.
+UnitColumns norm_columns(const ParamOp& bn, const std::vector<torch::Tensor>& params) {
+  torch::NoGradGuard no_grad;
+  UnitColumns cols;
+  const auto inv = (bn.var.to(torch::kFloat64) + bn.eps).rsqrt();
+  cols.unit_scale = bn.weight >= 0 ? params[static_cast<size_t>(bn.weight)].detach() * inv : inv;
+  const int64_t rows = bn.input.size(0), c = bn.input.size(1);
+  std::vector<torch::Tensor> extra;
+  if (bn.weight >= 0) extra.push_back(normalised_input(bn).detach().reshape({rows, c, -1, 1}));
+  if (bn.bias >= 0) extra.push_back(torch::ones({rows, c, bn.input.numel() / (rows * c), 1}, bn.input.options()));
+  if (!extra.empty()) cols.extra = torch::cat(extra, 3).contiguous();
+  return cols;
+}
+
+// The output Markov layer's block: the standard model's Fisher of its ops at the noisy inputs,
+// from its ops' gradient rows R_i J_i (op_rows), on the smaller side.
+LayerBlockSpectrum output_block(const TorchScriptNetwork::Impl& m, const Interpreter& run, const ChainLayer& l,
+                                const torch::Tensor& f, const FisherOptions& opts, uint64_t rng_index) {
+  const auto q = output_covectors(f.detach(), opts, rng_index);  // (rows, R, k)
+  const int64_t rows = f.size(0), r = q.size(1);
+  std::vector<torch::Tensor> ys;
+  for (size_t k = l.op; k < l.end; ++k) ys.push_back(run.ops[k].output);
+  std::vector<torch::Tensor> b;
+  for (const auto& y : ys) {
+    auto shape = y.sizes().vec();
+    shape.insert(shape.begin() + 1, r);
+    b.push_back(torch::zeros(shape, y.options()));
+  }
+  for (int64_t c = 0; c < r; ++c) {
+    const auto grads = torch::autograd::grad({(q.select(1, c) * f).sum()}, ys, {}, /*retain_graph=*/true, false,
+                                             /*allow_unused=*/true);
+    torch::NoGradGuard no_grad;
+    for (size_t k = 0; k < ys.size(); ++k)
+      if (grads[k].defined()) b[k].select(1, c).copy_(grads[k]);
+  }
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> cols;
+  for (size_t k = l.op; k < l.end; ++k) {
+    ParamOp op = run.ops[k];
+    op.input = op.input.detach();
+    op.output = op.output.detach();
+    for (auto& [p, g] : op_rows(op, b[k - l.op], m.params)) cols.push_back(g);
+  }
+  const auto jh = torch::cat(cols, 1);
+  const bool samples = linalg::choose_side(opts.side, jh.size(0), jh.size(1)) == GramSide::Samples;
+  const auto matrix = (samples ? jh.matmul(jh.t()) : jh.t().matmul(jh)) / static_cast<double>(rows);
+  auto fs = spectrum_of(matrix, opts.cutoff);
+  LayerBlockSpectrum out;
+  out.spectrum = std::move(fs.spectrum);
+  out.blocks = 1;
+  (samples ? out.blocks_samples_side : out.blocks_parameter_side) = 1;
+  out.largest_block = matrix.size(0);
+  return out;
+}
+
+void check_markov_options(const MarkovOptions& opts) {
+  if (!(opts.sigma > 0.0) || !std::isfinite(opts.sigma))
+    throw UsageError(fmt::format("--sigma must be a finite number > 0 for the Markov chain model, got {}", opts.sigma));
+  if (opts.noise_draws < 1) throw UsageError(fmt::format("--noise-draws must be >= 1, got {}", opts.noise_draws));
+}
+
+}  // namespace
+
+std::vector<MarkovLayer> TorchScriptNetwork::markov_layers(const torch::Tensor& x, const MarkovOptions& opts) const {
+  check_markov_options(opts);
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto& m = *impl_;
+  m.set_theta(m.file_theta);
+  torch::NoGradGuard no_grad;
+  const auto probe = x.narrow(0, 0, std::min<int64_t>(2, x.size(0))).to(torch::kFloat64);
+  Interpreter run(m, /*record=*/false);
+  std::vector<torch::Tensor> y;
+  bool started = false;
+  run.before_op = [&](const ParamOp& op, const torch::Tensor& in) {
+    if (starts_layer(op) && std::exchange(started, true)) y.push_back(in);
+    return torch::Tensor();
+  };
+  torch::Tensor f;
+  try {
+    f = run.run(probe);
+  } catch (const c10::Error& e) {
+    throw DataError(fmt::format("{}: the graph does not take inputs of shape ({}): {}", m.path,
+                                fmt::join(probe.sizes(), ", "), first_line(e.what_without_backtrace())));
+  }
+  if (!run.unknown.empty())
+    throw UsageError(fmt::format("{}: the Markov chain model does not know {}", m.path, run.unknown.front()));
+  return describe_chain(m, run, chain_layers(m, run), y, f);
+}
+
+MarkovSpectrum TorchScriptNetwork::markov_spectrum(const torch::Tensor& theta, const torch::Tensor& x,
+                                                   const torch::Tensor& noise, const MarkovOptions& opts,
+                                                   uint64_t rng_index,
+                                                   const std::function<void(size_t)>& after_layer) const {
+  check_markov_options(opts);
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto& m = *impl_;
+  m.set_theta(theta);
+  torch::AutoGradMode grad_on(true);
+  const int64_t n = x.size(0), r = opts.noise_draws;
+  if (noise.dim() != 2 || noise.size(0) != n * r)
+    throw UsageError(fmt::format("{}: Markov noise must have N*R = {} rows, got shape ({})", m.path, n * r,
+                                 fmt::join(noise.sizes(), ", ")));
+  const auto t0 = std::chrono::steady_clock::now();
+  Interpreter run(m, /*record=*/true);
+  std::vector<torch::Tensor> y;  // each hidden layer's output, before its noise
+  bool started = false;
+  int64_t offset = 0;
+  // The noise sigma*xi after each hidden layer, before the next layer's op; from the first
+  // noise on, row i*R + r is draw r of input i.
+  run.before_op = [&](const ParamOp& op, const torch::Tensor& in) {
+    if (!starts_layer(op) || !std::exchange(started, true)) return torch::Tensor();
+    y.push_back(in);
+    const int64_t width = in.numel() / in.size(0);
+    if (offset + width > noise.size(1))
+      throw UsageError(fmt::format("{}: Markov noise has {} columns, the chain needs more", m.path, noise.size(1)));
+    auto rows = in.size(0) == n * r ? in : in.repeat_interleave(r, 0);
+    auto xi = noise.narrow(1, offset, width).reshape(rows.sizes()).to(rows.scalar_type());
+    offset += width;
+    return rows + opts.sigma * xi;
+  };
+  torch::Tensor f;
+  try {
+    f = run.run(x);
+  } catch (const c10::Error& e) {
+    throw DataError(fmt::format("{}: the graph does not take inputs of shape ({}): {}", m.path,
+                                fmt::join(x.sizes(), ", "), first_line(e.what_without_backtrace())));
+  }
+  if (!run.unknown.empty())
+    throw UsageError(fmt::format("{}: the Markov chain model does not know {}", m.path, run.unknown.front()));
+  if (offset != noise.size(1))
+    throw UsageError(fmt::format("{}: Markov noise has {} columns, the chain takes {}", m.path, noise.size(1), offset));
+  const auto chain = chain_layers(m, run);
+  const double forward = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  MarkovSpectrum out;
+  for (size_t li = 0; li < chain.size(); ++li) {
+    const auto t1 = std::chrono::steady_clock::now();
+    const auto& l = chain[li];
+    LayerBlockSpectrum block;
+    if (li + 1 < chain.size()) {
+      const auto& op = run.ops[l.op];
+      const auto& z = run.ops[static_cast<size_t>(l.norm >= 0 ? l.norm : static_cast<int>(l.op))].output;
+      const auto map = tail_map(z, y[li]);
+      torch::NoGradGuard no_grad;
+      const UnitColumns cols =
+          l.norm >= 0 ? norm_columns(run.ops[static_cast<size_t>(l.norm)], m.params) : UnitColumns{};
+      const double scale = 1.0 / (static_cast<double>(z.size(0)) * opts.sigma * opts.sigma);
+      block = unit_block_spectrum(map, chain_design(op, m.params), scale, opts.fisher, cols);
+    } else {
+      block = output_block(m, run, l, f, opts.fisher, rng_index);
+    }
+    block.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() + (li == 0 ? forward : 0.0);
+    out.layers.push_back(std::move(block));
+    if (after_layer) after_layer(li);
+  }
+  return out;
 }
 
 }  // namespace twosed
