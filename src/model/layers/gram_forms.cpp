@@ -98,7 +98,13 @@ void add_patch_gram(const torch::Tensor& u, const torch::Tensor& b, const ConvSh
         auto m = torch::mm(uit, cols.narrow(1, j0 * l, nj * l));                                     // (L, nj L)
         auto t = torch::mm(bg[i], m).view({r, og, nj, l}).permute({2, 0, 1, 3});                     // (nj, R, og, L)
         auto kij = torch::bmm(t.reshape({nj, r, og * l}), bflat.narrow(0, j0, nj).transpose(1, 2));  // (nj, R, R)
-        gram.narrow(0, i * r, r).narrow(1, j0 * r, nj * r).add_(kij.permute({1, 0, 2}).reshape({r, nj * r}));
+        auto k = kij.permute({1, 0, 2}).reshape({r, nj * r});
+        // The block (i, i) on the diagonal: the upper triangle of `gram` is left as is (layer.h).
+        if (j0 + nj == i + 1) {
+          auto kii = k.narrow(1, (nj - 1) * r, r);
+          kii.copy_(kii.tril());
+        }
+        gram.narrow(0, i * r, r).narrow(1, j0 * r, nj * r).add_(k);
       }
     }
   }
