@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Writes the TorchScript models that bench_torchscript times (docs/benchmarks.md,
-"TorchScript models"): torchvision's resnet18(num_classes=10) and a CIFAR-style ResNet-20
-(3 stages of 3 basic blocks, 16/32/64 channels, option-B 1x1 projection shortcuts), both in
-eval mode, float32 as people save them (twosed measures them in float64), scripted.
+"TorchScript models"): torchvision's resnet18(num_classes=10), the CIFAR-style ResNet-18 (the
+same network with a 3x3 stride-1 stem and no max-pool, 11.2M parameters) and a CIFAR-style
+ResNet-20 (3 stages of 3 basic blocks, 16/32/64 channels, option-B 1x1 projection shortcuts), all
+in eval mode, float32 as people save them (twosed measures them in float64), scripted.
 
 Usage: make_torchscript_bench_models.py OUTDIR
 """
@@ -50,8 +51,12 @@ class ResNet20(nn.Module):
 def main(out):
     torch.manual_seed(0)
     torch.jit.script(torchvision.models.resnet18(num_classes=10).eval()).save(f"{out}/resnet18.pt")
+    cifar = torchvision.models.resnet18(num_classes=10)
+    cifar.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    cifar.maxpool = nn.Identity()
+    torch.jit.script(cifar.eval()).save(f"{out}/resnet18_cifar.pt")
     torch.jit.script(ResNet20().eval()).save(f"{out}/resnet20.pt")
-    print(f"wrote resnet18.pt and resnet20.pt to {out}")
+    print(f"wrote resnet18.pt, resnet18_cifar.pt and resnet20.pt to {out}")
 
 
 if __name__ == "__main__":

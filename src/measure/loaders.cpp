@@ -106,6 +106,11 @@ class FileParameters final : public ParameterSource {
   }
   // The checkpoint's rule for parameters (train.h), naming the sample and parameter.
   void check_values(uint64_t first, const double* v, size_t count) const {
+    // A branch-free pass first (it vectorises; a 1 GB file is checked twice per run). NaN fails
+    // the comparison like an out-of-range value does.
+    int bad = 0;
+    for (size_t i = 0; i < count; ++i) bad |= !(std::abs(v[i]) <= kMaxParameterMagnitude);
+    if (!bad) return;
     for (size_t i = 0; i < count; ++i)
       if (!std::isfinite(v[i]) || std::abs(v[i]) > kMaxParameterMagnitude) {
         const uint64_t k = first + i, d = static_cast<uint64_t>(d_);
