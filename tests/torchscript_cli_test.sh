@@ -89,9 +89,19 @@ expect 2 "--input-shape '1xx4': expected positive sizes" "${RUN[@]}" --model "$M
 # --plan: the graph's operations and skips, parameters per layer, the matrix and the memory.
 PLAN=(measure --plan --model "$M/resnet_scripted.pt" --input-shape 1x4x4 --inputs 10)
 expect 0 "input 1x4x4, k = 3 outputs, d = 129 parameters" "${PLAN[@]}"
-expect 0 "conv1 +Conv2d +20 +autograd rows" "${PLAN[@]}"
-expect 0 "bn1 +BatchNorm2d +4 " "${PLAN[@]}"
-expect 0 "fc +Linear +99 " "${PLAN[@]}"
+expect 0 "conv1 +Conv2d +20$" "${PLAN[@]}"
+# The Jacobian path measure will take, and each parametric op's Gram form by the cost model.
+expect 0 "jacobian +structured, one pass over all 10 inputs" "${PLAN[@]}"
+expect 0 "aten::conv2d +conv1.weight, conv1.bias +(per-example|patch) +[0-9.e-]+$" "${PLAN[@]}"
+expect 0 "aten::batch_norm +bn1.weight, bn1.bias +rows " "${PLAN[@]}"
+expect 0 "aten::linear +fc.weight, fc.bias +kronecker " "${PLAN[@]}"
+expect 0 "jacobian +autograd rows \(as asked\)" "${PLAN[@]}" --jacobian autograd
+expect 0 "jacobian +autograd rows: the structured path does not know aten::prelu" measure --plan --model "$M/prelu.pt" \
+  --data synthetic:blobs:3:5 --inputs 10
+expect 2 "--jacobian structured: .*prelu.pt does not know aten::prelu" measure --plan --model "$M/prelu.pt" \
+  --data synthetic:blobs:3:5 --inputs 10 --jacobian structured
+expect 0 "bn1 +BatchNorm2d +4$" "${PLAN[@]}"
+expect 0 "fc +Linear +99$" "${PLAN[@]}"
 expect 0 "aten::add at .*conv2\(y\) \+ y" "${PLAN[@]}"
 expect 0 "matrix +20 x 20 \(Gram, sample side\)" "${PLAN[@]}"  # k - 1 = 2 rows per example
 expect 0 "machine .*: fits" "${PLAN[@]}"

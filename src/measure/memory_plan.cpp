@@ -299,13 +299,6 @@ std::vector<ImportedLayer> imported_layers(const TorchScriptNetwork& net) {
   return out;
 }
 
-// Gram form per layer: the hook for the structured Jacobian path (per-layer Gram contributions,
-// docs/math.md section 9), which will name the form it picks for each layer type. Today every
-// layer's contribution comes from the per-example autograd rows.
-std::string gram_form(const ImportedLayer& /*layer*/, const MeasureOptions& /*opts*/) {
-  return "autograd rows";
-}
-
 // One parameter sample of the autograd path: theta and the space's bounds, the matrix and the
 // eigen-solver's copy (samples side: also the blocks' products), and the Jacobian row blocks
 // (two alive on the samples side, each within half the budget or one example).
@@ -320,6 +313,40 @@ MemoryEstimate estimate_torchscript_memory(int64_t d, int64_t n, int64_t k, cons
   const double block = std::max(static_cast<double>(opts.fisher.memory_budget) / 2, static_cast<double>(r) * dd * b);
   m.temporaries = (samples ? 2 : 1) * std::min(block, rows * dd * b);
   return m;
+}
+
+// How measure will compute the Jacobians (the choice TorchScriptModel and its sample() make):
+// the structured path's ops and Gram forms, or the autograd rows and why.
+std::string jacobian_lines(const TorchScriptNetwork& net, const torch::Tensor& probe, int64_t n, int64_t r,
+                           bool samples, const MeasureOptions& opts) {
+  if (opts.jacobian == "autograd") return "jacobian  autograd rows (as asked)\n";
+  const auto plan = net.structured_plan(probe, n, r, ConvFormChoice::Cheapest);
+  if (!plan.usable()) {
+    if (opts.jacobian == "structured")
+      throw OptionError("MeasureOptions.jacobian",
+                        fmt::format("structured: {} does not know {}", net.path(), plan.unknown.front()));
+    return fmt::format("jacobian  autograd rows: the structured path does not know {}\n",
+                       fmt::join(plan.unknown, "; "));
+  }
+  const double pass = static_cast<double>(n) * static_cast<double>(plan.bytes_per_example);
+  const bool whole = samples && pass <= static_cast<double>(opts.fisher.memory_budget);
+  std::string how;
+  if (whole)
+    how =
+        fmt::format("one pass over all {} inputs (largest op's inputs and backprop vectors: {:.3g} GB)", n, pass / 1e9);
+  else if (samples)
+    how = fmt::format(
+        "explicit gradient rows in blocks: one pass over all {} inputs would hold {:.3f} GB, more than "
+        "the memory budget of {:.3f} GB (--memory-budget)",
+        n, pass / 1e9, static_cast<double>(opts.fisher.memory_budget) / 1e9);
+  else
+    how = "explicit gradient rows in blocks (parameter side)";
+  std::string out = fmt::format("jacobian  structured, {}\n", how);
+  out += fmt::format("  {:<22} {:<40} {:<12} {:>10}\n", "op", "parameters", "Gram form", "GFLOP");
+  for (const auto& op : plan.ops)
+    out += fmt::format("  {:<22} {:<40} {:<12} {:>10}\n", op.op, op.params, whole ? op.form : "rows",
+                       whole ? fmt::format("{:.3g}", op.flops / 1e9) : std::string("-"));
+  return out;
 }
 
 std::string torchscript_too_big(const TorchScriptNetwork& net, int64_t n, const MemoryEstimate& need,
@@ -380,10 +407,10 @@ std::string plan_torchscript(const MeasureOptions& opts) {
   std::string out = fmt::format("TorchScript model {}: input {}, k = {} outputs, d = {} parameters\n", net.path(),
                                 fmt::join(shape, "x"), k, d);
   out += graph_lines(summarize_graph(net));
-  out += fmt::format("  {:<28} {:<14} {:>12}  {}\n", "layer", "type", "parameters", "Gram form");
-  for (const auto& l : imported_layers(net))
-    out += fmt::format("  {:<28} {:<14} {:>12}  {}\n", l.name, l.type, l.params, gram_form(l, opts));
   const bool samples = linalg::choose_side(opts.fisher.side, n * r, d) == GramSide::Samples;
+  out += jacobian_lines(net, torch::zeros(probe, torch::kFloat64), n, r, samples, opts);
+  out += fmt::format("  {:<28} {:<14} {:>12}\n", "layer", "type", "parameters");
+  for (const auto& l : imported_layers(net)) out += fmt::format("  {:<28} {:<14} {:>12}\n", l.name, l.type, l.params);
   const auto need = estimate_torchscript_memory(d, n, k, opts);
   out += fmt::format("\nper parameter sample, N = {} inputs ({} rows of the Fisher factor each):\n", n, r);
   out += fmt::format("  matrix    {} x {} ({})\n", samples ? n * r : d, samples ? n * r : d,
