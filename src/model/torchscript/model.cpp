@@ -180,15 +180,22 @@ std::string TorchScriptModel::jacobian_description() const {
   return fmt::format("structured ({})", fmt::join(ops, "; "));
 }
 
-SpectraHeader TorchScriptModel::header() const {
+namespace {
+// What the records of either statistical model on an imported network fit.
+SpectraHeader imported_header(const TorchScriptNetwork& net, int64_t n, int64_t k, const FisherOptions& fisher) {
   SpectraHeader h;
-  h.model = net_->path();
-  h.num_params = net_->num_params();
-  h.num_inputs = inputs_.x.size(0);
-  h.num_outputs = num_outputs_;
-  h.task = fisher_.task == Task::Classify ? "classify" : "regress";
-  h.fisher = fisher_.kind == FisherKind::Exact ? "exact" : "sampled";
+  h.model = net.path();
+  h.num_params = net.num_params();
+  h.num_inputs = n;
+  h.num_outputs = k;
+  h.task = fisher.task == Task::Classify ? "classify" : "regress";
+  h.fisher = fisher.kind == FisherKind::Exact ? "exact" : "sampled";
   return h;
+}
+}  // namespace
+
+SpectraHeader TorchScriptModel::header() const {
+  return imported_header(*net_, inputs_.x.size(0), num_outputs_, fisher_);
 }
 
 ResultSources TorchScriptModel::sources() const {
@@ -228,13 +235,7 @@ TorchScriptMarkovModel::TorchScriptMarkovModel(std::shared_ptr<const TorchScript
 }
 
 SpectraHeader TorchScriptMarkovModel::header() const {
-  SpectraHeader h;
-  h.model = net_->path();
-  h.num_params = net_->num_params();
-  h.num_inputs = inputs_.x.size(0);
-  h.num_outputs = num_outputs_;
-  h.task = options_.fisher.task == Task::Classify ? "classify" : "regress";
-  h.fisher = options_.fisher.kind == FisherKind::Exact ? "exact" : "sampled";
+  auto h = imported_header(*net_, inputs_.x.size(0), num_outputs_, options_.fisher);
   h.markov = true;
   h.sigma = options_.sigma;
   h.noise_draws = options_.noise_draws;

@@ -566,9 +566,9 @@ struct Backprop {
   std::vector<torch::Tensor> b;
 };
 
-Backprop backprop(TorchScriptNetwork::Impl& m, const torch::Tensor& x, const torch::Tensor& q) {
-  torch::AutoGradMode grad_on(true);
-  Interpreter run(m, /*record=*/true);
+// f(x) through the interpreter: a graph error becomes a DataError naming x's shape, an op the
+// interpreter does not know a UsageError naming `path` (what needs to know it).
+torch::Tensor run_known(TorchScriptNetwork::Impl& m, Interpreter& run, const torch::Tensor& x, const char* path) {
   torch::Tensor f;
   try {
     f = run.run(x);
@@ -576,8 +576,14 @@ Backprop backprop(TorchScriptNetwork::Impl& m, const torch::Tensor& x, const tor
     throw DataError(fmt::format("{}: the graph does not take inputs of shape ({}): {}", m.path,
                                 fmt::join(x.sizes(), ", "), first_line(e.what_without_backtrace())));
   }
-  if (!run.unknown.empty())
-    throw UsageError(fmt::format("{}: the structured Jacobian does not know {}", m.path, run.unknown.front()));
+  if (!run.unknown.empty()) throw UsageError(fmt::format("{}: {} does not know {}", m.path, path, run.unknown.front()));
+  return f;
+}
+
+Backprop backprop(TorchScriptNetwork::Impl& m, const torch::Tensor& x, const torch::Tensor& q) {
+  torch::AutoGradMode grad_on(true);
+  Interpreter run(m, /*record=*/true);
+  const auto f = run_known(m, run, x, "the structured Jacobian");
   Backprop out;
   out.ops = std::move(run.ops);
   std::vector<torch::Tensor> ys;
@@ -956,15 +962,7 @@ std::vector<MarkovLayer> TorchScriptNetwork::markov_layers(const torch::Tensor& 
     if (starts_layer(op) && std::exchange(started, true)) y.push_back(in);
     return torch::Tensor();
   };
-  torch::Tensor f;
-  try {
-    f = run.run(probe);
-  } catch (const c10::Error& e) {
-    throw DataError(fmt::format("{}: the graph does not take inputs of shape ({}): {}", m.path,
-                                fmt::join(probe.sizes(), ", "), first_line(e.what_without_backtrace())));
-  }
-  if (!run.unknown.empty())
-    throw UsageError(fmt::format("{}: the Markov chain model does not know {}", m.path, run.unknown.front()));
+  const auto f = run_known(m, run, probe, "the Markov chain model");
   return describe_chain(m, run, chain_layers(m, run), y, f);
 }
 
@@ -999,15 +997,7 @@ MarkovSpectrum TorchScriptNetwork::markov_spectrum(const torch::Tensor& theta, c
     offset += width;
     return rows + opts.sigma * xi;
   };
-  torch::Tensor f;
-  try {
-    f = run.run(x);
-  } catch (const c10::Error& e) {
-    throw DataError(fmt::format("{}: the graph does not take inputs of shape ({}): {}", m.path,
-                                fmt::join(x.sizes(), ", "), first_line(e.what_without_backtrace())));
-  }
-  if (!run.unknown.empty())
-    throw UsageError(fmt::format("{}: the Markov chain model does not know {}", m.path, run.unknown.front()));
+  const auto f = run_known(m, run, x, "the Markov chain model");
   if (offset != noise.size(1))
     throw UsageError(fmt::format("{}: Markov noise has {} columns, the chain takes {}", m.path, noise.size(1), offset));
   const auto chain = chain_layers(m, run);
