@@ -9,6 +9,9 @@ Files (all float64 unless said):
                                    of the spec mlp:5-7-3, so named_parameters() order matches
   mlp_float32.pt                   the same module left in float32 (twosed converts it)
   resnet_{scripted,traced}.pt      a tiny ResNet block with BatchNorm2d in eval mode
+  basic_{scripted,traced}.pt       a torchvision-style basic block (in-place ReLU and add, downsample)
+  rewrite_scripted.pt              a tensor rewritten in place after an op it is alive across
+  bad_input_rewritten.pt           an op's input rewritten in place after the op (structured: refused)
   resnet_x.npy                     its N inputs (N, 1, 4, 4)
   resnet_theta.npy                 its weights as one vector (BatchNorm weight 1, bias 0:
                                    the init box's points), in named_parameters() order
@@ -64,6 +67,56 @@ class Block(nn.Module):
         y = torch.tanh(self.bn1(self.conv1(x)))
         z = torch.tanh(self.conv2(y) + y)
         return self.fc(torch.flatten(z, 1))
+
+
+class Basic(nn.Module):
+    """A torchvision-style basic block: ReLU in place, a strided 1x1 conv + BN on the skip and
+    `out += identity` in place. From conv1 to bn2 two independent tensors are alive (the skip's
+    result and the branch): the structured pass can cut the graph there; before the skip's BN
+    the tensors alive depend on each other, and there it must not."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 3, padding=1, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+        self.down = nn.Sequential(nn.Conv2d(2, 3, 1, stride=2, bias=False), nn.BatchNorm2d(3))
+        self.conv1 = nn.Conv2d(2, 3, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(3)
+        self.conv2 = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        x = self.relu(self.stem(x))
+        identity = self.down(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        out = self.relu(out)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+class Rewrite(nn.Module):
+    """`a` is alive across fc2 (not its input) and rewritten in place after it, so the tensors alive
+    before fc2 are no cut of the graph; with in_place_input, fc2's own input is rewritten, which the
+    structured path refuses (its Gram term would see the rewritten values)."""
+
+    def __init__(self, in_place_input=False):
+        super().__init__()
+        self.in_place_input = in_place_input
+        self.fc1 = nn.Linear(5, 4)
+        self.fc2 = nn.Linear(4, 4)
+        self.fc3 = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        a = h + 1.0
+        u = h * 3.0
+        g = self.fc2(u)
+        if self.in_place_input:
+            u.mul_(2.0)
+        a.mul_(2.0)
+        return self.fc3(g + a)
 
 
 class Zoo(nn.Module):
@@ -242,6 +295,12 @@ def main(out):
         f"{out}/prelu.pt")
     prelu = nn.Sequential(nn.Linear(5, 4), nn.PReLU(), nn.Linear(4, 3)).double().eval()
     torch.jit.trace(prelu, torch.zeros(2, 5, dtype=torch.float64)).save(f"{out}/prelu_traced.pt")
+    torch.manual_seed(5)
+    basic = randomise_norms(Basic().double())
+    torch.jit.script(basic).save(f"{out}/basic_scripted.pt")
+    torch.jit.trace(basic, torch.zeros(2, 1, 6, 6, dtype=torch.float64)).save(f"{out}/basic_traced.pt")
+    torch.jit.script(Rewrite().double().eval()).save(f"{out}/rewrite_scripted.pt")
+    torch.jit.script(Rewrite(in_place_input=True).double().eval()).save(f"{out}/bad_input_rewritten.pt")
     zoo = Zoo().double()
     with torch.no_grad():  # running statistics and affine parameters away from their defaults
         for bn in (zoo.bn1, zoo.bn2):

@@ -339,7 +339,10 @@ std::vector<std::pair<std::string, torch::Tensor>> structured_cases() {
           {"mlp_scripted.pt", vectors},
           {"mlp_traced.pt", vectors},
           {"resnet_scripted.pt", npy_tensor("resnet_x.npy").narrow(0, 0, 9)},
-          {"resnet_traced.pt", npy_tensor("resnet_x.npy").narrow(0, 0, 9)}};
+          {"resnet_traced.pt", npy_tensor("resnet_x.npy").narrow(0, 0, 9)},
+          {"basic_scripted.pt", torch::randn({5, 1, 6, 6}, torch::kFloat64)},
+          {"basic_traced.pt", torch::randn({5, 1, 6, 6}, torch::kFloat64)},
+          {"rewrite_scripted.pt", vectors}};
 }
 
 }  // namespace
@@ -398,6 +401,49 @@ TEST(TorchScriptStructured, SpectraMatchAutograd) {
   }
 }
 
+// The backward passes in groups: with a budget of one byte every cut of the graph starts a group
+// (in the basic block, also where the skip and the branch are both alive; never where an
+// in-place op has rewritten a tensor), and the Gram is the one of a single group to round-off.
+TEST(TorchScriptStructured, GroupedBackwardEqualsOnePass) {
+  REQUIRE_MODELS();
+  for (const auto& [file, x] : structured_cases()) {
+    SCOPED_TRACE(file);
+    TorchScriptNetwork net(model(file));
+    const auto theta = net.file_theta() * 1.1;
+    const int64_t n = x.size(0), k = net.forward(theta, x).size(1), r = 3;
+    const auto q = torch::randn({n, r, k}, torch::kFloat64);
+    const auto whole = net.structured_plan(x, n, r, ConvFormChoice::Cheapest, int64_t{1} << 40);
+    const auto split = net.structured_plan(x, n, r, ConvFormChoice::Cheapest, 1);
+    EXPECT_EQ(whole.groups, 1);
+    EXPECT_GT(split.groups, 1);
+    EXPECT_LE(split.groups, static_cast<int64_t>(split.ops.size()));
+    EXPECT_GT(split.backprop_bytes, 0);
+    auto want = torch::zeros({n * r, n * r}, torch::kFloat64);
+    auto got = torch::zeros_like(want);
+    net.structured_gram(theta, x, q, ConvFormChoice::Cheapest, int64_t{1} << 40, want);
+    net.structured_gram(theta, x, q, ConvFormChoice::Cheapest, 1, got);
+    const double scale = want.abs().max().item<double>();
+    ASSERT_GT(scale, 0);
+    EXPECT_LE((got - want).abs().max().item<double>(), 1e-13 * scale);
+  }
+  // The basic block's ops: stem, down conv, down bn, conv1, bn1, conv2, bn2, fc. Every op
+  // boundary is a cut, also where the stem's output is alive beside the down conv's (which
+  // depends on it) or the skip's result beside the branch: the later reads go through aliases.
+  for (const char* file : {"basic_scripted.pt", "basic_traced.pt"}) {
+    const auto plan = TorchScriptNetwork(model(file)).structured_plan(torch::randn({2, 1, 6, 6}, torch::kFloat64), 2,
+                                                                      3, ConvFormChoice::Cheapest, 1);
+    EXPECT_EQ(plan.ops.size(), 8u) << file;
+    EXPECT_EQ(plan.groups, 8) << file;
+  }
+  // In the rewrite model the tensors alive before fc2 are independent, but one is rewritten in
+  // place later: no cut there either.
+  const auto rewrite =
+      TorchScriptNetwork(model("rewrite_scripted.pt")).structured_plan(torch::randn({2, 5}, torch::kFloat64), 2, 3,
+                                                                       ConvFormChoice::Cheapest, 1);
+  EXPECT_EQ(rewrite.ops.size(), 3u);
+  EXPECT_EQ(rewrite.groups, 2);
+}
+
 // The plan names each parametric op with its parameters and Gram form: by the cost model the
 // first convolution (16 output positions) takes the per-example form, conv3 (one position,
 // 32-weight patches) the patch form; forcing a form applies it to every convolution.
@@ -434,23 +480,25 @@ TEST(TorchScriptStructured, PlanShowsTheFormOfEachOp) {
   }
 }
 
-// An op the structured path does not know (PReLU's aten::prelu): structured refuses it in one
-// line naming the op and the model source line; auto falls back to autograd and says why.
+// An op the structured path does not know (PReLU's aten::prelu), or a linear op whose input the
+// graph rewrites in place after it: structured refuses it in one line naming the op and the
+// model source line; auto falls back to autograd and says why.
 TEST(TorchScriptStructured, UnknownOpIsRefusedOrFallsBack) {
   REQUIRE_MODELS();
   const auto x = torch::randn({4, 5}, torch::kFloat64);
-  for (const std::string file : {"prelu.pt", "prelu_traced.pt"}) {
+  for (const auto& [file, op] : std::vector<std::pair<std::string, std::string>>{
+           {"prelu.pt", "aten::prelu"}, {"prelu_traced.pt", "aten::prelu"}, {"bad_input_rewritten.pt", "rewritten"}}) {
     SCOPED_TRACE(file);
     auto net = std::make_shared<const TorchScriptNetwork>(model(file));
     const auto what = error_of([&] { TorchScriptModel(net, {x, "x"}, FisherOptions{}, {}, "structured"); });
     EXPECT_NE(what.find("MeasureOptions.jacobian"), std::string::npos) << what;
-    EXPECT_NE(what.find("aten::prelu"), std::string::npos) << what;
+    EXPECT_NE(what.find(op), std::string::npos) << what;
     EXPECT_NE(what.find(".py:"), std::string::npos) << what;
     EXPECT_EQ(what.find('\n'), std::string::npos) << what;
     TorchScriptModel fallback(net, {x, "x"}, FisherOptions{}, {}, "auto");
     EXPECT_FALSE(fallback.jacobian().structured);
     EXPECT_NE(fallback.jacobian_description().find("autograd"), std::string::npos);
-    EXPECT_NE(fallback.jacobian_description().find("aten::prelu"), std::string::npos);
+    EXPECT_NE(fallback.jacobian_description().find(op), std::string::npos);
     TorchScriptModel asked(net, {x, "x"}, FisherOptions{}, {}, "autograd");
     EXPECT_EQ(asked.jacobian_description(), "autograd (as asked)");
   }

@@ -91,7 +91,12 @@ PLAN=(measure --plan --model "$M/resnet_scripted.pt" --input-shape 1x4x4 --input
 expect 0 "input 1x4x4, k = 3 outputs, d = 129 parameters" "${PLAN[@]}"
 expect 0 "conv1 +Conv2d +20$" "${PLAN[@]}"
 # The Jacobian path measure will take, and each parametric op's Gram form by the cost model.
-expect 0 "jacobian +structured, one pass over all 10 inputs" "${PLAN[@]}"
+expect 0 "jacobian +structured, one forward pass over all 10 inputs \(0\.0 MB recorded\), backward passes in 1 group of ops" \
+  "${PLAN[@]}"
+# A budget below one op's backprop vectors: one group per cut of the graph (before the batch
+# norm, the second convolution and the linear head).
+expect 0 "backward passes in 4 groups of ops" measure --plan --model "$M/resnet_scripted.pt" --input-shape 1x4x4 \
+  --inputs 20000 --memory-budget 1 --side samples
 expect 0 "aten::conv2d +conv1.weight, conv1.bias +(per-example|patch) +[0-9.e-]+$" "${PLAN[@]}"
 expect 0 "aten::batch_norm +bn1.weight, bn1.bias +rows " "${PLAN[@]}"
 expect 0 "aten::linear +fc.weight, fc.bias +kronecker " "${PLAN[@]}"

@@ -302,7 +302,8 @@ std::vector<ImportedLayer> imported_layers(const TorchScriptNetwork& net) {
 // One parameter sample of the autograd path: theta and the space's bounds, the matrix and the
 // eigen-solver's copy (samples side: also the blocks' products), and the Jacobian row blocks
 // (two alive on the samples side, each within half the budget or one example).
-MemoryEstimate estimate_torchscript_memory(int64_t d, int64_t n, int64_t k, const MeasureOptions& opts) {
+MemoryEstimate estimate_torchscript_memory(int64_t d, int64_t n, int64_t k, const MeasureOptions& opts,
+                                          const StructuredPlan* structured) {
   MemoryEstimate m;
   const double b = sizeof(double), dd = static_cast<double>(d);
   const int64_t r = rows_per_example(k, opts.fisher);
@@ -312,40 +313,43 @@ MemoryEstimate estimate_torchscript_memory(int64_t d, int64_t n, int64_t k, cons
   m.matrix = (samples ? 3 * rows * rows : 2 * dd * dd) * b;
   const double block = std::max(static_cast<double>(opts.fisher.memory_budget) / 2, static_cast<double>(r) * dd * b);
   m.temporaries = (samples ? 2 : 1) * std::min(block, rows * dd * b);
+  // The structured pass: the largest group's backprop vectors, and the recorded forward pass
+  // with autograd's graph of it (about as large again).
+  if (structured && samples)
+    m.temporaries = static_cast<double>(structured->backprop_bytes) + 2.0 * static_cast<double>(structured->forward_bytes);
   return m;
 }
 
 // How measure will compute the Jacobians (the choice TorchScriptModel and its sample() make):
-// the structured path's ops and Gram forms, or the autograd rows and why.
-std::string jacobian_lines(const TorchScriptNetwork& net, const torch::Tensor& probe, int64_t n, int64_t r,
-                           bool samples, const MeasureOptions& opts) {
+// the structured path's ops, Gram forms and backward groups, or the autograd rows and why.
+std::string jacobian_lines(const TorchScriptNetwork& net, const StructuredPlan* plan, int64_t n, bool samples,
+                           const MeasureOptions& opts) {
   if (opts.jacobian == "autograd") return "jacobian  autograd rows (as asked)\n";
-  const auto plan = net.structured_plan(probe, n, r, ConvFormChoice::Cheapest);
-  if (!plan.usable()) {
+  if (!plan->usable()) {
     if (opts.jacobian == "structured")
       throw OptionError("MeasureOptions.jacobian",
-                        fmt::format("structured: {} does not know {}", net.path(), plan.unknown.front()));
+                        fmt::format("structured: {} does not know {}", net.path(), plan->unknown.front()));
     return fmt::format("jacobian  autograd rows: the structured path does not know {}\n",
-                       fmt::join(plan.unknown, "; "));
+                       fmt::join(plan->unknown, "; "));
   }
-  const double pass = static_cast<double>(n) * static_cast<double>(plan.bytes_per_example);
-  const bool whole = samples && pass <= static_cast<double>(opts.fisher.memory_budget);
+  const auto size = [](int64_t bytes) {
+    const double b = static_cast<double>(bytes);
+    return b >= 1e9 ? fmt::format("{:.2f} GB", b / 1e9) : fmt::format("{:.1f} MB", b / 1e6);
+  };
   std::string how;
-  if (whole)
-    how =
-        fmt::format("one pass over all {} inputs (largest op's inputs and backprop vectors: {:.3g} GB)", n, pass / 1e9);
-  else if (samples)
+  if (samples)
     how = fmt::format(
-        "explicit gradient rows in blocks: one pass over all {} inputs would hold {:.3f} GB, more than "
-        "the memory budget of {:.3f} GB (--memory-budget)",
-        n, pass / 1e9, static_cast<double>(opts.fisher.memory_budget) / 1e9);
+        "one forward pass over all {} inputs ({} recorded), backward passes in {} group{} of ops (largest {} "
+        "of backprop vectors; --memory-budget {})",
+        n, size(plan->forward_bytes), plan->groups, plan->groups == 1 ? "" : "s", size(plan->backprop_bytes),
+        size(opts.fisher.memory_budget));
   else
     how = "explicit gradient rows in blocks (parameter side)";
   std::string out = fmt::format("jacobian  structured, {}\n", how);
   out += fmt::format("  {:<22} {:<40} {:<12} {:>10}\n", "op", "parameters", "Gram form", "GFLOP");
-  for (const auto& op : plan.ops)
-    out += fmt::format("  {:<22} {:<40} {:<12} {:>10}\n", op.op, op.params, whole ? op.form : "rows",
-                       whole ? fmt::format("{:.3g}", op.flops / 1e9) : std::string("-"));
+  for (const auto& op : plan->ops)
+    out += fmt::format("  {:<22} {:<40} {:<12} {:>10}\n", op.op, op.params, samples ? op.form : "rows",
+                       samples ? fmt::format("{:.3g}", op.flops / 1e9) : std::string("-"));
   return out;
 }
 
@@ -353,7 +357,7 @@ std::string torchscript_too_big(const TorchScriptNetwork& net, int64_t n, const 
                                 const MemoryLimit& limit) {
   return fmt::format(
       "model {} (d = {}) with N = {} inputs needs about {:.1f} GB per parameter sample (parameters {:.1f} GB, "
-      "Fisher/Gram matrix {:.1f} GB, Jacobian row blocks {:.1f} GB), more than {}; use fewer --inputs, "
+      "Fisher/Gram matrix {:.1f} GB, Jacobian passes {:.1f} GB), more than {}; use fewer --inputs, "
       "--fisher sampled or a smaller --memory-budget (see --plan)",
       net.path(), net.num_params(), n, need.total() / 1e9, need.theta / 1e9, need.matrix / 1e9, need.temporaries / 1e9,
       limit.what);
@@ -408,25 +412,32 @@ std::string plan_torchscript(const MeasureOptions& opts) {
                                 fmt::join(shape, "x"), k, d);
   out += graph_lines(summarize_graph(net));
   const bool samples = linalg::choose_side(opts.fisher.side, n * r, d) == GramSide::Samples;
-  out += jacobian_lines(net, torch::zeros(probe, torch::kFloat64), n, r, samples, opts);
+  StructuredPlan plan;
+  if (opts.jacobian != "autograd")
+    plan = net.structured_plan(torch::zeros(probe, torch::kFloat64), n, r, ConvFormChoice::Cheapest,
+                               opts.fisher.memory_budget);
+  const bool structured = opts.jacobian != "autograd" && plan.usable();
+  out += jacobian_lines(net, &plan, n, samples, opts);
   out += fmt::format("  {:<28} {:<14} {:>12}\n", "layer", "type", "parameters");
   for (const auto& l : imported_layers(net)) out += fmt::format("  {:<28} {:<14} {:>12}\n", l.name, l.type, l.params);
-  const auto need = estimate_torchscript_memory(d, n, k, opts);
+  const auto need = estimate_torchscript_memory(d, n, k, opts, structured ? &plan : nullptr);
   out += fmt::format("\nper parameter sample, N = {} inputs ({} rows of the Fisher factor each):\n", n, r);
   out += fmt::format("  matrix    {} x {} ({})\n", samples ? n * r : d, samples ? n * r : d,
                      samples ? "Gram, sample side" : "Fisher, parameter side");
-  out += fmt::format(
-      "  memory    about {:.3f} GB: parameters {:.3f}, matrix {:.3f}, Jacobian row blocks {:.3f} (autograd's own "
-      "graph of one example not counted)\n",
-      need.total() / 1e9, need.theta / 1e9, need.matrix / 1e9, need.temporaries / 1e9);
+  out += fmt::format("  memory    about {:.3f} GB: parameters {:.3f}, matrix {:.3f}, {} {:.3f}\n", need.total() / 1e9,
+                     need.theta / 1e9, need.matrix / 1e9,
+                     structured && samples ? "forward record, autograd graph and backprop vectors"
+                                           : "Jacobian row blocks (autograd's own graph of one example not counted)",
+                     need.temporaries / 1e9);
   out += machine_line(need.total());
   return out;
 }
 
 }  // namespace
 
-void check_torchscript_memory(const TorchScriptNetwork& net, int64_t k, int64_t n, const MeasureOptions& opts) {
-  const auto need = estimate_torchscript_memory(net.num_params(), n, k, opts);
+void check_torchscript_memory(const TorchScriptNetwork& net, int64_t k, int64_t n, const MeasureOptions& opts,
+                              const StructuredPlan* structured) {
+  const auto need = estimate_torchscript_memory(net.num_params(), n, k, opts, structured);
   const MemoryLimit limit = memory_limit();
   if (limit.bytes > 0 && need.total() > 0.9 * limit.bytes) throw UsageError(torchscript_too_big(net, n, need, limit));
 }

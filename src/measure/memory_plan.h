@@ -13,8 +13,11 @@ namespace twosed {
 void check_memory(const ModelSpec& spec, int64_t n, const MeasureOptions& opts, int threads);
 
 class TorchScriptNetwork;
-/// The same check for a TorchScript model with k outputs on n inputs.
-void check_torchscript_memory(const TorchScriptNetwork& net, int64_t k, int64_t n, const MeasureOptions& opts);
+struct StructuredPlan;
+/// The same check for a TorchScript model with k outputs on n inputs; `structured`: the plan of
+/// the structured path when it is taken (else the autograd rows are counted).
+void check_torchscript_memory(const TorchScriptNetwork& net, int64_t k, int64_t n, const MeasureOptions& opts,
+                              const StructuredPlan* structured = nullptr);
 
 /// How many parameter samples run at once (MeasureOptions::parallel_samples) and why.
 struct SampleParallelism {

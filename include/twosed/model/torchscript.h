@@ -66,9 +66,14 @@ struct StructuredOp {
 struct StructuredPlan {
   std::vector<std::string> unknown;
   std::vector<StructuredOp> ops;
-  /// Bytes per example of the largest op's inputs and R backprop vectors (and its unfolded
-  /// patches): structured_gram holds N times this in one temporary.
-  int64_t bytes_per_example = 0;
+  /// structured_gram's backward passes run in `groups` groups of ops from the output down (each
+  /// starts where the graph has a cut, see backprop in structured.cpp); backprop_bytes is the
+  /// largest group's backprop vectors, those of its cuts and the widest unfolded input, at N.
+  int64_t groups = 0;
+  int64_t backprop_bytes = 0;
+  /// The recorded forward pass at N: the ops' inputs and outputs (the autograd graph keeps
+  /// about as much again, freed group by group).
+  int64_t forward_bytes = 0;
   bool usable() const { return unknown.empty(); }
 };
 
@@ -106,12 +111,14 @@ class TorchScriptNetwork {
   // values), so that the inputs and outputs of its parametric ops (linear, matmul and addmm
   // with a parameter, convolutions, eval-mode batch_norm, layer_norm) are at hand; the other
   // ops must act on each example alone. The backprop vectors of all examples for output row c
-  // then come from ONE backward pass of sum_i Q_ic . f(x_i) to the ops' outputs.
+  // then come from ONE backward pass of sum_i Q_ic . f(x_i) to the ops' outputs, split into
+  // groups of ops at cuts of the graph so that one group's vectors are alive at a time.
 
   /// Runs the graph on x's first (up to 2) examples at the file's weights and classifies each
   /// op it executes; the forms and FLOPs are those for N = n examples, R = r rows.
   StructuredPlan structured_plan(const torch::Tensor& x, int64_t n, int64_t r,
-                                 ConvFormChoice conv = ConvFormChoice::Cheapest) const;
+                                 ConvFormChoice conv = ConvFormChoice::Cheapest,
+                                 int64_t memory_budget = 256LL << 20) const;
 
   /// The same rows as jacobian_rows from the structured path: one forward and R backward
   /// passes for the whole block. Throws UsageError naming an op the path does not know.
@@ -120,7 +127,9 @@ class TorchScriptNetwork {
 
   /// K += G G^T on the lower triangle of gram ((N R) x (N R), contiguous) for all N examples of
   /// x at once, q (N, R, k), each parametric op in its form (Linear: Kronecker; convolution:
-  /// per-example or patch; normalisation: explicit rows), every temporary within memory_budget.
+  /// per-example or patch; normalisation: explicit rows). The backprop vectors are held one
+  /// group of ops at a time, each group as large as memory_budget allows but at least the ops
+  /// between two cuts (StructuredPlan::backprop_bytes); the forms' temporaries within the budget.
   /// op_seconds, when given, receives each op's Gram term time (structured_plan's order).
   void structured_gram(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& q, ConvFormChoice conv,
                        int64_t memory_budget, torch::Tensor& gram, std::vector<double>* op_seconds = nullptr) const;

@@ -60,22 +60,17 @@ FisherSpectrum torchscript_fisher_spectrum(const TorchScriptNetwork& net, const 
   const GramSide side = linalg::choose_side(opts.side, rows, d);
   double jacobian_seconds = 0;
   if (jac.structured && side == GramSide::Samples) {
-    // All N examples in one pass when the largest op's inputs and backprop vectors fit.
-    const auto plan = net.structured_plan(x, n, r, jac.conv_form);
-    if (!plan.usable())
-      throw UsageError(fmt::format("{}: the structured Jacobian does not know {}", net.path(), plan.unknown.front()));
-    if (n * plan.bytes_per_example <= opts.memory_budget) {
-      auto matrix = torch::zeros({rows, rows}, torch::kFloat64);
-      net.structured_gram(theta, x, q, jac.conv_form, opts.memory_budget, matrix);
-      matrix.div_(static_cast<double>(n));
-      const double built = seconds_since(t0);
-      const auto te = Clock::now();
-      auto out = spectrum_of(matrix, opts.cutoff);
-      out.seconds_eigen = seconds_since(te);
-      out.side = side;
-      out.seconds_gram = built;  // the passes and the ops' Gram terms are interleaved
-      return out;
-    }
+    // All N examples in one forward pass; the backward passes hold one group of ops at a time.
+    auto matrix = torch::zeros({rows, rows}, torch::kFloat64);
+    net.structured_gram(theta, x, q, jac.conv_form, opts.memory_budget, matrix);
+    matrix.div_(static_cast<double>(n));
+    const double built = seconds_since(t0);
+    const auto te = Clock::now();
+    auto out = spectrum_of(matrix, opts.cutoff);
+    out.seconds_eigen = seconds_since(te);
+    out.side = side;
+    out.seconds_gram = built;  // the passes and the ops' Gram terms are interleaved
+    return out;
   }
   // Two blocks are alive at once on the samples side: each gets half the budget.
   const int64_t per_example = r * d * static_cast<int64_t>(sizeof(double));
@@ -160,7 +155,8 @@ TorchScriptModel::TorchScriptModel(std::shared_ptr<const TorchScriptNetwork> net
     autograd_reason_ = "as asked";
     return;
   }
-  plan_ = net_->structured_plan(x, x.size(0), rows_per_example(num_outputs_, fisher_), conv_form);
+  plan_ = net_->structured_plan(x, x.size(0), rows_per_example(num_outputs_, fisher_), conv_form,
+                                fisher_.memory_budget);
   if (plan_.usable()) {
     jacobian_.structured = true;
   } else if (jacobian == "structured") {
@@ -484,8 +480,9 @@ PreparedMeasurement prepare_torchscript_measurement(const MeasureOptions& opts, 
     return out;
   }
   out.model = std::make_unique<TorchScriptModel>(net, std::move(inputs), fisher, shape, opts.jacobian);
-  check_torchscript_memory(*net, static_cast<const TorchScriptModel&>(*out.model).num_outputs(),
-                           out.model->header().num_inputs, opts);
+  const auto& model = static_cast<const TorchScriptModel&>(*out.model);
+  check_torchscript_memory(*net, model.num_outputs(), model.header().num_inputs, opts,
+                           model.jacobian().structured ? &model.structured_plan() : nullptr);
   out.thetas = torchscript_parameters(opts, *net);
   return out;
 }

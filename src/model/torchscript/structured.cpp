@@ -12,6 +12,8 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#include <limits>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -45,6 +47,7 @@ struct ParamOp {
   int64_t norm_dims = 0;    // layer_norm: trailing dimensions normalised
   const Node* node = nullptr;
   const Value *in_value = nullptr, *out_value = nullptr;  // its data operand and result in the graph
+  int64_t input_version = 0;                              // of `input` when it ran
 };
 
 // A per-example op on data that the interpreter ran, after `after` parametric ops (--markov).
@@ -138,7 +141,10 @@ std::vector<int64_t> int_list(const IValue& v) {
 // ops' inputs and outputs are at hand; each executed node is classified on the way.
 class Interpreter {
  public:
-  Interpreter(TorchScriptNetwork::Impl& m, bool record) : m_(m), record_(record), uses_(m.params.size(), 0) {}
+  // record: keep the ops' outputs out of reach of later in-place ops; cuts: also alias every
+  // value read across an op boundary, for frontiers().
+  Interpreter(TorchScriptNetwork::Impl& m, bool record, bool cuts = false)
+      : m_(m), record_(record), uses_(m.params.size(), 0), cuts_(cuts) {}
 
   torch::Tensor run(const torch::Tensor& x) {
     n_ = x.size(0);
@@ -147,6 +153,10 @@ class Interpreter {
     env_[graph->inputs()[1]] = x;
     data_.insert(graph->inputs()[1]);
     run_block(graph->block());
+    read(graph->outputs()[0]);
+    for (const auto& op : ops)
+      if (op.input._version() != op.input_version)
+        refuse(op.node, "its input is rewritten in place later in the graph; its gradient rows need the values it saw");
     const auto out = env_.at(graph->outputs()[0]);
     if (!out.isTensor())
       throw DataError(fmt::format("{}: forward returns a {}, expected a tensor", m_.path, out.tagKind()));
@@ -159,6 +169,52 @@ class Interpreter {
   // --markov: called before each parametric op runs, with its data operand; a defined result
   // replaces the operand (the noise of the Markov chain before a layer).
   std::function<torch::Tensor(const ParamOp&, const torch::Tensor&)> before_op;
+
+  // After a run with cuts: for each op l, a cut of the autograd graph just before it, or nullopt.
+  // A value made before op l and read at or after it is read there through an alias made at
+  // that read (read()); the cut is the set of those aliases. Every path from an earlier op's
+  // output to f crosses it exactly once (the aliases are made from tensors older than any of
+  // them, so none depends on another), so the earlier ops' backprop vectors follow from the
+  // cut's alone. No cut where an alias was rewritten in place later, where a list of tensors
+  // was read across the boundary, or in a loop that carries data (docs/design.md).
+  std::vector<std::optional<std::vector<torch::Tensor>>> frontiers() const {
+    std::vector<std::optional<std::vector<torch::Tensor>>> out(ops.size());
+    if (!cuts_ || no_cuts_) return out;
+    std::vector<std::vector<torch::Tensor>> sets(ops.size());
+    std::vector<bool> bad(ops.size(), false);
+    for (const auto& m : members_)
+      for (size_t l = m.first; l <= m.last && l < ops.size(); ++l) {
+        if (!m.tensor.defined() || m.tensor._version() != m.version)
+          bad[l] = true;
+        else
+          sets[l].push_back(m.tensor);
+      }
+    for (size_t l = 0; l < ops.size(); ++l)
+      if (!bad[l] && independent(sets[l])) out[l] = std::move(sets[l]);
+    return out;
+  }
+
+  // No member of the set depends on another: a walk down each member's autograd graph meets
+  // no other member's (node, output) edge.
+  static bool independent(const std::vector<torch::Tensor>& set) {
+    if (set.size() < 2) return true;
+    std::set<std::pair<const torch::autograd::Node*, uint32_t>> members;
+    for (const auto& t : set) members.emplace(t.grad_fn().get(), t.output_nr());
+    for (const auto& t : set) {
+      std::vector<const torch::autograd::Node*> stack{t.grad_fn().get()};
+      std::unordered_set<const torch::autograd::Node*> seen{stack.back()};
+      while (!stack.empty()) {
+        const auto* node = stack.back();
+        stack.pop_back();
+        for (const auto& e : node->next_edges()) {
+          if (!e.function) continue;
+          if (members.count({e.function.get(), e.input_nr})) return false;
+          if (seen.insert(e.function.get()).second) stack.push_back(e.function.get());
+        }
+      }
+    }
+    return true;
+  }
 
  private:
   void run_block(Block* block) {
@@ -200,19 +256,23 @@ class Interpreter {
     ParamOp op;
     bool parametric = false;
     if (touches_data) {
-      if (param != parametric_ops().end())
+      if (param != parametric_ops().end()) {
         parametric = check_parametric(node, name, param->second, op);
-      else if (examplewise_ops().count(name)) {
+      } else if (examplewise_ops().count(name)) {
         check_examplewise(node, name);
         steps.push_back({name, node, ops.size()});
       } else {
         refuse(node, "");
       }
     }
+    if (parametric) ++epoch_;  // the boundary before this op
+    if (touches_data)
+      for (auto* v : node->inputs()) read(v);
     if (parametric) {
       op.node = node;
       op.in_value = node->input(name == "aten::addmm" ? 1 : 0);
       op.out_value = node->output();
+      op.input = env_.at(op.in_value).toTensor();  // as read(), which may have aliased it
       if (before_op) {
         auto replaced = before_op(op, op.input);
         if (replaced.defined()) {
@@ -221,6 +281,7 @@ class Interpreter {
           n_ = replaced.size(0);
         }
       }
+      op.input_version = op.input._version();
     }
     torch::jit::Stack stack;
     for (auto* v : node->inputs()) stack.push_back(env_.at(v));
@@ -231,6 +292,7 @@ class Interpreter {
       env_[v] = stack[stack.size() - nout + k];
       if (!touches_data || name == "aten::size" || name == "aten::dim") continue;
       data_.insert(v);
+      defined(v);
       const auto& iv = env_[v];
       if (iv.isTensor() && (iv.toTensor().dim() < 1 || iv.toTensor().size(0) != n_))
         refuse(node, fmt::format("output of shape ({}) for {} examples: the batch dimension must stay first",
@@ -282,8 +344,11 @@ class Interpreter {
     Block* block = node->blocks()[env_.at(node->input()).toBool() ? 0 : 1];
     run_block(block);
     for (size_t k = 0; k < node->outputs().size(); ++k) {
+      read(block->outputs()[k]);
       env_[node->outputs()[k]] = env_.at(block->outputs()[k]);
-      if (is_data(block->outputs()[k])) data_.insert(node->outputs()[k]);
+      if (!is_data(block->outputs()[k])) continue;
+      data_.insert(node->outputs()[k]);
+      defined(node->outputs()[k]);
     }
   }
 
@@ -297,6 +362,7 @@ class Interpreter {
     for (size_t k = 0; k < carried; ++k) {
       state.push_back(env_.at(node->input(k + 2)));
       state_data.push_back(is_data(node->input(k + 2)));
+      if (state_data.back()) no_cuts_ = true;  // values a body redefines on every trip
     }
     for (int64_t i = 0; go && i < trips; ++i) {
       env_[body->inputs()[0]] = IValue(i);
@@ -313,7 +379,35 @@ class Interpreter {
     }
     for (size_t k = 0; k < carried; ++k) {
       env_[node->outputs()[k]] = state[k];
-      if (state_data[k]) data_.insert(node->outputs()[k]);
+      if (state_data[k]) {
+        data_.insert(node->outputs()[k]);
+        defined(node->outputs()[k]);
+      }
+    }
+  }
+
+  // A data value made now; a second definition (a loop body's values) rules out cuts.
+  void defined(const Value* v) {
+    if (!made_at_.emplace(v, epoch_).second) no_cuts_ = true;
+  }
+
+  // A read of data value v: made before the last op boundary, it is read across the
+  // boundaries since, and from now on through an alias, which is the member of their cuts.
+  void read(const Value* v) {
+    if (!cuts_) return;
+    const auto it = made_at_.find(v);  // none: the input x or a parameter
+    if (it == made_at_.end() || it->second == epoch_) return;
+    const auto& iv = env_.at(v);
+    const size_t first = it->second, last = epoch_ - 1;
+    it->second = epoch_;
+    if (iv.isTensor()) {
+      const auto& t = iv.toTensor();
+      if (!t.requires_grad()) return;  // depends on no op
+      auto alias = at::alias(t);
+      members_.push_back({first, last, alias, alias._version()});
+      env_[v] = alias;
+    } else if (iv.isList() || iv.isTuple()) {
+      members_.push_back({first, last, torch::Tensor(), 0});  // tensors a cut cannot name
     }
   }
 
@@ -437,6 +531,17 @@ class Interpreter {
   int64_t n_ = 0;
   std::unordered_map<const Value*, IValue> env_;
   std::unordered_set<const Value*> data_;
+  // The cuts: op boundaries passed, when each data value was made or last aliased, and each
+  // alias with the boundaries it is read across (first..last) and its version when made.
+  struct Member {
+    size_t first = 0, last = 0;
+    torch::Tensor tensor;
+    int64_t version = 0;
+  };
+  bool cuts_ = false, no_cuts_ = false;
+  size_t epoch_ = 0;
+  std::unordered_map<const Value*, size_t> made_at_;
+  std::vector<Member> members_;
 };
 
 // ---- the ops' gradient rows and Gram terms ----
@@ -559,13 +664,6 @@ void add_op_gram(const ParamOp& op, const torch::Tensor& b, const std::vector<to
   for (const auto& [p, rows] : op_rows(op, b, params)) linalg::syrk_lower(rows.contiguous(), gram);
 }
 
-// One forward pass through the interpreter and R backward passes to the ops' outputs: the
-// recorded ops and their backprop vectors (N, R, out...).
-struct Backprop {
-  std::vector<ParamOp> ops;
-  std::vector<torch::Tensor> b;
-};
-
 // f(x) through the interpreter: a graph error becomes a DataError naming x's shape, an op the
 // interpreter does not know a UsageError naming `path` (what needs to know it).
 torch::Tensor run_known(TorchScriptNetwork::Impl& m, Interpreter& run, const torch::Tensor& x, const char* path) {
@@ -580,50 +678,131 @@ torch::Tensor run_known(TorchScriptNetwork::Impl& m, Interpreter& run, const tor
   return f;
 }
 
-Backprop backprop(TorchScriptNetwork::Impl& m, const torch::Tensor& x, const torch::Tensor& q) {
+// Per example, the bytes of each op's R backprop vectors and of each cut's (the frontier before
+// op l; cut[ops] is f's side, 0), -1 where op l's frontier cannot be a cut.
+struct PassSizes {
+  std::vector<int64_t> op, cut;
+};
+
+PassSizes pass_sizes(const Interpreter& run, const std::vector<std::optional<std::vector<torch::Tensor>>>& cuts,
+                     int64_t r) {
+  const auto per_example = [&](const torch::Tensor& t) {
+    return r * (t.numel() / std::max<int64_t>(t.size(0), 1)) * static_cast<int64_t>(sizeof(double));
+  };
+  PassSizes s;
+  for (size_t l = 0; l < run.ops.size(); ++l) {
+    s.op.push_back(per_example(run.ops[l].output));
+    int64_t bytes = l == 0 ? 0 : -1;  // nothing before the first op carries gradients
+    if (l > 0 && cuts[l]) {
+      bytes = 0;
+      for (const auto& t : *cuts[l]) bytes += per_example(t);
+    }
+    s.cut.push_back(bytes);
+  }
+  s.cut.push_back(0);
+  return s;
+}
+
+// The ops split into groups [begin, end), from the output down, each starting at a cut: as
+// many ops as keep the group's backprop vectors and those of the cuts at both ends within the
+// budget, and at least the ops up to the next cut.
+std::vector<std::pair<size_t, size_t>> op_groups(const PassSizes& s, int64_t n, int64_t budget) {
+  std::vector<std::pair<size_t, size_t>> groups;
+  for (size_t end = s.op.size(); end > 0;) {
+    int64_t held = 0;
+    size_t begin = end;
+    for (size_t l = end; l-- > 0;) {
+      held += s.op[l];
+      if (s.cut[l] < 0) continue;
+      if (begin == end || n * (held + s.cut[l] + s.cut[end]) <= budget) begin = l;
+      if (n * held > budget) break;
+    }
+    groups.emplace_back(begin, end);
+    end = begin;
+  }
+  return groups;
+}
+
+int64_t peak_bytes(const PassSizes& s, const std::vector<std::pair<size_t, size_t>>& groups, int64_t n) {
+  int64_t peak = 0;
+  for (const auto& [begin, end] : groups) {
+    int64_t held = s.cut[begin] + s.cut[end];
+    for (size_t l = begin; l < end; ++l) held += s.op[l];
+    peak = std::max(peak, n * held);
+  }
+  return peak;
+}
+
+// One recorded forward pass, then group by group from the output down, R backward passes to
+// the group's op outputs and the cut below it: from f for the top group, from the cut above
+// for the others, so that each part of the graph is traversed once per row and only one
+// group's backprop vectors are alive. visit(l, op, b) gets op l's (N, R, out...) as soon as
+// they are complete.
+void backprop(TorchScriptNetwork::Impl& m, const torch::Tensor& x, const torch::Tensor& q, int64_t budget,
+              const std::function<void(size_t, ParamOp&, torch::Tensor&)>& visit) {
   torch::AutoGradMode grad_on(true);
-  Interpreter run(m, /*record=*/true);
+  Interpreter run(m, /*record=*/true, /*cuts=*/true);
   const auto f = run_known(m, run, x, "the structured Jacobian");
-  Backprop out;
-  out.ops = std::move(run.ops);
-  std::vector<torch::Tensor> ys;
-  for (const auto& op : out.ops) ys.push_back(op.output);
+  const auto cuts = run.frontiers();
   const int64_t r = q.size(1);
-  for (const auto& y : ys) {
+  const auto groups = op_groups(pass_sizes(run, cuts, r), x.size(0), budget);
+  auto buffer = [r](const torch::Tensor& y) {
     auto shape = y.sizes().vec();
     shape.insert(shape.begin() + 1, r);
-    out.b.push_back(torch::empty(shape, y.options()));  // (N, R, out...), filled row by row
-  }
-  for (int64_t c = 0; c < r; ++c) {
-    const auto s = (q.select(1, c) * f).sum();
-    const auto grads = torch::autograd::grad({s}, ys, {}, /*retain_graph=*/c + 1 < r, /*create_graph=*/false,
-                                             /*allow_unused=*/true);
-    torch::NoGradGuard no_grad;
-    for (size_t l = 0; l < ys.size(); ++l) {
-      auto dst = out.b[l].select(1, c);
-      if (grads[l].defined())
-        dst.copy_(grads[l]);
+    return torch::empty(shape, y.options());  // (N, R, ...), filled row by row
+  };
+  std::vector<torch::Tensor> top, top_b;  // the cut above the group and its backprop vectors
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const auto [begin, end] = groups[g];
+    std::vector<torch::Tensor> inputs, b;
+    for (size_t l = begin; l < end; ++l) inputs.push_back(run.ops[l].output);
+    const auto bottom = begin > 0 ? *cuts[begin] : std::vector<torch::Tensor>{};
+    inputs.insert(inputs.end(), bottom.begin(), bottom.end());
+    for (const auto& t : inputs) b.push_back(buffer(t));
+    for (int64_t c = 0; c < r; ++c) {
+      std::vector<torch::Tensor> outs = top, seeds;
+      if (g == 0)
+        outs = {(q.select(1, c) * f).sum()};
       else
-        dst.zero_();  // an op the output does not depend on
+        for (const auto& t : top_b) seeds.push_back(t.select(1, c));
+      std::vector<torch::Tensor> grads(inputs.size());
+      // The last row frees this part of the graph: the groups below never traverse it.
+      if (!outs.empty())
+        grads = torch::autograd::grad(outs, inputs, seeds, /*retain_graph=*/c + 1 < r, /*create_graph=*/false,
+                                      /*allow_unused=*/true);
+      torch::NoGradGuard no_grad;
+      for (size_t k = 0; k < inputs.size(); ++k) {
+        auto dst = b[k].select(1, c);
+        if (grads[k].defined())
+          dst.copy_(grads[k]);
+        else
+          dst.zero_();  // not on a path to f
+      }
+    }
+    top = bottom;
+    top_b.assign(b.begin() + static_cast<std::ptrdiff_t>(end - begin), b.end());
+    torch::NoGradGuard no_grad;
+    for (size_t l = begin; l < end; ++l) {
+      auto& op = run.ops[l];
+      op.output = op.output.detach();
+      op.input = op.input.detach();
+      visit(l, op, b[l - begin]);
+      b[l - begin] = torch::Tensor();
+      op = ParamOp();  // free as we go
     }
   }
-  for (auto& op : out.ops) {
-    op.output = op.output.detach();
-    op.input = op.input.detach();
-  }
-  return out;
 }
 
 }  // namespace
 
-StructuredPlan TorchScriptNetwork::structured_plan(const torch::Tensor& x, int64_t n, int64_t r,
-                                                   ConvFormChoice conv) const {
+StructuredPlan TorchScriptNetwork::structured_plan(const torch::Tensor& x, int64_t n, int64_t r, ConvFormChoice conv,
+                                                   int64_t memory_budget) const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   auto& m = *impl_;
   m.set_theta(m.file_theta);
-  torch::NoGradGuard no_grad;
+  torch::AutoGradMode grad_on(true);  // a recording run, for the cuts of the backward pass
   const auto probe = x.narrow(0, 0, std::min<int64_t>(2, x.size(0)));
-  Interpreter run(m, /*record=*/false);
+  Interpreter run(m, /*record=*/true, /*cuts=*/true);
   StructuredPlan plan;
   try {
     run.run(probe);
@@ -634,6 +813,12 @@ StructuredPlan TorchScriptNetwork::structured_plan(const torch::Tensor& x, int64
     return plan;
   }
   plan.unknown = run.unknown;
+  const auto sizes = pass_sizes(run, run.frontiers(), r);
+  const auto groups = op_groups(sizes, n, memory_budget);
+  plan.groups = static_cast<int64_t>(groups.size());
+  plan.backprop_bytes = peak_bytes(sizes, groups, n);
+  const int64_t m0 = probe.size(0), bytes = static_cast<int64_t>(sizeof(double));
+  int64_t widest_unfold = 0;
   const double nr = static_cast<double>(n * r);
   for (const auto& op : run.ops) {
     StructuredOp s;
@@ -644,7 +829,7 @@ StructuredPlan TorchScriptNetwork::structured_plan(const torch::Tensor& x, int64
         s.params += (s.params.empty() ? "" : ", ") + m.slices[static_cast<size_t>(p)].name;
         numel += m.slices[static_cast<size_t>(p)].numel();
       }
-    int64_t bytes = op.input.numel() + r * op.output.numel();
+    plan.forward_bytes += n * (op.input.numel() + 2 * op.output.numel()) / m0 * bytes;
     if (kronecker(op)) {
       s.form = "kronecker";
       s.flops = static_cast<double>(n) * n * op.input.size(1) + nr * nr * op.output.size(1);
@@ -654,15 +839,14 @@ StructuredPlan TorchScriptNetwork::structured_plan(const torch::Tensor& x, int64
       const auto form = conv_form(shape, n, r, conv);
       s.form = layers::conv_form_name(form);
       s.flops = layers::conv_gram_flops(shape, n, r, form);
-      bytes += op.input.size(0) * shape.groups * shape.patch * shape.positions;
+      widest_unfold = std::max(widest_unfold, n * shape.groups * shape.patch * shape.positions * bytes);
     } else {
       s.form = "rows";
       s.flops = nr * nr * static_cast<double>(numel);
     }
-    plan.bytes_per_example =
-        std::max(plan.bytes_per_example, bytes / probe.size(0) * static_cast<int64_t>(sizeof(double)));
     plan.ops.push_back(std::move(s));
   }
+  plan.backprop_bytes += widest_unfold;
   return plan;
 }
 
@@ -671,14 +855,14 @@ void TorchScriptNetwork::structured_rows(const torch::Tensor& theta, const torch
   std::lock_guard<std::mutex> lock(impl_->mutex);
   auto& m = *impl_;
   m.set_theta(theta);
-  const auto bp = backprop(m, x.narrow(0, i0, q.size(0)), q);
-  torch::NoGradGuard no_grad;
   out.zero_();  // a parameter the output does not depend on
-  for (size_t l = 0; l < bp.ops.size(); ++l)
-    for (const auto& [p, rows] : op_rows(bp.ops[l], bp.b[l], m.params)) {
-      const auto& slice = m.slices[static_cast<size_t>(p)];
-      out.narrow(1, slice.offset, slice.numel()).copy_(rows);
-    }
+  backprop(m, x.narrow(0, i0, q.size(0)), q, std::numeric_limits<int64_t>::max(),
+           [&](size_t, ParamOp& op, torch::Tensor& b) {
+             for (const auto& [p, rows] : op_rows(op, b, m.params)) {
+               const auto& slice = m.slices[static_cast<size_t>(p)];
+               out.narrow(1, slice.offset, slice.numel()).copy_(rows);
+             }
+           });
 }
 
 void TorchScriptNetwork::structured_gram(const torch::Tensor& theta, const torch::Tensor& x, const torch::Tensor& q,
@@ -687,16 +871,14 @@ void TorchScriptNetwork::structured_gram(const torch::Tensor& theta, const torch
   std::lock_guard<std::mutex> lock(impl_->mutex);
   auto& m = *impl_;
   m.set_theta(theta);
-  auto bp = backprop(m, x, q);
-  torch::NoGradGuard no_grad;
   if (op_seconds) op_seconds->clear();
-  for (size_t l = 0; l < bp.ops.size(); ++l) {
+  backprop(m, x, q, memory_budget, [&](size_t l, ParamOp& op, torch::Tensor& b) {
     const auto t0 = std::chrono::steady_clock::now();
-    add_op_gram(bp.ops[l], bp.b[l], m.params, conv, memory_budget, gram);
-    if (op_seconds) op_seconds->push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    bp.b[l] = torch::Tensor();  // free as we go
-    bp.ops[l] = ParamOp();
-  }
+    add_op_gram(op, b, m.params, conv, memory_budget, gram);
+    if (!op_seconds) return;
+    if (op_seconds->size() <= l) op_seconds->resize(l + 1, 0.0);
+    (*op_seconds)[l] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  });
 }
 
 // ---- the Markov chain model on an imported chain (docs/math.md section 9) ----
