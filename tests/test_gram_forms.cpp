@@ -44,9 +44,9 @@ TEST(ConvGramForms, PatchBlocksMatchPerExampleGradients) {
     const auto bias = b.sum(3).reshape({n * r, s.out});  // the bias gradients of all filters
     want += torch::mm(bias, bias.t());
     const double scale = (want - start).abs().max().item<double>();
-    const int64_t og = s.out / groups;
-    // Budgets for chunks of 1 example j, of 3 (ragged: 13 = 4 x 3 + 1) and of all examples.
-    const int64_t chunk3 = 3 * (l + r * og) * l * 8 + 5;
+    // Budgets for row blocks of 1 example i, of 3 (ragged: 13 = 4 x 3 + 1) and of all examples
+    // (the patch form's products of one example against all: 2 (R L x N R L + L x N L) doubles).
+    const int64_t chunk3 = 3 * 2 * (r * l * n * r * l + l * n * l) * 8 + 5;
     for (const int64_t budget : {int64_t{1}, chunk3, int64_t{1} << 30})
       for (const auto form : {ConvGramForm::Patch, ConvGramForm::PerExample}) {
         SCOPED_TRACE("groups " + std::to_string(groups) + " budget " + std::to_string(budget) + " " +

@@ -430,16 +430,16 @@ TEST(TorchScriptStructured, GroupedBackwardEqualsOnePass) {
   // boundary is a cut, also where the stem's output is alive beside the down conv's (which
   // depends on it) or the skip's result beside the branch: the later reads go through aliases.
   for (const char* file : {"basic_scripted.pt", "basic_traced.pt"}) {
-    const auto plan = TorchScriptNetwork(model(file)).structured_plan(torch::randn({2, 1, 6, 6}, torch::kFloat64), 2,
-                                                                      3, ConvFormChoice::Cheapest, 1);
+    const auto plan =
+        TorchScriptNetwork(model(file))
+            .structured_plan(torch::randn({2, 1, 6, 6}, torch::kFloat64), 2, 3, ConvFormChoice::Cheapest, 1);
     EXPECT_EQ(plan.ops.size(), 8u) << file;
     EXPECT_EQ(plan.groups, 8) << file;
   }
   // In the rewrite model the tensors alive before fc2 are independent, but one is rewritten in
   // place later: no cut there either.
-  const auto rewrite =
-      TorchScriptNetwork(model("rewrite_scripted.pt")).structured_plan(torch::randn({2, 5}, torch::kFloat64), 2, 3,
-                                                                       ConvFormChoice::Cheapest, 1);
+  const auto rewrite = TorchScriptNetwork(model("rewrite_scripted.pt"))
+                           .structured_plan(torch::randn({2, 5}, torch::kFloat64), 2, 3, ConvFormChoice::Cheapest, 1);
   EXPECT_EQ(rewrite.ops.size(), 3u);
   EXPECT_EQ(rewrite.groups, 2);
 }

@@ -303,7 +303,7 @@ std::vector<ImportedLayer> imported_layers(const TorchScriptNetwork& net) {
 // eigen-solver's copy (samples side: also the blocks' products), and the Jacobian row blocks
 // (two alive on the samples side, each within half the budget or one example).
 MemoryEstimate estimate_torchscript_memory(int64_t d, int64_t n, int64_t k, const MeasureOptions& opts,
-                                          const StructuredPlan* structured) {
+                                           const StructuredPlan* structured) {
   MemoryEstimate m;
   const double b = sizeof(double), dd = static_cast<double>(d);
   const int64_t r = rows_per_example(k, opts.fisher);
@@ -313,10 +313,11 @@ MemoryEstimate estimate_torchscript_memory(int64_t d, int64_t n, int64_t k, cons
   m.matrix = (samples ? 3 * rows * rows : 2 * dd * dd) * b;
   const double block = std::max(static_cast<double>(opts.fisher.memory_budget) / 2, static_cast<double>(r) * dd * b);
   m.temporaries = (samples ? 2 : 1) * std::min(block, rows * dd * b);
-  // The structured pass: the largest group's backprop vectors, and the recorded forward pass
-  // with autograd's graph of it (about as large again).
+  // The structured pass: the largest group's backprop vectors, and the recorded forward pass,
+  // whose tensors are most of what autograd's graph saves (measured peaks: ResNet-20 1.8 GB,
+  // CIFAR ResNet-18 5.1 GB at N = 100, against 1.7 and 6.1 GB from this).
   if (structured && samples)
-    m.temporaries = static_cast<double>(structured->backprop_bytes) + 2.0 * static_cast<double>(structured->forward_bytes);
+    m.temporaries = static_cast<double>(structured->backprop_bytes) + static_cast<double>(structured->forward_bytes);
   return m;
 }
 

@@ -71,8 +71,8 @@ struct StructuredPlan {
   /// largest group's backprop vectors, those of its cuts and the widest unfolded input, at N.
   int64_t groups = 0;
   int64_t backprop_bytes = 0;
-  /// The recorded forward pass at N: the ops' inputs and outputs (the autograd graph keeps
-  /// about as much again, freed group by group).
+  /// The recorded forward pass at N: the ops' inputs and outputs and the copies of the outputs
+  /// (most of what autograd's graph saves, freed group by group).
   int64_t forward_bytes = 0;
   bool usable() const { return unknown.empty(); }
 };

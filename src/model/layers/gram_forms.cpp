@@ -41,13 +41,14 @@ double conv_gram_flops(const ConvShape& s, int64_t n, int64_t r, ConvGramForm fo
   const double p = static_cast<double>(s.patch), l = static_cast<double>(s.positions);
   const double g = static_cast<double>(s.groups);
   if (form == ConvGramForm::PerExample) return 2 * nn * rr * o * p * l + nn * nn * rr * rr * o * p;
-  // Pairs j <= i: patch Grams (L x L from P), their product with b_i, the contraction with b_j.
-  return nn * nn * l * l * (g * p + rr * o) + nn * nn * rr * rr * o * l;
+  // Pairs j <= i: the patch Grams (L x L from P), the backprop Grams (R L x R L from O / g), and
+  // their product summed over the position pairs.
+  return nn * nn * l * l * (g * p + rr * rr * o + 2 * rr * rr * g);
 }
 
 ConvGramForm cheapest_conv_form(const ConvShape& s, int64_t n, int64_t r) {
-  // The patch form runs as many small products (L x L patch Grams per example pair), 5-15x the
-  // time of a GEMM of its FLOPs against 1.3-1.7x for the per-example rows and their syrk.
+  // Measured against a GEMM of the same FLOPs (resnet18, CIFAR ResNet-18 at N = 100): the patch
+  // form 1.7-3x (its position-pair contraction is a pass over C), the per-example form 1.2-2x.
   return kPatchFlopCost * conv_gram_flops(s, n, r, ConvGramForm::Patch) <
                  conv_gram_flops(s, n, r, ConvGramForm::PerExample)
              ? ConvGramForm::Patch
@@ -84,31 +85,51 @@ void add_per_example_gram(const torch::Tensor& u, const torch::Tensor& b, const 
 
 // K[(i,c),(j,c')] += sum_o sum_{p,p'} b_{ic o p} (U_i^T U_j)_{p p'} b_{jc' o p'} for j <= i, with
 // examples j in chunks so that the patch Grams and their products stay within the budget.
+// K[(i,c),(j,c')] += sum_{t,t'} <u_it, u_jt'> <b_ict, b_jc't'> in three large products per block
+// of examples I (rows) against all j <= the block's last: the patch Gram A = U_I^T U_J (from P),
+// the backprop Gram C = B_I B_J^T over the og channels (rows and columns (example, row, position)),
+// then their product summed over the position pairs. This replaced a loop over example pairs
+// with L x L products, which ran 5-15x the time of a GEMM of its FLOPs (docs/benchmarks.md).
 void add_patch_gram(const torch::Tensor& u, const torch::Tensor& b, const ConvShape& s, int64_t memory_budget,
                     torch::Tensor& gram) {
   const int64_t n = b.size(0), r = b.size(1), l = b.size(3), og = s.out / s.groups;
-  const int64_t per_example = (l + r * og) * l * static_cast<int64_t>(sizeof(double));
+  // One example of the block: its rows of C (R L x N R L) and of A (L x N L), with room to spare.
+  TORCH_CHECK(gram.is_contiguous(), "add_patch_gram: a contiguous Gram matrix expected");
+  const int64_t per_example = 2 * (r * l * n * r * l + l * n * l) * static_cast<int64_t>(sizeof(double));
   const int64_t chunk = std::max<int64_t>(1, memory_budget / std::max<int64_t>(per_example, 1));
   for (int64_t g = 0; g < s.groups; ++g) {
-    auto ug = u.narrow(1, g * s.patch, s.patch);                               // (N, P, L)
-    auto bg = b.narrow(2, g * og, og).reshape({n, r * og, l});                 // (N, R og, L)
-    auto cols = ug.permute({1, 0, 2}).reshape({s.patch, n * l}).contiguous();  // (P, N L)
-    auto bflat = bg.reshape({n, r, og * l});
-    for (int64_t i = 0; i < n; ++i) {
-      auto uit = ug[i].t();
-      for (int64_t j0 = 0; j0 <= i; j0 += chunk) {
-        const int64_t nj = std::min(chunk, i + 1 - j0);
-        auto m = torch::mm(uit, cols.narrow(1, j0 * l, nj * l));                                     // (L, nj L)
-        auto t = torch::mm(bg[i], m).view({r, og, nj, l}).permute({2, 0, 1, 3});                     // (nj, R, og, L)
-        auto kij = torch::bmm(t.reshape({nj, r, og * l}), bflat.narrow(0, j0, nj).transpose(1, 2));  // (nj, R, R)
-        auto k = kij.permute({1, 0, 2}).reshape({r, nj * r});
-        // The block (i, i) on the diagonal: the upper triangle of `gram` is left as is (layer.h).
-        if (j0 + nj == i + 1) {
-          auto kii = k.narrow(1, (nj - 1) * r, r);
-          kii.copy_(kii.tril());
+    auto cols =
+        u.narrow(1, g * s.patch, s.patch).permute({1, 0, 2}).reshape({s.patch, n * l}).contiguous();  // (P, N L)
+    // (N R L, og): row (i, c, t) holds b_ict over the group's channels.
+    auto bm = b.narrow(2, g * og, og).permute({0, 1, 3, 2}).reshape({n * r * l, og}).contiguous();
+    for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+      const int64_t ni = std::min(chunk, n - i0), nj = i0 + ni;
+      const auto a = torch::mm(cols.narrow(1, i0 * l, ni * l).t(), cols.narrow(1, 0, nj * l)).contiguous();
+      const auto c = torch::mm(bm.narrow(0, i0 * r * l, ni * r * l), bm.narrow(0, 0, nj * r * l).t()).contiguous();
+      // K[(i,c),(j,c')] += sum_{t,t'} C[(i,c,t),(j,c',t')] A[(i,t),(j,t')], one pass over C's rows
+      // and the lower triangle of K only (the upper triangle of `gram` is left as is, layer.h).
+      const double* pc = c.data_ptr<double>();
+      const double* pa = a.data_ptr<double>();
+      double* pk = gram.data_ptr<double>();
+      const int64_t kn = gram.size(1), cn = nj * r * l, an = nj * l;
+      for (int64_t i = 0; i < ni; ++i)
+        for (int64_t ci = 0; ci < r; ++ci) {
+          const int64_t row = (i0 + i) * r + ci;
+          double* krow = pk + row * kn;
+          for (int64_t t = 0; t < l; ++t) {
+            const double* crow = pc + ((i * r + ci) * l + t) * cn;
+            const double* arow = pa + (i * l + t) * an;
+            for (int64_t j = 0; j <= i0 + i; ++j) {
+              const double* aj = arow + j * l;
+              for (int64_t cj = 0; cj < r && j * r + cj <= row; ++cj) {
+                const double* cjt = crow + (j * r + cj) * l;
+                double acc = 0;
+                for (int64_t t2 = 0; t2 < l; ++t2) acc += cjt[t2] * aj[t2];
+                krow[j * r + cj] += acc;
+              }
+            }
+          }
         }
-        gram.narrow(0, i * r, r).narrow(1, j0 * r, nj * r).add_(k);
-      }
     }
   }
   if (s.bias) linalg::syrk_lower(b.sum(3).reshape({n * r, s.out}), gram);

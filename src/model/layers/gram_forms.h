@@ -33,7 +33,7 @@ double conv_gram_flops(const ConvShape& s, int64_t n, int64_t r, ConvGramForm fo
 /// The form that should take less time: the patch form's FLOPs count kPatchFlopCost times, the
 /// measured ratio of its time per FLOP to the per-example form's (docs/benchmarks.md).
 ConvGramForm cheapest_conv_form(const ConvShape& s, int64_t n, int64_t r);
-inline constexpr double kPatchFlopCost = 4.0;
+inline constexpr double kPatchFlopCost = 1.5;
 
 /// Per-example gradients of filters [o0, o0 + oc) (all in one group): weights (N R, oc patch),
 /// bias (N R, oc) (undefined without a bias). u (N, groups patch, L) the unfolded input, b

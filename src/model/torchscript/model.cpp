@@ -155,8 +155,8 @@ TorchScriptModel::TorchScriptModel(std::shared_ptr<const TorchScriptNetwork> net
     autograd_reason_ = "as asked";
     return;
   }
-  plan_ = net_->structured_plan(x, x.size(0), rows_per_example(num_outputs_, fisher_), conv_form,
-                                fisher_.memory_budget);
+  plan_ =
+      net_->structured_plan(x, x.size(0), rows_per_example(num_outputs_, fisher_), conv_form, fisher_.memory_budget);
   if (plan_.usable()) {
     jacobian_.structured = true;
   } else if (jacobian == "structured") {
