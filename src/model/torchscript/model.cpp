@@ -58,20 +58,7 @@ FisherSpectrum torchscript_fisher_spectrum(const TorchScriptNetwork& net, const 
   const auto q = output_covectors(net.forward(theta, x), opts, rng_index);
   const int64_t r = q.size(1), rows = n * r;
   const GramSide side = linalg::choose_side(opts.side, rows, d);
-  double jacobian_seconds = 0;
-  if (jac.structured && side == GramSide::Samples) {
-    // All N examples in one forward pass; the backward passes hold one group of ops at a time.
-    auto matrix = torch::zeros({rows, rows}, torch::kFloat64);
-    net.structured_gram(theta, x, q, jac.conv_form, opts.memory_budget, matrix);
-    matrix.div_(static_cast<double>(n));
-    const double built = seconds_since(t0);
-    const auto te = Clock::now();
-    auto out = spectrum_of(matrix, opts.cutoff);
-    out.seconds_eigen = seconds_since(te);
-    out.side = side;
-    out.seconds_gram = built;  // the passes and the ops' Gram terms are interleaved
-    return out;
-  }
+  double jacobian_seconds = 0;  // stays 0 on the structured samples side: passes and Gram terms interleave
   // Two blocks are alive at once on the samples side: each gets half the budget.
   const int64_t per_example = r * d * static_cast<int64_t>(sizeof(double));
   const int64_t block_examples = std::max<int64_t>(1, opts.memory_budget / 2 / std::max<int64_t>(per_example, 1));
@@ -86,7 +73,11 @@ FisherSpectrum torchscript_fisher_spectrum(const TorchScriptNetwork& net, const 
     return g;
   };
   torch::Tensor matrix;
-  if (side == GramSide::Samples) {
+  if (jac.structured && side == GramSide::Samples) {
+    // All N examples in one forward pass; the backward passes hold one group of ops at a time.
+    matrix = torch::zeros({rows, rows}, torch::kFloat64);
+    net.structured_gram(theta, x, q, jac.conv_form, opts.memory_budget, matrix);
+  } else if (side == GramSide::Samples) {
     matrix = samples_gram(rows, block_examples, r, rows_of, n);
   } else {
     matrix = torch::zeros({d, d}, torch::kFloat64);
