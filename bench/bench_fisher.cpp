@@ -38,12 +38,14 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "linalg/linalg.h"
+#include "linalg/scratch.h"
 #include "model/layers/layer.h"
 #include "twosed/data/data.h"
 #include "twosed/data/npy.h"
@@ -84,7 +86,8 @@ struct Options {
   std::string export_model = "mlp:784-1024-10";
   double ref_seconds = 0.3;  // time budget per reference kernel
   bool no_fork = false;
-  bool no_replay = false;  // skip the Gram replay and BLAS references (per-sample times only)
+  bool no_replay = false;   // skip the Gram replay and BLAS references (per-sample times only)
+  bool no_scratch = false;  // fresh temporaries per sample (as before the engine's scratch pool)
 };
 
 double seconds_since(Clock::time_point t0) {
@@ -277,6 +280,10 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
   json per_sample = json::array();
   r["dgemm_gflops_before"] = dgemm_probe_gflops();
   const auto probe0 = CpuProbe::now();
+  // As the engine's SampleWorker does: large temporaries reused from sample to sample.
+  linalg::ScratchPool scratch;
+  std::optional<linalg::ScratchScope> scope;
+  if (!o.no_scratch) scope.emplace(scratch);
   for (int64_t j = 0; j < o.warmup + o.samples; ++j) {
     auto ts = Clock::now();
     space.sample(o.seed, j, theta.data_ptr<double>());
@@ -488,6 +495,36 @@ json run_gram_job(const std::string& model, int threads, const Options& o) {
     double t1 = 0, t2 = 0;
     r["breakdown"]["lapack_dsyevd"] = lapack(false, t1);
     r["breakdown"]["lapack_dsyevd_2stage"] = lapack(true, t2);
+  }
+  // The stage limits of issue "Throughput": the forward's FLOPs at the dgemm probe's rate, every
+  // backprop row written once at the rate fill_ writes memory here, cblas_dsyrk of the Gram's
+  // shapes (t_syrk above), the faster of the two eigen routines.
+  {
+    double fwd_flops = 0, row_bytes = 0;
+    int64_t widest = 0;
+    for (size_t i = 0; i < cap.size(); ++i) {
+      const auto& ls = cap[i].layer->spec();
+      fwd_flops += 2.0 * static_cast<double>(n) * static_cast<double>(ls.fan_in()) * static_cast<double>(ls.out);
+      if (i + 1 < cap.size()) {  // the last captured layer is the first one: no rows below it
+        row_bytes += 8.0 * static_cast<double>(rows) * static_cast<double>(ls.fan_in());
+        widest = std::max(widest, ls.fan_in());
+      }
+    }
+    double fill_rate = 0;
+    if (widest > 0) {
+      auto buf = torch::zeros({rows, widest}, torch::kFloat64);
+      fill_rate = 8.0 * static_cast<double>(buf.numel()) / time_median([&] { buf.fill_(1.0); }, budget);
+    }
+    const double rate = std::max(r["dgemm_gflops_before"].get<double>(), r["dgemm_gflops_after"].get<double>()) * 1e9;
+    const double eig = std::min(r["breakdown"]["lapack_dsyevd"]["seconds"].get<double>(),
+                                r["breakdown"]["lapack_dsyevd_2stage"]["seconds"].get<double>());
+    json lim{{"forward", fwd_flops / rate},
+             {"rows", fill_rate > 0 ? row_bytes / fill_rate : 0.0},
+             {"gram", t_syrk},
+             {"eigen", eig},
+             {"fill_gb_per_s", fill_rate * 1e-9}};
+    lim["sum"] = lim["forward"].get<double>() + lim["rows"].get<double>() + t_syrk + eig;
+    r["limits"] = lim;
   }
   r["peak_rss_after_replay_mb"] = maxrss_mb();
   return r;
@@ -716,6 +753,24 @@ void print_replay_tables(const json& jobs) {
                ms(b["symmetrize_and_scale"].get<double>()), ms(b["eigvalsh"].get<double>()),
                ms(b["lapack_dsyevd"]["seconds"].get<double>()), ms(b["lapack_dsyevd_2stage"]["seconds"].get<double>()));
   }
+  fmt::print(
+      "\n== Per sample against the sum of its stages' limits (ms): forward FLOPs at the dgemm probe's rate, backprop "
+      "rows written once at fill_'s rate, dsyrk of the Gram's shapes, the faster eigen routine; spectrum = "
+      "fisher_spectrum (total - draw) ==\n");
+  fmt::print("{:<22} {:>3} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>12} {:>8}\n", "model", "T", "fwd", "rows",
+             "Gram", "eigen", "sum", "spectrum", "min", "draw", "mean/min:sum", "fill GB/s");
+  for (const auto& j : jobs) {
+    if (j.contains("error") || j["kind"] != "gram" || !j.contains("limits")) continue;
+    const auto& L = j["limits"];
+    const auto& s = j["stats"];
+    const double draw = s["draw"]["mean"].get<double>(), sum = L["sum"].get<double>();
+    const double mean = s["total"]["mean"].get<double>() - draw, lo = s["total"]["min"].get<double>() - draw;
+    fmt::print("{:<22} {:>3} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>12} {:>8.1f}\n",
+               j["model"].get<std::string>(), j["threads"].get<int>(), ms(L["forward"].get<double>()),
+               ms(L["rows"].get<double>()), ms(L["gram"].get<double>()), ms(L["eigen"].get<double>()), ms(sum),
+               ms(mean), ms(lo), ms(draw), fmt::format("{:.2f}/{:.2f}", mean / sum, lo / sum),
+               L["fill_gb_per_s"].get<double>());
+  }
   fmt::print("\nper Linear layer (B is m x out, A is N x in):\n");
   fmt::print("{:<22} {:>3} {:>6} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "model",
              "T", "layer", "m x out", "add_gram", "syrk(B)", "zeros", "addcmul", "(c-maj)", "AA^T+1", "ref dsyrk",
@@ -790,6 +845,7 @@ int main(int argc, char** argv) {
   app.add_option("--export-model", o.export_model, "Model whose sample 0 --export-dir writes")->capture_default_str();
   app.add_option("--ref-seconds", o.ref_seconds, "Time budget per replayed piece / reference kernel")
       ->capture_default_str();
+  app.add_flag("--no-scratch", o.no_scratch, "Fresh temporaries per sample (no scratch pool, as before it)");
   app.add_flag("--no-replay", o.no_replay, "Per-sample times only: skip the Gram replay and the BLAS references");
   app.add_flag("--no-fork", o.no_fork, "Run every job in this process (peak memory is then cumulative)");
   CLI11_PARSE(app, argc, argv);

@@ -41,6 +41,7 @@ for h in widths:
         rows.append(np.concatenate(parts))
     np.save(f"{work}/thetas{h}.npy", np.stack(rows))
 EOF
+sync  # the 1.3 GB just written must not be flushed to disk while the timed runs read it
 
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-22s %5s %12s %10s %12s %10s %7s %12s\n' model round twosed_s twosed_MB numpy_s numpy_MB ratio ed_rel_diff

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "linalg/scratch.h"
 #include "twosed/fisher/fisher.h"
 #include "twosed/model/parameter_space.h"
 
@@ -113,4 +114,27 @@ TEST(FisherTest, CutoffRemovesRoundoffAndNegatives) {
   EXPECT_EQ(fs.spectrum.num_cut, 3);
   EXPECT_DOUBLE_EQ(fs.most_negative, -1e-17);
   EXPECT_NEAR(fs.spectrum.trace, 1.0 + 2e-12 + 5e-13, 1e-15);
+}
+
+// The engine's SampleWorker draws a sample's large temporaries (Linear layers' backprop rows)
+// from a scratch pool that lives across samples. With every tensor counted as large, and the
+// rows rewritten in place by the activations, a pool reused over several samples gives the
+// same spectra, bit for bit, as fresh tensors.
+TEST(FisherTest, ScratchPoolReusedAcrossSamplesChangesNothing) {
+  for (const char* spec : {"mlp:6-5-4", "mlp:6-5-5-3", "cnn:1x7x7-c2k3s2p1-relu-c3k2-a2-f3"}) {
+    Network net(parse_model_spec(spec));
+    const auto x = inputs(net, 7);
+    FisherOptions fo;
+    linalg::ScratchPool pool(/*min_bytes=*/1);
+    for (int64_t j = 0; j < 3; ++j) {
+      auto theta = torch::empty({net.num_params()}, torch::kFloat64);
+      ParameterSpace::parse("box:0.8", net).sample(5, static_cast<uint64_t>(j), theta.data_ptr<double>());
+      const auto fresh = fisher_spectrum(net, theta, x, fo, static_cast<uint64_t>(j));
+      linalg::ScratchScope scope(pool);
+      const auto pooled = fisher_spectrum(net, theta, x, fo, static_cast<uint64_t>(j));
+      EXPECT_EQ(pooled.spectrum.eigenvalues, fresh.spectrum.eigenvalues) << spec << " j=" << j;
+      EXPECT_EQ(pooled.spectrum.trace, fresh.spectrum.trace) << spec << " j=" << j;
+    }
+    EXPECT_GT(pool.reuses(), 0) << spec;  // the rows of samples 1 and 2 came from the pool
+  }
 }

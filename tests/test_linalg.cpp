@@ -1,5 +1,5 @@
 // src/linalg: the eigen routines it may choose agree with each other, and the choice is a
-// function of size and thread count only.
+// function of size and thread count only; the scratch pool hands blocks back only when free.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "linalg/linalg.h"
+#include "linalg/scratch.h"
 
 namespace twosed::linalg {
 namespace {
@@ -80,4 +81,77 @@ TEST(LinalgTest, SymmetricSpectrumUsesTheChosenRoutine) {
   EXPECT_EQ(static_cast<int64_t>(cs.kept.size()), 25);  // rank 25: the other 15 are round-off zeros
 }
 
+}  // namespace twosed::linalg
+
+namespace twosed::linalg {
+namespace {
+
+// ScratchPool (scratch.h): a block comes back only once every tensor on it is gone, a miss
+// releases the free blocks, and a tensor may outlive its pool.
+TEST(ScratchPool, ReusesAFreeBlockOfTheSameSizeOnly) {
+  ScratchPool pool(/*min_bytes=*/1024);
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  void* first = nullptr;
+  {
+    auto a = pool.empty({64, 32}, f64);
+    first = a.data_ptr();
+    auto view = a.view({32, 64});  // a view keeps the block in use
+    a = torch::Tensor();
+    auto b = pool.empty({64, 32}, f64);
+    EXPECT_NE(b.data_ptr(), first);
+    EXPECT_EQ(pool.reuses(), 0);
+  }
+  auto c = pool.empty({2048}, f64);  // same bytes, other shape: the first free block of that size
+  EXPECT_EQ(c.data_ptr(), first);
+  EXPECT_EQ(pool.reuses(), 1);
+  EXPECT_EQ(c.sizes(), torch::IntArrayRef({2048}));
+}
+
+TEST(ScratchPool, AMissReleasesTheFreeBlocks) {
+  ScratchPool pool(1024);
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  { auto a = pool.empty({1000}, f64); }
+  EXPECT_EQ(pool.bytes_held(), 8000);
+  auto held = pool.empty({500}, f64);
+  EXPECT_EQ(pool.bytes_held(), 4000);  // the free 8000-byte block went
+  auto more = pool.empty({700}, f64);
+  EXPECT_EQ(pool.bytes_held(), 4000 + 5600);  // the block in use stays
+}
+
+TEST(ScratchPool, ATensorOutlivesItsPool) {
+  torch::Tensor t;
+  {
+    ScratchPool pool(1024);
+    t = pool.empty({300}, torch::kFloat64);
+    t.fill_(2.5);
+  }
+  EXPECT_EQ(t.sum().item<double>(), 750.0);
+}
+
+TEST(ScratchPool, ScratchEmptyUsesTheScopesPoolForLargeTensorsOnly) {
+  ScratchPool pool(1024);
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  { auto t = scratch_empty({1000}, f64); }  // no scope: not from the pool
+  EXPECT_EQ(pool.bytes_held(), 0);
+  {
+    ScratchScope scope(pool);
+    { auto small = scratch_empty({10}, f64); }
+    EXPECT_EQ(pool.bytes_held(), 0);
+    { auto large = scratch_empty({1000}, f64); }
+    EXPECT_EQ(pool.bytes_held(), 8000);
+    {
+      ScratchPool inner(1024);
+      ScratchScope nested(inner);
+      auto t = scratch_empty({1000}, f64);
+      EXPECT_EQ(inner.bytes_held(), 8000);
+      EXPECT_EQ(pool.reuses(), 0);
+    }
+    auto again = scratch_empty({1000}, f64);  // the outer scope is back
+    EXPECT_EQ(pool.reuses(), 1);
+  }
+  { auto t = scratch_empty({1000}, f64); }
+  EXPECT_EQ(pool.reuses(), 1);
+}
+
+}  // namespace
 }  // namespace twosed::linalg

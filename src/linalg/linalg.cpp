@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <string>
 #include <thread>
 
 #include "twosed/error.h"
@@ -21,6 +22,7 @@ void dsyevr_(const char* jobz, const char* range, const char* uplo, const int* n
              int* info);
 void openblas_set_num_threads(int);
 int openblas_get_num_threads();
+char* openblas_get_corename();
 }
 
 namespace twosed::linalg {
@@ -53,11 +55,23 @@ const char* eigen_routine_name(EigenRoutine routine) {
 // than on one (bulge chasing is not threaded, and its threads wait). Measured on a quiet
 // machine: dsyevd ahead by 2.6x at 900, 1.4x at 2,000, 1.1x at 3,000, and level at 4,000
 // (2.6 s against 2.8 s), so the two-stage reduction starts at 4,000 there.
+// With OpenBLAS's Haswell (AVX2) kernels, on a 2-core AMD EPYC, the one-thread crossover is
+// later: dsyevd ahead by 1.26x at 1,153 and 1.06x at 2,000, dsyevd_2stage ahead by 1.20x at
+// 2,500 and 1.39x at 3,000 (the 1,000 threshold made the Markov benchmark's 1,153 blocks 1.3x
+// slower there); on two threads the same 4,000 (dsyevd ahead by 1.16x at 3,000, behind by 1.5x
+// at 4,000). The choice depends only on the kernels OpenBLAS runs (its core name), so equal
+// inputs on one machine still give equal eigenvalues.
 constexpr int64_t kTwoStageFromOneThread = 1000;
+constexpr int64_t kTwoStageFromOneThreadAvx2 = 2200;
 constexpr int64_t kTwoStageFromMoreThreads = 4000;
 
 EigenRoutine eigen_routine(int64_t m, int threads) {
-  const int64_t from = threads <= 1 ? kTwoStageFromOneThread : kTwoStageFromMoreThreads;
+  static const int64_t one_thread_from = [] {
+    const char* core = openblas_get_corename();
+    const std::string name = core ? core : "";
+    return name == "Haswell" || name == "Zen" ? kTwoStageFromOneThreadAvx2 : kTwoStageFromOneThread;
+  }();
+  const int64_t from = threads <= 1 ? one_thread_from : kTwoStageFromMoreThreads;
   return m >= from ? EigenRoutine::DsyevdTwoStage : EigenRoutine::Dsyevd;
 }
 

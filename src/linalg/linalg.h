@@ -42,7 +42,8 @@ const char* eigen_routine_name(EigenRoutine routine);
 
 /// The routine symmetric_eigenvalues() uses for an m x m matrix on `threads` BLAS threads: the
 /// fastest measured by bench/bench_eigen (thresholds in linalg.cpp). It depends only on (m,
-/// threads), so equal inputs on equal thread counts give bit-identical eigenvalues on every path.
+/// threads) and OpenBLAS's kernels, so equal inputs on equal thread counts give bit-identical
+/// eigenvalues on every path of one machine.
 EigenRoutine eigen_routine(int64_t m, int threads);
 
 /// Eigenvalues (ascending) of the symmetric m x m matrix held column-major in `a` (destroyed),

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <map>
 
+#include "linalg/scratch.h"
 #include "twosed/error.h"
 
 namespace twosed {
@@ -242,30 +243,49 @@ std::vector<int64_t> remaining_schedule(int64_t m, const std::vector<SampleRecor
   return schedule;
 }
 
+SampleWorker::SampleWorker(const StatisticalModel& model, const ParameterSource& thetas)
+    : model_(model),
+      thetas_(thetas),
+      theta_(torch::empty({thetas.num_params()}, torch::kFloat64)),
+      scratch_(std::make_unique<linalg::ScratchPool>()) {}
+
+SampleWorker::~SampleWorker() = default;
+
+SampleRecord SampleWorker::sample(int64_t j, const std::function<void(int64_t, int64_t)>& after_layer) {
+  const int64_t m = thetas_.count();
+  if (j < 0 || j >= m) throw UsageError(fmt::format("schedule index {} is outside [0, {})", j, m));
+  thetas_.fill(j, theta_.data_ptr<double>());
+  linalg::ScratchScope scope(*scratch_);
+  return model_.sample(j, theta_, after_layer);
+}
+
+namespace {
+std::function<void(int64_t, int64_t)> layer_progress_of(const MeasureHooks& hooks, int64_t j, int64_t m) {
+  if (!hooks.layer_progress) return {};
+  return [&hooks, j, m](int64_t done, int64_t layers) { hooks.layer_progress(j, done, layers, m); };
+}
+}  // namespace
+
 std::vector<SampleRecord> run_samples(const StatisticalModel& model, const ParameterSource& thetas,
                                       const std::vector<int64_t>& schedule, const MeasureHooks& hooks,
                                       const ExecutionContext& ctx) {
-  ScopedThreads threads(ctx);
-  const int64_t d = thetas.num_params(), m = thetas.count();
-  auto theta = torch::empty({d}, torch::kFloat64);
   std::vector<SampleRecord> out;
   out.reserve(schedule.size());
-  for (const int64_t j : schedule) {
-    if (j < 0 || j >= m) throw UsageError(fmt::format("schedule index {} is outside [0, {})", j, m));
-    thetas.fill(j, theta.data_ptr<double>());
-    out.push_back(model.sample(j, theta, [&](int64_t done, int64_t layers) {
-      if (hooks.layer_progress) hooks.layer_progress(j, done, layers, m);
-    }));
-    if (hooks.on_sample) hooks.on_sample(out.back());
-  }
+  SequentialExecutor().run(model, thetas, schedule, hooks, ctx, [&](SampleRecord&& r) { out.push_back(std::move(r)); });
   return out;
 }
 
 void SequentialExecutor::run(const StatisticalModel& model, const ParameterSource& thetas,
                              const std::vector<int64_t>& schedule, const MeasureHooks& hooks,
                              const ExecutionContext& ctx, const std::function<void(SampleRecord&&)>& done) const {
+  ScopedThreads threads(ctx);
+  SampleWorker worker(model, thetas);
   // One index at a time, so that `done` sees each record (and the store commits it) at once.
-  for (const int64_t j : schedule) done(std::move(run_samples(model, thetas, {j}, hooks, ctx).front()));
+  for (const int64_t j : schedule) {
+    auto record = worker.sample(j, layer_progress_of(hooks, j, thetas.count()));
+    if (hooks.on_sample) hooks.on_sample(record);
+    done(std::move(record));
+  }
 }
 
 namespace {

@@ -22,7 +22,7 @@ void ParallelExecutor::run(const StatisticalModel& model, const ParameterSource&
                            const ExecutionContext& /*ctx*/, const std::function<void(SampleRecord&&)>& done) const {
   // One BLAS thread per worker for the whole run (and LibTorch's pool at one), restored after.
   ScopedThreads single(1);
-  const int64_t d = thetas.num_params(), m = thetas.count();
+  const int64_t m = thetas.count();
   std::atomic<size_t> next{0};
   std::atomic<bool> stop{false};
   std::mutex mutex;
@@ -33,13 +33,11 @@ void ParallelExecutor::run(const StatisticalModel& model, const ParameterSource&
   std::mutex progress_mutex;  // progress bars are not thread-safe
 
   auto work = [&] {
-    auto theta = torch::empty({d}, torch::kFloat64);
     try {
+      SampleWorker worker(model, thetas);
       for (size_t i; !stop && (i = next++) < schedule.size();) {
         const int64_t j = schedule[i];
-        if (j < 0 || j >= m) throw UsageError(fmt::format("schedule index {} is outside [0, {})", j, m));
-        thetas.fill(j, theta.data_ptr<double>());
-        auto record = model.sample(j, theta, [&](int64_t layers_done, int64_t layers) {
+        auto record = worker.sample(j, [&](int64_t layers_done, int64_t layers) {
           if (!hooks.layer_progress) return;
           std::lock_guard<std::mutex> lock(progress_mutex);
           hooks.layer_progress(j, layers_done, layers, m);

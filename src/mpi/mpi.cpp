@@ -29,6 +29,7 @@
 #include <optional>
 #include <thread>
 
+#include "linalg/scratch.h"
 #include "mpi/codec.h"
 #include "mpi/ranks.h"
 #include "twosed/error.h"
@@ -124,6 +125,9 @@ struct WorkerJob {
   std::unique_ptr<StatisticalModel> model;
   std::unique_ptr<ParameterSource> thetas;  // drawn here; null: theta^(j) comes with each task
   std::optional<Failure> failure;           // building failed: the answer to every task
+  // Reused from task to task, as a SampleWorker does (engine.h).
+  torch::Tensor theta;
+  linalg::ScratchPool scratch;
 };
 
 void build_job(WorkerJob& job, torch::Tensor x) {
@@ -145,12 +149,14 @@ void build_job(WorkerJob& job, torch::Tensor x) {
 }
 
 // One task: its record, encoded.
-std::vector<char> run_task(const WorkerJob& job, const std::vector<char>& msg) {
+std::vector<char> run_task(WorkerJob& job, const std::vector<char>& msg) {
   if (job.failure) rethrow(*job.failure);
   const auto& s = job.setup;
   Reader in(msg.data(), msg.size(), "task from rank 0");
   const auto j = in.get<int64_t>();
-  auto theta = torch::empty({s.num_params}, torch::kFloat64);
+  if (!job.theta.defined()) job.theta = torch::empty({s.num_params}, torch::kFloat64);
+  auto& theta = job.theta;
+  linalg::ScratchScope scope(job.scratch);
   if (job.thetas)
     job.thetas->fill(j, theta.data_ptr<double>());
   else
