@@ -433,16 +433,16 @@ NpyFileLayout read_npy_layout(const std::string& path) {
 }
 
 void decode_npy_values(const char* bytes, size_t count, size_t item_size, double* out) {
+  // '<f8' on a little-endian host is the identity: nothing to do in place, a memmove otherwise
+  // (the byte loop below does not vectorise, and a 1 GB --thetas file passes through here).
+  if (item_size == 8 && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) {
+    if (reinterpret_cast<const char*>(out) != bytes) std::memmove(out, bytes, count * 8);
+    return;
+  }
   // Front to back, so that float64 values may be decoded in place (bytes == out).
-  if (item_size == 8) {
-    // '<f8' on a little-endian host is the identity: nothing to do in place, a memcpy otherwise
-    // (the byte loop below does not vectorise, and a 1 GB --thetas file passes through here).
-    if (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) {
-      if (reinterpret_cast<const char*>(out) != bytes) std::memmove(out, bytes, count * 8);
-      return;
-    }
+  if (item_size == 8)
     for (size_t i = 0; i < count; ++i) out[i] = decode_f8(bytes + i * 8);
-  } else
+  else
     for (size_t i = 0; i < count; ++i) out[i] = decode_f4(bytes + i * 4);
 }
 

@@ -30,9 +30,16 @@ int64_t ScratchPool::bytes_held() const {
   return n;
 }
 
-torch::Tensor ScratchPool::empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+namespace {
+int64_t bytes_of(at::IntArrayRef sizes, const at::TensorOptions& options) {
   int64_t bytes = static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(options.dtype())));
   for (const int64_t s : sizes) bytes *= s;
+  return bytes;
+}
+}  // namespace
+
+torch::Tensor ScratchPool::empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  const int64_t bytes = bytes_of(sizes, options);
   std::shared_ptr<Block> block;
   for (const auto& b : blocks_)
     if (b->bytes == bytes && !b->in_use.load()) {
@@ -66,11 +73,8 @@ ScratchScope::~ScratchScope() {
 }
 
 torch::Tensor scratch_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  if (current_pool && options.device().is_cpu()) {
-    int64_t bytes = static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(options.dtype())));
-    for (const int64_t s : sizes) bytes *= s;
-    if (bytes >= current_pool->min_bytes()) return current_pool->empty(sizes, options);
-  }
+  if (current_pool && options.device().is_cpu() && bytes_of(sizes, options) >= current_pool->min_bytes())
+    return current_pool->empty(sizes, options);
   return torch::empty(sizes, options);
 }
 
